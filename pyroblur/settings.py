@@ -1,0 +1,57 @@
+"""One place that defines paths. Everything lives under a data root that
+``PYROBLUR_DATA_DIR`` can move (default: ``./data`` in the current directory).
+
+Layout::
+
+    <root>/raw/<source>/...          downloads and generated data, never modified in place
+    <root>/exports/<digest>/          YOLO exports (one folder per input digest)
+    <root>/runs/<digest>/             ultralytics training runs (checkpoints live here)
+    <root>/reports/<digest>/          benchmark reports
+    <root>/registry.json              champion/challenger model registry
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_DATA_DIR = "PYROBLUR_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(Path(os.environ.get(ENV_DATA_DIR, "data")).expanduser().resolve())
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry.json"
+
+
+def get_paths() -> Paths:
+    """Paths for the current environment (read each call so tests can move the root)."""
+    return Paths.from_env()
