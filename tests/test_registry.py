@@ -1,0 +1,200 @@
+"""Tests of pyroblur.registry: promotion rules, atomic writes, locking, corruption."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyroblur.registry import (
+    Candidate,
+    CorruptRegistryError,
+    champion_weights,
+    load_registry,
+    promote_if_better,
+)
+
+METRIC = "mAP50-95"
+
+
+def make_candidate(tmp: Path, name: str, value: float, **extra: float) -> Candidate:
+    weights = tmp / "runs" / name / "best.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(f"weights of {name}".encode())
+    return Candidate(
+        weights=weights,
+        metrics={METRIC: value, **extra},
+        config_digest="c",
+        data_digest="d",
+    )
+
+
+def test_empty_registry_has_no_champion(tmp_path: Path) -> None:
+    assert champion_weights(tmp_path / "registry.json") is None
+    assert load_registry(tmp_path / "registry.json").models == []
+
+
+def test_first_model_becomes_champion_and_weights_are_copied(tmp_path: Path) -> None:
+    reg = tmp_path / "reg" / "registry.json"
+    d = promote_if_better(reg, make_candidate(tmp_path, "a", 0.30), METRIC, 0.01)
+    assert d.promoted and d.champion_id is None and d.champion_value is None
+    assert "no champion yet" in d.reason
+    path = champion_weights(reg)
+    assert path is not None and path.read_bytes() == b"weights of a"
+    assert path.is_relative_to(reg.parent / "models")
+    entry = load_registry(reg).models[0]
+    assert (
+        entry.status == "champion"
+        and entry.primary_value == 0.30
+        and entry.id == d.candidate_id
+    )
+
+
+@pytest.mark.parametrize(
+    ("new_value", "margin", "promoted"),
+    [
+        (0.25, 0.0, False),  # worse
+        (0.30, 0.01, False),  # equal, margin required
+        (0.305, 0.01, False),  # better, but less than the margin
+        (0.31, 0.01, True),  # better by exactly the margin (within float rounding)
+        (0.40, 0.01, True),  # clearly better
+        (math.nan, 0.0, False),  # not a number
+    ],
+)
+def test_promotion_rules(
+    tmp_path: Path, new_value: float, margin: float, promoted: bool
+) -> None:
+    reg = tmp_path / "registry.json"
+    first = promote_if_better(reg, make_candidate(tmp_path, "a", 0.30), METRIC, margin)
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", new_value), METRIC, margin)
+    assert d.promoted is promoted, d.reason
+    assert d.champion_value == 0.30 and d.champion_id == first.candidate_id
+    assert (d.candidate_value == new_value) or math.isnan(new_value)
+    statuses = {m.id: m.status for m in load_registry(reg).models}
+    if promoted:
+        assert statuses == {first.candidate_id: "retired", d.candidate_id: "champion"}
+        assert champion_weights(reg).read_bytes() == b"weights of b"  # type: ignore[union-attr]
+    else:
+        assert statuses == {
+            first.candidate_id: "champion",
+            d.candidate_id: "challenger",
+        }
+        assert champion_weights(reg).read_bytes() == b"weights of a"  # type: ignore[union-attr]
+        assert "champion kept" in d.reason or "not promoted" in d.reason
+
+
+def test_exact_margin_is_enough(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.25), METRIC, 0.25)
+    assert promote_if_better(
+        reg, make_candidate(tmp_path, "b", 0.5), METRIC, 0.25
+    ).promoted
+
+
+def test_reason_names_both_values(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC, 0.0)
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", 0.4), METRIC, 0.0)
+    assert "0.4000" in d.reason and "0.5000" in d.reason
+
+
+def test_champion_metrics_override(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    # re-measured on the new test set the champion only reaches 0.3: 0.4 wins
+    d = promote_if_better(
+        reg, make_candidate(tmp_path, "b", 0.4), METRIC, champion_metrics={METRIC: 0.3}
+    )
+    assert d.promoted and d.champion_value == 0.3
+
+
+def test_champion_lacking_metric_is_kept(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    cand = make_candidate(tmp_path, "b", 0.4, mAP50=0.9)
+    d = promote_if_better(reg, cand, "mAP50")
+    assert not d.promoted and "no finite mAP50" in d.reason
+
+
+def test_same_weights_twice_changes_nothing(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    cand = make_candidate(tmp_path, "a", 0.5)
+    assert promote_if_better(reg, cand, METRIC).promoted
+    before = reg.read_text()
+    again = promote_if_better(reg, cand, METRIC)
+    assert again.promoted and "already registered" in again.reason
+    assert reg.read_text() == before
+
+
+def test_missing_metric_raises(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="mAP50"):
+        promote_if_better(
+            tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), "mAP50"
+        )
+
+
+def test_missing_weights_raises(tmp_path: Path) -> None:
+    cand = Candidate(weights=tmp_path / "nope.pt", metrics={METRIC: 0.5})
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
+        promote_if_better(tmp_path / "r.json", cand, METRIC)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "{not json", '{"schema_version": 1, "models": [{"id": 1}]}', "[]", "\x00\xff"],
+)
+def test_corrupt_registry_raises_and_is_untouched(tmp_path: Path, content: str) -> None:
+    reg = tmp_path / "registry.json"
+    reg.write_text(content, encoding="utf-8", errors="surrogateescape")
+    before = reg.read_bytes()
+    with pytest.raises(CorruptRegistryError, match=str(reg)):
+        promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    with pytest.raises(CorruptRegistryError, match=str(reg)):
+        champion_weights(reg)
+    assert reg.read_bytes() == before
+
+
+def test_written_file_is_plain_json_without_temp_leftovers(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    data = json.loads(reg.read_text())
+    assert data["schema_version"] == 1 and data["models"][0]["status"] == "champion"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _worker(args: tuple[str, str, float]) -> bool:
+    reg, tmp, value = args
+    return promote_if_better(
+        Path(reg), make_candidate(Path(tmp), f"m{value}", value), METRIC, 0.0
+    ).promoted
+
+
+def test_concurrent_promotions_lose_no_update(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    values = [0.1 * i for i in range(1, 9)]
+    with mp.get_context("fork").Pool(4) as pool:
+        pool.map(_worker, [(str(reg), str(tmp_path), v) for v in values])
+    models = load_registry(reg).models
+    assert len(models) == len(values)
+    champions = [m for m in models if m.status == "champion"]
+    assert len(champions) == 1 and champions[0].primary_value == pytest.approx(
+        max(values)
+    )
+
+
+def test_mlflow_missing_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    with caplog.at_level(logging.WARNING, logger="pyroblur.registry"):
+        d = promote_if_better(
+            tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC
+        )
+    assert d.promoted
+    assert "mlflow is not installed" in caplog.text
