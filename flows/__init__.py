@@ -1,0 +1,5 @@
+"""Prefect flows: wiring only (which task after which, with which config section)."""
+
+from pyroblur.runtime import configure_environment
+
+configure_environment()  # before Prefect reads its settings

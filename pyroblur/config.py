@@ -1,0 +1,232 @@
+"""Typed pipeline configuration, loaded from ``configs/*.yaml``.
+
+The same :class:`PipelineConfig` model is the ``training_pipeline`` flow's parameter, so the
+Prefect UI renders it as a form with these descriptions and defaults. Every model forbids
+unknown keys; :func:`load_config` turns validation errors into messages that name the file and
+the dotted key (with a "did you mean" hint).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pyroblur.sources.models import SourceConfig, SyntheticSource
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CurationConfig(_Section):
+    """Import into FiftyOne, validate, deduplicate and filter."""
+
+    dataset_name: str = Field("pyroblur", description="Name of the persistent FiftyOne dataset.")
+    min_box_size: dict[Literal["face", "license_plate"], float] = Field(
+        default_factory=lambda: {"face": 4.0, "license_plate": 4.0},
+        description="Boxes smaller than this (shorter side, pixels) are dropped, per class.",
+    )
+    max_boxes_per_image: int = Field(
+        200, ge=1, description="Images with more labelled boxes than this are rejected."
+    )
+    drop_invalid: bool = Field(True, description="Drop boxes flagged invalid by the source (WIDER).")
+    drop_heavy_occlusion: bool = Field(
+        False, description="Drop faces flagged as heavily occluded (WIDER occlusion=2)."
+    )
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=64, description="Perceptual-hash Hamming distance at or below which images are near-duplicates."
+    )
+
+
+class BalanceConfig(_Section):
+    """Class balancing (images per class, rarest class first)."""
+
+    samples_per_class: int = Field(
+        1000, ge=1, description="Images that contain at least one instance of each class."
+    )
+    negative_fraction: float = Field(
+        0.05, ge=0, le=0.5, description="Extra images with neither class, as a fraction of the selection."
+    )
+    seed: int = Field(0, description="Seed of the selection and of the split.")
+
+
+class SplitConfig(_Section):
+    """Leak-free train/val/test split."""
+
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must sum to 1, got {total:.3f}")
+        return self
+
+
+@functools.cache
+def ultralytics_arg_names() -> frozenset[str]:
+    """Training/validation argument names ultralytics itself accepts."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return frozenset(DEFAULT_CFG_DICT)
+
+
+#: Arguments the pipeline owns; setting them in ``train.args`` would break caching or resume.
+RESERVED_TRAIN_ARGS = frozenset({"data", "project", "name", "resume", "exist_ok", "model", "mode", "task"})
+
+
+class TrainConfig(_Section):
+    """Ultralytics training. Common arguments are fields; any other ultralytics argument goes in ``args``."""
+
+    model: str = Field(
+        "yolo11l.pt",
+        description="Weights file (.pt, pretrained) or model definition (.yaml, from scratch).",
+    )
+    allow_download: bool = Field(
+        True, description="Let ultralytics download official weights (e.g. yolo11l.pt) when missing."
+    )
+    epochs: int = Field(100, ge=1)
+    imgsz: int = Field(640, ge=32, description="Training image size, pixels (multiple of 32).")
+    batch: int = Field(16, description="Batch size (-1 = auto for the GPU's memory).")
+    device: str = Field("0", description="'cpu', a GPU index '0', several '0,1' (DDP), or 'auto'.")
+    workers: int = Field(8, ge=0, description="Dataloader worker processes.")
+    seed: int = Field(0)
+    patience: int = Field(50, ge=0, description="Early stopping patience in epochs.")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other ultralytics train argument (checked against ultralytics' own names).",
+    )
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"imgsz must be a multiple of 32 (the model's stride), got {v}")
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _known_ultralytics_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        known = ultralytics_arg_names()
+        for key in v:
+            if key in RESERVED_TRAIN_ARGS:
+                raise ValueError(f"'{key}' is set by the pipeline and cannot be given in train.args")
+            if key in cls.model_fields:
+                raise ValueError(f"'{key}' has its own field: set train.{key} instead of train.args.{key}")
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ValueError(f"'{key}' is not an ultralytics argument{extra}")
+        return v
+
+
+class BenchmarkConfig(_Section):
+    """Evaluation on the held-out test split and promotion."""
+
+    conf: float = Field(0.001, gt=0, lt=1, description="Confidence threshold for mAP evaluation.")
+    iou: float = Field(0.6, gt=0, lt=1, description="NMS IoU threshold.")
+    device: str = Field("0", description="Device for the benchmark ('cpu', '0', ...).")
+    speed_images: int = Field(50, ge=1, description="Images timed for ms/image.")
+    primary_metric: str = Field("map50_95", description="Metric compared for promotion.")
+    min_improvement: float = Field(0.0, ge=0, description="Promote only if better by at least this.")
+
+
+class PipelineConfig(_Section):
+    """Everything the training pipeline needs; the ``training_pipeline`` flow's parameter."""
+
+    name: str = Field("pyroblur", description="Run name, used in reports.")
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SyntheticSource()], description="Datasets to download or generate."
+    )
+    curation: CurationConfig = Field(default_factory=CurationConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list[Any]) -> list[Any]:
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if not v:
+            raise ValueError("at least one source is needed")
+        return v
+
+
+def _format_error(err: dict[str, Any], data: Any, model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        # Suggest a close key that the model at that location does accept.
+        parent: Any = model
+        for part in err["loc"][:-1]:
+            fields = getattr(parent, "model_fields", {})
+            ann = fields[part].annotation if part in fields else None
+            parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if parent is None:
+                break
+        hint = ""
+        if parent is not None:
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
+            if close:
+                hint = f" (did you mean '{close[0]}'?)"
+        return f"unknown key '{loc}'{hint}"
+    return f"'{loc}': {err['msg']}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> PipelineConfig:
+    """Validate a mapping into a :class:`PipelineConfig`; errors name ``source`` and keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(e, data, PipelineConfig) for e in exc.errors()]
+        raise ConfigError(f"{source}: invalid config:\n  - " + "\n  - ".join(lines)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load and validate a YAML config file (optionally with ``key=value`` overrides)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if overrides:
+        data = apply_overrides(data or {}, overrides)
+    return parse_config(data, str(path))

@@ -1,0 +1,89 @@
+"""Write a YOLO dataset (images/<split>, labels/<split>, data.yaml) with fixed class order."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from pyroblur import CLASSES
+
+STAMP = ".pyroblur-export.json"
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One image to export: boxes ``xyxy`` in pixels of a ``width`` x ``height`` image."""
+
+    filepath: str
+    name: str
+    split: str
+    width: int
+    height: int
+    xyxy: np.ndarray
+    class_id: np.ndarray
+
+
+def to_yolo_lines(xyxy: np.ndarray, class_id: np.ndarray, width: int, height: int) -> str:
+    """YOLO label text: ``cls cx cy w h`` per line, coordinates normalized to [0, 1]."""
+    lines = []
+    for (x1, y1, x2, y2), cls in zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(class_id).reshape(-1)):
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # no copy when on the same filesystem; raw files are never modified
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def save_yolo_dataset(items: list[ExportItem], out: Path, digest: str) -> dict[str, int]:
+    """Write the dataset to ``out`` atomically (``out.part`` then rename) and stamp it.
+
+    Returns images per split. ``data.yaml`` uses absolute paths and names {0: face, 1: license_plate}.
+    """
+    tmp = out.with_name(out.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    counts: dict[str, int] = {}
+    for item in tqdm(items, desc="export YOLO", unit="img", mininterval=1.0):
+        img_dir, lbl_dir = tmp / "images" / item.split, tmp / "labels" / item.split
+        if item.split not in counts:
+            img_dir.mkdir(parents=True, exist_ok=True)
+            lbl_dir.mkdir(parents=True, exist_ok=True)
+        counts[item.split] = counts.get(item.split, 0) + 1
+        suffix = Path(item.filepath).suffix.lower() or ".jpg"
+        _link_or_copy(Path(item.filepath), img_dir / f"{item.name}{suffix}")
+        (lbl_dir / f"{item.name}.txt").write_text(
+            to_yolo_lines(item.xyxy, item.class_id, item.width, item.height)
+        )
+    data = {"path": str(out), "names": dict(enumerate(CLASSES))}
+    for split in ("train", "val", "test"):
+        if split in counts:
+            data[split] = f"images/{split}"
+    if "val" not in counts and "train" in counts:
+        data["val"] = "images/train"
+    (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (tmp / STAMP).write_text(json.dumps({"digest": digest, "images": counts}))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return counts
+
+
+def read_stamp(out: Path) -> str | None:
+    """The digest an export folder was written for, or None when missing/incomplete."""
+    try:
+        return json.loads((out / STAMP).read_text())["digest"]
+    except (OSError, ValueError, KeyError):
+        return None

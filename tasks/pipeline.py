@@ -1,0 +1,140 @@
+"""The training pipeline's tasks. Each: retries with backoff, a content-based cache key that
+verifies its outputs, a small manifest as result, and an artifact where a person wants one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from pyroblur import CLASSES
+from pyroblur.config import BalanceConfig, BenchmarkConfig, CurationConfig, SplitConfig, TrainConfig
+from pyroblur.hashing import digest_of, sha256_file
+from pyroblur.manifests import (
+    BenchmarkManifest,
+    CurateManifest,
+    DownloadManifest,
+    ExportManifest,
+    SourceOutput,
+    SplitManifest,
+    TrainManifest,
+)
+from pyroblur.records import load_records, save_records
+from pyroblur.settings import get_paths
+from pyroblur.sources.models import SourceConfig
+from tasks._cache import StagePolicy, stage_digest
+from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
+
+_SOURCES = ("pyroblur.sources", "pyroblur.sources.synthetic", "pyroblur.records")
+_CURATE = ("pyroblur.curation", "pyroblur.validation")
+_SPLIT = ("pyroblur.curation", "pyroblur.balance")
+_EXPORT = ("pyroblur.curation", "pyroblur.export")
+_TRAIN = ("pyroblur.training",)
+_BENCH = ("pyroblur.evaluation",)
+
+
+def _opts(stage: str, modules: tuple[str, ...]) -> dict:
+    return {
+        "name": stage,
+        "cache_policy": StagePolicy(stage=stage, modules=modules),
+        "retries": RETRIES,
+        "retry_delay_seconds": RETRY_DELAY,
+        "retry_jitter_factor": 0.2,
+        "persist_result": True,
+    }
+
+
+@task(**_opts("download", _SOURCES))
+def download(sources: list[SourceConfig]) -> DownloadManifest:
+    """Download or generate every source into ``<data>/raw/<name>``; index their records."""
+    from pyroblur.sources import fetch_source
+
+    maybe_inject_failure("download")
+    log = get_run_logger()
+    raw = get_paths().raw
+    outs = []
+    for src in sources:
+        records = fetch_source(src, raw / src.name)
+        index = raw / src.name / "index.jsonl"
+        save_records(records, index)
+        boxes = {c: sum(1 for r in records for b in r.boxes if b.class_id == i) for i, c in enumerate(CLASSES)}
+        log.info("source %s: %d images, boxes %s", src.name, len(records), boxes)
+        outs.append(
+            SourceOutput(
+                name=src.name, kind=src.kind, index_path=str(index), index_sha256=sha256_file(index),
+                num_images=len(records), num_boxes=boxes,
+            )
+        )
+    return DownloadManifest(digest=digest_of([o.index_sha256 for o in outs]), sources=outs)
+
+
+@task(**_opts("curate", _CURATE))
+def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
+    """Import every source into the FiftyOne dataset, validate and deduplicate."""
+    from pyroblur.curation import curate as run_curate
+
+    maybe_inject_failure("curate")
+    records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
+    manifest = run_curate(records, cfg, stage_digest("curate", _CURATE, cfg, downloads))
+    rows = [{"reason": k, "images": v, "boxes": ""} for k, v in sorted(manifest.rejected.items())]
+    rows += [{"reason": k, "images": "", "boxes": v} for k, v in sorted(manifest.label_issues.items())]
+    create_table_artifact(
+        key="pyroblur-curation",
+        table=rows or [{"reason": "none", "images": 0, "boxes": 0}],
+        description=f"Curation of '{cfg.dataset_name}': {manifest.num_curated} of {manifest.num_imported} images kept",
+    )
+    return manifest
+
+
+@task(**_opts("balance_split", _SPLIT))
+def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest) -> SplitManifest:
+    """Balance to N images per class and split train/val/test without leakage."""
+    from pyroblur.curation import balance_and_split
+
+    maybe_inject_failure("balance_split")
+    manifest = balance_and_split(
+        curated.dataset_name, bal, spl, stage_digest("balance_split", _SPLIT, bal, spl, curated)
+    )
+    log = get_run_logger()
+    for w in manifest.warnings:
+        log.warning(w)
+    return manifest
+
+
+@task(**_opts("export", _EXPORT))
+def export(selection: SplitManifest) -> ExportManifest:
+    """Write the selected images as a YOLO dataset under ``<data>/exports/<digest>``."""
+    from pyroblur.curation import export_items
+    from pyroblur.export import save_yolo_dataset
+
+    maybe_inject_failure("export")
+    digest = stage_digest("export", _EXPORT, selection)
+    out = get_paths().exports / digest[:16]
+    counts = save_yolo_dataset(export_items(selection.dataset_name), out, digest)
+    return ExportManifest(digest=digest, path=str(out), data_yaml=str(out / "data.yaml"), images=counts)
+
+
+@task(**_opts("train", _TRAIN))
+def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
+    """Train with ultralytics; a retry resumes from the run folder's last checkpoint."""
+    from pyroblur.training import train as run_train
+
+    run_dir = get_paths().runs / stage_digest("train", _TRAIN, cfg, dataset)[:16]
+    get_run_logger().info("training run folder: %s", run_dir)
+    maybe_inject_failure("train")
+    return run_train(Path(dataset.data_yaml), cfg, run_dir)
+
+
+@task(**_opts("benchmark", _BENCH))
+def benchmark(cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifest, imgsz: int) -> BenchmarkManifest:
+    """Evaluate on the held-out test split and publish the report as a markdown artifact."""
+    from pyroblur.evaluation import benchmark as run_benchmark
+    from pyroblur.evaluation import to_markdown
+
+    maybe_inject_failure("benchmark")
+    digest = stage_digest("benchmark", _BENCH, cfg, model, dataset, imgsz)
+    out = get_paths().reports / digest[:16]
+    manifest = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
+    create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")
+    return manifest
