@@ -111,9 +111,7 @@ class UltralyticsDetector:
         self._precision = self._precision_args(self.half)
         self._to_ours = self._class_map(getattr(self.model, "names", None) or {})
         # Ask the model only for its classes that map to ones we anonymize.
-        self._model_classes = sorted(
-            m for m, ours in self._to_ours.items() if ours in self.classes
-        )
+        self._model_classes = sorted(m for m, ours in self._to_ours.items() if ours in self.classes)
         logger.info(
             "Loaded %s on %s (half=%s, classes=%s, conf=%s)",
             self.weights,

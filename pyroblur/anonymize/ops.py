@@ -13,7 +13,7 @@ smaller side, so a 20 px face and a 400 px face are equally unrecognizable.
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How a box is hidden."""
 
     blur = "blur"
@@ -41,9 +41,7 @@ class Mode(str, Enum):
     solid = "solid"
 
 
-def enlarge_boxes(
-    xyxy: np.ndarray, factor: float, width: int, height: int
-) -> np.ndarray:
+def enlarge_boxes(xyxy: np.ndarray, factor: float, width: int, height: int) -> np.ndarray:
     """Scale boxes around their centres by ``factor`` (1.0 = unchanged), then clip.
 
     Args:
@@ -61,9 +59,7 @@ def enlarge_boxes(
         return clip_boxes(boxes, width, height)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    return clip_boxes(
-        np.concatenate([centre - half, centre + half], axis=1), width, height
-    )
+    return clip_boxes(np.concatenate([centre - half, centre + half], axis=1), width, height)
 
 
 def integer_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -73,9 +69,7 @@ def integer_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     boxes are dropped.
     """
     boxes = clip_boxes(xyxy, width, height)
-    out = np.concatenate(
-        [np.floor(boxes[:, :2]), np.ceil(boxes[:, 2:])], axis=1
-    ).astype(np.int64)
+    out = np.concatenate([np.floor(boxes[:, :2]), np.ceil(boxes[:, 2:])], axis=1).astype(np.int64)
     keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
     return out[keep]
 
@@ -124,18 +118,14 @@ def mosaic_region(region: np.ndarray, cells: int = 8) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def solid_region(
-    region: np.ndarray, color: tuple[int, int, int] = (0, 0, 0)
-) -> np.ndarray:
+def solid_region(region: np.ndarray, color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """A crop filled with one BGR colour; returns a new crop."""
     out = np.empty_like(region)
     out[...] = color if region.ndim == 3 else color[0]
     return out
 
 
-def _feather_alpha(
-    h: int, w: int, inner: tuple[int, int, int, int], margin: int
-) -> np.ndarray:
+def _feather_alpha(h: int, w: int, inner: tuple[int, int, int, int], margin: int) -> np.ndarray:
     """``(h, w)`` float32 weights: 1 inside ``inner`` (x1, y1, x2, y2 local pixels),
     falling linearly to 0 over ``margin`` pixels outside it."""
     x1, y1, x2, y2 = inner
@@ -198,14 +188,10 @@ def anonymize_image(
         else:
             hidden = solid_region(region, color)
         if margin > 0:
-            alpha = _feather_alpha(
-                Y2 - Y1, X2 - X1, (x1 - X1, y1 - Y1, x2 - X1, y2 - Y1), margin
-            )
+            alpha = _feather_alpha(Y2 - Y1, X2 - X1, (x1 - X1, y1 - Y1, x2 - X1, y2 - Y1), margin)
             if region.ndim == 3:
                 alpha = alpha[..., None]
-            blended = hidden.astype(np.float32) * alpha + region.astype(np.float32) * (
-                1 - alpha
-            )
+            blended = hidden.astype(np.float32) * alpha + region.astype(np.float32) * (1 - alpha)
             hidden = np.clip(blended + 0.5, 0, 255).astype(out.dtype)
             # Inside the box the weight is exactly 1: keep those pixels bit-exact.
         out[Y1:Y2, X1:X2] = hidden

@@ -102,9 +102,7 @@ class TemporalMemory:
         matched_track: set[int] = set()
         matched_det: set[int] = set()
         # Greedy matching, best IoU first: a handful of boxes per frame, no need for Hungarian.
-        for ti, di in sorted(
-            np.argwhere(iou >= self.iou_threshold), key=lambda p: -iou[p[0], p[1]]
-        ):
+        for ti, di in sorted(np.argwhere(iou >= self.iou_threshold), key=lambda p: -iou[p[0], p[1]]):
             if ti in matched_track or di in matched_det:
                 continue
             t = self._tracks[ti]

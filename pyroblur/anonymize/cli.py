@@ -1,0 +1,184 @@
+"""The ``pyroblur anonymize`` command (registered on the main typer app by ``pyroblur.cli``).
+
+Exit codes: 0 all files written; 1 nothing could start (no model, missing input, an OUTPUT
+that would overwrite an input); 2 bad arguments; 3 finished, but some files were skipped
+(listed with their reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from pyroblur import CLASSES
+from pyroblur.anonymize.api import (
+    AnonymizeOptions,
+    NoModelError,
+    Report,
+    UnsafeOutputError,
+    anonymize_path,
+)
+from pyroblur.anonymize.ops import Mode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_SKIPPED", "anonymize_command"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_SKIPPED = 3
+
+_DET = "Detection"
+_HIDE = "Anonymization"
+_RUN = "Run"
+
+
+def _parse_classes(values: list[str] | None) -> list[str]:
+    names = [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
+    if not names:
+        return list(CLASSES)
+    unknown = sorted(set(names) - set(CLASSES))
+    if unknown:
+        raise typer.BadParameter(f"unknown class {unknown}; choose from {', '.join(CLASSES)}")
+    return names
+
+
+def _print_report(report: Report, console: Console) -> None:
+    frames = sum(r.frames for r in report.processed if r.kind == "video")
+    boxes = sum(r.boxes for r in report.processed)
+    console.print(
+        f"[bold]{len(report.processed)}[/] file(s) anonymized "
+        f"({boxes} boxes{f', {frames} video frames' if frames else ''}), "
+        f"[bold]{len(report.skipped)}[/] skipped."
+    )
+    if report.skipped:
+        table = Table("skipped file", "reason", title="Skipped", title_style="bold yellow")
+        for s in report.skipped:
+            table.add_row(str(s.input), s.reason)
+        console.print(table)
+
+
+def anonymize_command(
+    input: Annotated[
+        Path,
+        typer.Argument(help="Image, video, or folder (searched recursively).", show_default=False),
+    ],
+    output: Annotated[
+        Path,
+        typer.Argument(
+            help="Output file, or folder that receives the same tree as INPUT. Never an input.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="YOLO weights (.pt or exported .onnx). Default: the champion in the "
+            "model registry (<data dir>/registry.json).",
+            rich_help_panel=_DET,
+        ),
+    ] = None,
+    conf_face: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Confidence threshold for faces.", rich_help_panel=_DET),
+    ] = 0.25,
+    conf_plate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Confidence threshold for license plates.", rich_help_panel=_DET),
+    ] = 0.25,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--classes",
+            help="Classes to hide, comma-separated or repeated: face, license_plate. Default: both.",
+            rich_help_panel=_DET,
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="auto (CUDA if present, else CPU), cpu, cuda:0, mps.", rich_help_panel=_DET),
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Video frames per detector call.", rich_help_panel=_DET)] = 8,
+    imgsz: Annotated[int, typer.Option(min=32, help="Detector input size in pixels.", rich_help_panel=_DET)] = 640,
+    mode: Annotated[Mode, typer.Option(help="How boxes are hidden.", rich_help_panel=_HIDE)] = Mode.blur,
+    enlarge: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=4.0,
+            help="Scale each box around its centre before hiding (1.0 = as detected).",
+            rich_help_panel=_HIDE,
+        ),
+    ] = 1.2,
+    feather: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Soft edge outside each box, as a fraction of the box's smaller side.",
+            rich_help_panel=_HIDE,
+        ),
+    ] = 0.0,
+    memory_frames: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Video: keep hiding a box this many frames after it was last detected (0 = off).",
+            rich_help_panel=_HIDE,
+        ),
+    ] = 5,
+    sidecar: Annotated[
+        bool,
+        typer.Option(
+            "--sidecar/--no-sidecar",
+            help="Write <output>.json with the boxes per image or video frame.",
+            rich_help_panel=_RUN,
+        ),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar for videos.", rich_help_panel=_RUN)
+    ] = True,
+) -> None:
+    """Hide faces and license plates in an image, a video, or a folder tree.
+
+    Videos keep their frame rate, size and audio; a box missed for a few frames stays
+    hidden (--memory-frames). Outputs are written under a temporary name and renamed
+    when complete, and never overwrite inputs.
+
+    Exit codes: 0 all written, 1 could not start, 2 bad arguments, 3 some files skipped
+    (each listed with its reason).
+    """
+    console = Console(stderr=True)
+    try:
+        options = AnonymizeOptions(
+            weights=model,
+            mode=mode,
+            conf_face=conf_face,
+            conf_plate=conf_plate,
+            classes=_parse_classes(classes),
+            enlarge=enlarge,
+            feather=feather,
+            memory_frames=memory_frames,
+            batch_size=batch_size,
+            device=device,
+            imgsz=imgsz,
+            sidecar=sidecar,
+            progress=progress,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        report = anonymize_path(input, output, options)
+    except (NoModelError, FileNotFoundError, UnsafeOutputError) as exc:
+        console.print(f"[bold red]Error:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    _print_report(report, console)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_SKIPPED)

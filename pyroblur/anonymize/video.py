@@ -1,0 +1,431 @@
+"""Video in, video out, through the ffmpeg binary that ``imageio-ffmpeg`` ships.
+
+Frames are decoded to raw BGR through a pipe, detected in batches, anonymized, and piped
+into a second ffmpeg that encodes H.264 at the source's frame rate and size and muxes the
+source's audio streams back in (copied when the container takes them, AAC otherwise).
+The output is written under a temporary name next to the final one and renamed only when
+the encoder has finished cleanly, so a crash never leaves a half-written file under the
+final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pyroblur.anonymize.detector import Detector
+from pyroblur.anonymize.temporal import TemporalMemory
+from pyroblur.detections import Detections
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "FrameRecord",
+    "VideoError",
+    "VideoInfo",
+    "anonymize_video",
+    "ffmpeg_exe",
+    "output_suffix",
+    "probe_video",
+    "read_frames",
+    "temp_path",
+]
+
+#: Suffixes treated as video (lower case).
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".avi",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+    }
+    | {".mts", ".m2ts", ".3gp"}
+)
+#: Containers that take H.264 as written; others are written as ``.mkv`` (see output_suffix).
+_H264_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".flv", ".ts", ".mts", ".m2ts", ".3gp"})
+_MP4_FAMILY = frozenset({".mp4", ".m4v", ".mov", ".3gp"})
+_MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+
+
+class VideoError(RuntimeError):
+    """The video could not be read or written (message carries ffmpeg's own words)."""
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def output_suffix(suffix: str) -> str:
+    """The container suffix written for an input suffix: the same one when it can hold
+    H.264, else ``.mkv`` (e.g. ``.webm`` or ``.mpg`` inputs)."""
+    s = suffix.lower()
+    return suffix if s in _H264_CONTAINERS else ".mkv"
+
+
+def temp_path(final: Path) -> Path:
+    """A hidden sibling of ``final`` with the same suffix (so tools infer the format)."""
+    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the decoder reports about a file.
+
+    ``width``/``height`` are the displayed frame size in pixels (after rotation metadata),
+    ``fps`` frames per second, ``duration`` seconds (0 when unknown), ``audio_codecs`` the
+    codec names of the audio streams (empty when silent).
+    """
+
+    width: int
+    height: int
+    fps: float
+    duration: float
+    audio_codecs: tuple[str, ...] = ()
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio_codecs)
+
+    @property
+    def frame_count_estimate(self) -> int | None:
+        return round(self.duration * self.fps) if self.duration > 0 and self.fps > 0 else None
+
+    @property
+    def fps_fraction(self) -> Fraction:
+        """The frame rate as a fraction; 29.97-style NTSC rates become ``N*1000/1001``."""
+        ntsc = round(self.fps * 1.001)
+        if ntsc > 0 and abs(self.fps - ntsc / 1.001) < 0.006 and abs(self.fps - round(self.fps)) > 0.006:
+            return Fraction(ntsc * 1000, 1001)
+        return Fraction(self.fps).limit_denominator(1001)
+
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_SIZE = re.compile(r"\b(\d{1,5})x(\d{1,5})\b")
+_FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)\b")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Read a file's stream header with ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe)."""
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        check=False,  # ffmpeg -i without an output always exits 1
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    text = proc.stderr
+    video_line = next(
+        (ln for ln in text.splitlines() if "Stream #" in ln and "Video:" in ln and "attached pic" not in ln),
+        None,
+    )
+    if video_line is None:
+        raise VideoError(f"no video stream in {path}: {_tail(text)}")
+    after = video_line.split("Video:", 1)[1]
+    size = _SIZE.search(re.sub(r"\b0x[0-9a-fA-F]+", "", after))
+    fps = _FPS.search(after)
+    if not size or not fps:
+        raise VideoError(f"could not read size/frame rate of {path}: {video_line.strip()}")
+    width, height = int(size.group(1)), int(size.group(2))
+    rotation = _ROTATION.search(text)
+    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
+        width, height = height, width  # ffmpeg autorotates while decoding
+    d = _DURATION.search(text)
+    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else 0.0
+    audio = tuple(
+        ln.split("Audio:", 1)[1].split()[0].strip(",")
+        for ln in text.splitlines()
+        if "Stream #" in ln and "Audio:" in ln
+    )
+    return VideoInfo(width, height, float(fps.group(1)), duration, audio)
+
+
+def _tail(text: str, n: int = 600) -> str:
+    text = text.strip()
+    return text[-n:] if text else "(no message)"
+
+
+def read_frames(path: Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames of ``path`` as ``(H, W, 3)`` BGR uint8 arrays, in order, each once.
+
+    Raises:
+        VideoError: when ffmpeg fails before the end of the stream.
+    """
+    info = info or probe_video(path)
+    frame_bytes = info.width * info.height * 3
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-dn",
+        # One output frame per decoded frame: no duplication or dropping to a constant rate.
+        "-fps_mode",
+        "passthrough",
+        # Accurate rounding in the YUV->BGR conversion: without it every decode/encode
+        # round trip darkens the picture by ~2 levels.
+        "-sws_flags",
+        "accurate_rnd",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-",
+    ]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=frame_bytes)
+        assert proc.stdout is not None
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
+        finally:
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.terminate()
+            code = proc.wait()
+        if code not in (0, -15):
+            err.seek(0)
+            raise VideoError(f"ffmpeg could not decode {path}: {_tail(err.read().decode(errors='replace'))}")
+
+
+class _Encoder:
+    """An ffmpeg process that encodes raw BGR frames from stdin and muxes ``audio_from``'s
+    audio streams into ``dst``."""
+
+    def __init__(self, dst: Path, info: VideoInfo, audio_from: Path, crf: int = 18) -> None:
+        pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
+        if dst.suffix.lower() in _MP4_FAMILY and not set(info.audio_codecs) <= _MP4_AUDIO:
+            audio = ["-c:a", "aac", "-b:a", "192k"]
+        else:
+            audio = ["-c:a", "copy"]
+        fps = info.fps_fraction
+        self.cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{info.width}x{info.height}",
+            "-framerate",
+            f"{fps.numerator}/{fps.denominator}",
+            "-i",
+            "-",
+            "-i",
+            str(audio_from),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a?",
+            "-map_metadata",
+            "1",
+            "-sws_flags",
+            "accurate_rnd",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            str(crf),
+            "-pix_fmt",
+            pix_fmt,
+            *audio,
+        ]
+        if dst.suffix.lower() in _MP4_FAMILY:
+            self.cmd += ["-movflags", "+faststart"]
+        self.cmd.append(str(dst))
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish/abort
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stderr=self._err)
+
+    def write(self, frame: np.ndarray) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError as exc:
+            self.proc.wait()
+            raise VideoError(f"ffmpeg encoder stopped: {self._stderr()}") from exc
+
+    def _stderr(self) -> str:
+        self._err.seek(0)
+        return _tail(self._err.read().decode(errors="replace"))
+
+    def finish(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        code = self.proc.wait()
+        msg = self._stderr()
+        self._err.close()
+        if code != 0:
+            raise VideoError(f"ffmpeg encoder failed ({code}): {msg}")
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._err.close()
+
+
+@dataclass
+class FrameRecord:
+    """Boxes hidden in one frame: ``detections`` in pixels, ``remembered`` true for rows
+    that came from temporal memory rather than from the detector."""
+
+    index: int
+    detections: Detections
+    remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def _batches(frames: Iterator[np.ndarray], size: int, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: decode ahead so ffmpeg decoding overlaps inference and encoding."""
+    batch: list[np.ndarray] = []
+    try:
+        for frame in frames:
+            if stop.is_set():
+                return
+            batch.append(frame)
+            if len(batch) == size:
+                out.put(batch)
+                batch = []
+        if batch:
+            out.put(batch)
+        out.put(None)
+    except BaseException as exc:  # noqa: BLE001 - the main thread re-raises it
+        out.put(exc)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()  # stops the decoder process when we end early
+
+
+def anonymize_video(
+    src: Path,
+    dst: Path,
+    detector: Detector,
+    hide: Callable[[np.ndarray, Detections], np.ndarray],
+    *,
+    batch_size: int = 8,
+    memory: TemporalMemory | None = None,
+    drop_frame: int | None = None,
+    progress: bool = True,
+    on_frame: Callable[[FrameRecord], None] | None = None,
+) -> tuple[VideoInfo, int]:
+    """Anonymize ``src`` into ``dst`` (written atomically).
+
+    Args:
+        src: input video.
+        dst: output path; its suffix picks the container (see :func:`output_suffix`).
+        detector: batched :class:`Detector`.
+        hide: ``hide(frame, detections) -> frame`` applies the anonymization to one frame.
+        batch_size: frames per detector call.
+        memory: temporal memory (``None`` = none); reset here, one video per instance.
+        drop_frame: test switch: the detections of this frame index are discarded before
+            temporal memory, to prove that memory covers a missed frame.
+        progress: show a tqdm bar (frames/s).
+        on_frame: called with each frame's :class:`FrameRecord` (e.g. to build a sidecar).
+
+    Returns:
+        ``(info, frames_written)``.
+    """
+    from tqdm.auto import tqdm
+
+    info = probe_video(src)
+    if memory is not None:
+        memory.reset()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(dst)
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_batches,
+        args=(read_frames(src, info), max(1, batch_size), q, stop),
+        daemon=True,
+    )
+    encoder: _Encoder | None = None
+    n = 0
+    bar = tqdm(
+        total=info.frame_count_estimate,
+        unit="frame",
+        desc=src.name,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        encoder = _Encoder(tmp, info, src)
+        reader.start()
+        while (batch := q.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            dets = detector(batch)
+            if len(dets) != len(batch):
+                raise ValueError(f"detector returned {len(dets)} results for {len(batch)} frames")
+            for frame, d in zip(batch, dets, strict=True):
+                if drop_frame is not None and n == drop_frame:
+                    logger.warning("Test switch: dropping the detections of frame %d", n)
+                    d = Detections.empty()
+                remembered = np.zeros(len(d), bool)
+                if memory is not None:
+                    d, remembered = memory.update(d)
+                encoder.write(hide(frame, d))
+                if on_frame is not None:
+                    on_frame(FrameRecord(n, d, remembered))
+                n += 1
+                bar.update(1)
+        if n == 0:
+            raise VideoError(f"no frames decoded from {src}")
+        encoder.finish()
+        encoder = None
+        os.replace(tmp, dst)
+    finally:
+        stop.set()
+        bar.close()
+        if encoder is not None:
+            encoder.abort()
+        # Unblock and end the reader if we stopped early.
+        while reader.is_alive():
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.1)
+        tmp.unlink(missing_ok=True)
+    logger.info("Wrote %s: %d frames at %.3f fps", dst, n, info.fps)
+    return info, n
