@@ -59,14 +59,10 @@ def _check_link(archive: Path, name: str, base_dir: str, link: str, kind: str) -
     """Refuse a link whose target, resolved from ``base_dir`` (archive-relative), escapes."""
     unified = link.replace("\\", "/")
     if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        raise UnsafeArchiveError(
-            archive, name, f"is a {kind} to the absolute path {link!r}"
-        )
+        raise UnsafeArchiveError(archive, name, f"is a {kind} to the absolute path {link!r}")
     resolved = posixpath.normpath(posixpath.join(base_dir, unified))
     if resolved == ".." or resolved.startswith("../"):
-        raise UnsafeArchiveError(
-            archive, name, f"is a {kind} pointing outside the target ({link!r})"
-        )
+        raise UnsafeArchiveError(archive, name, f"is a {kind} pointing outside the target ({link!r})")
 
 
 def _validate_zip(archive: Path, zf: zipfile.ZipFile) -> int:
@@ -75,9 +71,7 @@ def _validate_zip(archive: Path, zf: zipfile.ZipFile) -> int:
         name = _check_name(archive, info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
             link = zf.read(info).decode("utf-8", "replace")
-            _check_link(
-                archive, info.filename, posixpath.dirname(name), link, "symlink"
-            )
+            _check_link(archive, info.filename, posixpath.dirname(name), link, "symlink")
         total += info.file_size
     return total
 
@@ -130,9 +124,7 @@ def extract_archive(archive: Path, target: Path, *, sha256: str | None = None) -
     elif tarfile.is_tarfile(archive):
         opener, validate, kind = tarfile.open, _validate_tar, "tar"
     else:
-        raise ArchiveError(
-            f"{archive} is neither a zip nor a tar archive (corrupt download?)"
-        )
+        raise ArchiveError(f"{archive} is neither a zip nor a tar archive (corrupt download?)")
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.extract-{uuid.uuid4().hex[:8]}"
@@ -146,17 +138,13 @@ def extract_archive(archive: Path, target: Path, *, sha256: str | None = None) -
                     f"{free} free; free some space or move PYROBLUR_DATA_DIR."
                 )
             tmp.mkdir()
-            log.info(
-                "extracting %s (%s, %d bytes) to %s", archive.name, kind, needed, target
-            )
+            log.info("extracting %s (%s, %d bytes) to %s", archive.name, kind, needed, target)
             if kind == "tar":
                 # The "data" filter re-checks links and drops unsafe modes as a second line.
                 handle.extractall(tmp, filter="data")
             else:
                 handle.extractall(tmp)
-        (tmp / STAMP_NAME).write_text(
-            json.dumps({"archive": archive.name, "sha256": digest}), encoding="utf-8"
-        )
+        (tmp / STAMP_NAME).write_text(json.dumps({"archive": archive.name, "sha256": digest}), encoding="utf-8")
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             target.rename(old)
@@ -165,9 +153,7 @@ def extract_archive(archive: Path, target: Path, *, sha256: str | None = None) -
         else:
             tmp.rename(target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise ArchiveError(
-            f"cannot extract {archive}: {exc}; download it again."
-        ) from exc
+        raise ArchiveError(f"cannot extract {archive}: {exc}; download it again.") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

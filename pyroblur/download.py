@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
@@ -225,9 +226,7 @@ def _verify(path: Path, planned: PlannedDownload, shown_as: Path) -> str:
     actual = file_sha256(path)
     if planned.sha256 is not None and actual != planned.sha256.lower():
         path.unlink(missing_ok=True)
-        raise ChecksumMismatchError(
-            shown_as, planned.sha256.lower(), actual, planned.url
-        )
+        raise ChecksumMismatchError(shown_as, planned.sha256.lower(), actual, planned.url)
     return actual
 
 
@@ -255,7 +254,10 @@ def _attempt(
         offset = 0
     if planned.size is not None and offset == planned.size and offset > 0:
         return  # complete .part from an earlier run; verification decides
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    # identity: byte offsets must refer to the file, not to a compressed stream.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
     try:
         resp = session.get(
             planned.url,
@@ -286,9 +288,7 @@ def _attempt(
             total = offset + int(length) if length is not None else planned.size
         else:
             if offset:
-                log.info(
-                    "server ignored the Range request for %s; restarting", planned.url
-                )
+                log.info("server ignored the Range request for %s; restarting", planned.url)
             offset, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length is not None else planned.size
@@ -305,15 +305,14 @@ def _attempt(
         )
         try:
             with part.open(mode) as fh:
-                for chunk in resp.iter_content(chunk_size=policy.chunk_size):
+                # read1 hands over whatever arrived, so bytes received before a dropped
+                # connection reach the .part file and the next attempt resumes after them
+                # (iter_content would discard a partially filled chunk).
+                while chunk := resp.raw.read1(policy.chunk_size):
                     fh.write(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             raise _Transient(f"connection lost after {written} bytes: {exc}") from exc
         finally:
             bar.close()
@@ -347,9 +346,7 @@ def download(
                 log.info("%s present and verified", dest)
                 return dest
             except DownloadError as exc:
-                log.warning(
-                    "existing %s failed verification (%s); downloading again", dest, exc
-                )
+                log.warning("existing %s failed verification (%s); downloading again", dest, exc)
         else:
             _write_stamp(dest, file_sha256(dest))
             log.info("%s present (no size/checksum to verify); keeping it", dest)
@@ -370,9 +367,7 @@ def download(
                 break
             except _Transient as exc:
                 if attempt == attempts:
-                    raise RetriesExhaustedError(
-                        planned.url, attempts, str(exc)
-                    ) from None
+                    raise RetriesExhaustedError(planned.url, attempts, str(exc)) from None
                 wait = min(policy.backoff_s * 2 ** (attempt - 1), policy.backoff_max_s)
                 log.warning(
                     "download of %s failed (%s); retry %d/%d in %.1fs",
@@ -394,9 +389,7 @@ def download(
     return dest
 
 
-def download_all(
-    planned: Iterable[PlannedDownload], *, policy: DownloadPolicy | None = None
-) -> list[Path]:
+def download_all(planned: Iterable[PlannedDownload], *, policy: DownloadPolicy | None = None) -> list[Path]:
     """Download several files one after the other with one HTTP session."""
     with requests.Session() as session:
         return [download(p, policy=policy, session=session) for p in planned]

@@ -74,9 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            self.send_header(
-                "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
-            )
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
         if fault == "drop":
             self.wfile.write(body[: len(body) // 2])

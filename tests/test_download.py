@@ -31,9 +31,7 @@ except ImportError:  # pragma: no cover - when tests/ is imported as a package
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
-FAST = DownloadPolicy(
-    retries=3, backoff_s=0.01, read_timeout_s=5, chunk_size=16_384, progress=False
-)
+FAST = DownloadPolicy(retries=3, backoff_s=0.01, read_timeout_s=5, chunk_size=16_384, progress=False)
 
 
 @pytest.fixture
@@ -48,9 +46,7 @@ def plan(srv: FileServer, tmp_path: Path, **kw: object) -> PlannedDownload:
     return PlannedDownload(url=srv.url("/f.bin"), dest=tmp_path / "f.bin", **args)
 
 
-def test_plain_download_writes_file_and_stamp(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_plain_download_writes_file_and_stamp(server: FileServer, tmp_path: Path) -> None:
     p = plan(server, tmp_path)
     assert download(p, policy=FAST) == p.dest
     assert p.dest.read_bytes() == DATA
@@ -58,25 +54,17 @@ def test_plain_download_writes_file_and_stamp(
     assert not p.dest.with_name("f.bin.part").exists()
 
 
-def test_dropped_connection_is_resumed_with_range(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_dropped_connection_is_resumed_with_range(server: FileServer, tmp_path: Path) -> None:
     server.script("/f.bin", "drop")
     p = plan(server, tmp_path)
     download(p, policy=FAST)
     ranges = server.requests_for("/f.bin")
     assert ranges[0] is None
-    assert (
-        ranges[1] is not None
-        and ranges[1].startswith("bytes=")
-        and ranges[1] != "bytes=0-"
-    )
+    assert ranges[1] is not None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
     assert p.dest.read_bytes() == DATA  # passed its checksum
 
 
-def test_server_ignoring_range_restarts_from_zero(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_server_ignoring_range_restarts_from_zero(server: FileServer, tmp_path: Path) -> None:
     server.script("/f.bin", "drop", "ignore_range")
     p = plan(server, tmp_path)
     download(p, policy=FAST)
@@ -92,19 +80,13 @@ def test_existing_partial_file_is_resumed(server: FileServer, tmp_path: Path) ->
     assert p.dest.read_bytes() == DATA
 
 
-def test_wrong_checksum_removes_file_and_names_it(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_wrong_checksum_removes_file_and_names_it(server: FileServer, tmp_path: Path) -> None:
     server.script("/f.bin", "wrong")
     p = plan(server, tmp_path)
     with pytest.raises(ChecksumMismatchError) as err:
         download(p, policy=FAST)
     msg = str(err.value)
-    assert (
-        str(p.dest) in msg
-        and SHA in msg
-        and hashlib.sha256(bytes(b ^ 0xFF for b in DATA)).hexdigest() in msg
-    )
+    assert str(p.dest) in msg and SHA in msg and hashlib.sha256(bytes(b ^ 0xFF for b in DATA)).hexdigest() in msg
     assert not p.dest.exists() and not p.dest.with_name("f.bin.part").exists()
 
 
@@ -133,9 +115,7 @@ def test_two_503_then_200_succeeds(server: FileServer, tmp_path: Path) -> None:
     assert p.dest.read_bytes() == DATA
 
 
-def test_persistent_503_exhausts_retries_and_keeps_part(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_persistent_503_exhausts_retries_and_keeps_part(server: FileServer, tmp_path: Path) -> None:
     server.script("/f.bin", "drop", 503, 503, 503)
     p = plan(server, tmp_path)
     with pytest.raises(RetriesExhaustedError, match="4 attempts") as err:
@@ -159,9 +139,7 @@ def test_verified_file_is_not_fetched_again(server: FileServer, tmp_path: Path) 
     assert len(server.requests_for("/f.bin")) == 1
 
 
-def test_present_file_without_stamp_is_verified_not_fetched(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_present_file_without_stamp_is_verified_not_fetched(server: FileServer, tmp_path: Path) -> None:
     p = plan(server, tmp_path)
     p.dest.write_bytes(DATA)
     download(p, policy=FAST)

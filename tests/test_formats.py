@@ -20,9 +20,7 @@ from pyroblur.records import BoxRecord
 W, H = 200, 100
 
 
-def box(
-    cls: int, x1: float, y1: float, x2: float, y2: float, **attrs: int
-) -> BoxRecord:
+def box(cls: int, x1: float, y1: float, x2: float, y2: float, **attrs: int) -> BoxRecord:
     return BoxRecord(class_id=cls, x1=x1, y1=y1, x2=x2, y2=y2, attributes=attrs)
 
 
@@ -73,9 +71,7 @@ COCO_SCENE = {
 
 
 def _yolo_line(cls: int, x1: float, y1: float, x2: float, y2: float) -> str:
-    return (
-        f"{cls} {(x1 + x2) / 2 / W} {(y1 + y2) / 2 / H} {(x2 - x1) / W} {(y2 - y1) / H}"
-    )
+    return f"{cls} {(x1 + x2) / 2 / W} {(y1 + y2) / 2 / H} {(x2 - x1) / W} {(y2 - y1) / H}"
 
 
 YOLO_SCENE = "\n".join(_yolo_line(0, *b) for b in SCENE_BOXES) + "\n"
@@ -99,15 +95,11 @@ EXPECTED_SCENE = [(0, *b) for b in SCENE_BOXES]
     [
         (
             "wider",
-            lambda: {
-                p.split("/")[-1]: b for p, b in parse_wider_annotations(WIDER_SCENE)
-            },
+            lambda: {p.split("/")[-1]: b for p, b in parse_wider_annotations(WIDER_SCENE)},
         ),
         (
             "coco",
-            lambda: {
-                i.file_name: i.boxes for i in parse_coco(COCO_SCENE, {"face": "face"})
-            },
+            lambda: {i.file_name: i.boxes for i in parse_coco(COCO_SCENE, {"face": "face"})},
         ),
         (
             "yolo",
@@ -187,28 +179,20 @@ def test_parse_wider(text: str, expected: list) -> None:
 
 WIDER_ERRORS = [
     pytest.param("a.jpg\nx\n", "gt.txt:2", "integer", id="bad-count"),
-    pytest.param(
-        "a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n", "gt.txt:4", "declares 2", id="missing-lines"
-    ),
+    pytest.param("a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n", "gt.txt:4", "declares 2", id="missing-lines"),
     pytest.param("a.jpg\n1\n1 2 3\n", "gt.txt:3", "got 3 values", id="too-few-fields"),
-    pytest.param(
-        "a.jpg\n1\n1 2 3 4 0 0\n", "gt.txt:3", "got 6 values", id="partial-flags"
-    ),
+    pytest.param("a.jpg\n1\n1 2 3 4 0 0\n", "gt.txt:3", "got 6 values", id="partial-flags"),
     pytest.param("a.jpg\n1\n1 2 nan 4\n", "gt.txt:3", "NaN", id="nan"),
     pytest.param("a.jpg\n1\n1 2 abc 4\n", "gt.txt:3", "not a number", id="text"),
     pytest.param("a.jpg\n1\n1 2 -3 4\n", "gt.txt:3", "negative", id="negative-size"),
     pytest.param("a.jpg\n", "gt.txt:1", "missing face count", id="eof-after-path"),
-    pytest.param(
-        "a.jpg\n0\n1 2 3 4 0 0 0 0 0 0\n", "gt.txt:3", "non-zero", id="zero-then-box"
-    ),
+    pytest.param("a.jpg\n0\n1 2 3 4 0 0 0 0 0 0\n", "gt.txt:3", "non-zero", id="zero-then-box"),
     pytest.param("5\n", "gt.txt:1", "image path", id="count-without-path"),
 ]
 
 
 @pytest.mark.parametrize("text, where, what", WIDER_ERRORS)
-def test_parse_wider_errors_name_file_and_line(
-    text: str, where: str, what: str
-) -> None:
+def test_parse_wider_errors_name_file_and_line(text: str, where: str, what: str) -> None:
     with pytest.raises(ValueError, match=what) as err:
         parse_wider_annotations(text, source_name="gt.txt")
     assert where in str(err.value)
@@ -355,9 +339,7 @@ YOLO_CASES = [
         [box(1, 20, 20, 60, 60)],
         id="polygon",
     ),
-    pytest.param(
-        "0 1.0 0.5 0.2 1.2\n", {0: 0}, [box(0, 180, -10, 220, 110)], id="past-border"
-    ),
+    pytest.param("0 1.0 0.5 0.2 1.2\n", {0: 0}, [box(0, 180, -10, 220, 110)], id="past-border"),
 ]
 
 
@@ -401,10 +383,7 @@ def test_yolo_round_trip(boxes: list[BoxRecord]) -> None:
 
 
 def test_to_yolo_labels_format_and_bad_size() -> None:
-    assert (
-        to_yolo_labels([box(1, 0, 0, 100, 50)], W, H)
-        == "1 0.250000 0.250000 0.500000 0.500000\n"
-    )
+    assert to_yolo_labels([box(1, 0, 0, 100, 50)], W, H) == "1 0.250000 0.250000 0.500000 0.500000\n"
     with pytest.raises(ValueError, match="positive"):
         to_yolo_labels([], 0, H)
     with pytest.raises(ValueError, match="positive"):

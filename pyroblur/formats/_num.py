@@ -12,7 +12,5 @@ def finite(value: object, where: str, what: str = "value") -> float:
     except (TypeError, ValueError):
         raise ValueError(f"{where}: {what} {value!r} is not a number") from None
     if not math.isfinite(out):
-        raise ValueError(
-            f"{where}: {what} is {value!r}; NaN and infinity are not valid coordinates"
-        )
+        raise ValueError(f"{where}: {what} is {value!r}; NaN and infinity are not valid coordinates")
     return out

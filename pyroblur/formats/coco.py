@@ -34,9 +34,7 @@ def _target_ids(class_map: Mapping[str, str], where: str) -> dict[str, int | Non
         elif ours in CLASSES:
             out[name] = CLASSES.index(ours)
         else:
-            raise ValueError(
-                f"{where}: class_map maps {name!r} to {ours!r}; use one of {CLASSES} or 'ignore'"
-            )
+            raise ValueError(f"{where}: class_map maps {name!r} to {ours!r}; use one of {CLASSES} or 'ignore'")
     return out
 
 
@@ -62,9 +60,7 @@ def parse_coco(
         try:
             categories[cat["id"]] = str(cat["name"])
         except (KeyError, TypeError):
-            raise ValueError(
-                f"{source_name}: category without id/name: {cat!r}"
-            ) from None
+            raise ValueError(f"{source_name}: category without id/name: {cat!r}") from None
 
     images: dict[Any, CocoImage] = {}
     for img in data.get("images", []):
@@ -72,9 +68,7 @@ def parse_coco(
             image_id, file_name = img["id"], str(img["file_name"])
             width, height = int(img["width"]), int(img["height"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"{source_name}: image entry needs id, file_name, width, height: {img!r}"
-            ) from None
+            raise ValueError(f"{source_name}: image entry needs id, file_name, width, height: {img!r}") from None
         if image_id in images:
             raise ValueError(f"{source_name}: duplicate image id {image_id!r}")
         images[image_id] = CocoImage(file_name, width, height, [])
@@ -82,9 +76,7 @@ def parse_coco(
     for ann in data.get("annotations", []):
         where = f"{source_name}: annotation {ann.get('id', '?')!r}"
         if ann.get("image_id") not in images:
-            raise ValueError(
-                f"{where} refers to unknown image id {ann.get('image_id')!r}"
-            )
+            raise ValueError(f"{where} refers to unknown image id {ann.get('image_id')!r}")
         cat_id = ann.get("category_id")
         if cat_id not in categories:
             raise ValueError(f"{where} refers to unknown category id {cat_id!r}")
@@ -102,15 +94,13 @@ def parse_coco(
         bbox = ann.get("bbox")
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
             raise ValueError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
-        x, y, w, h = (finite(v, where, k) for v, k in zip(bbox, ("x", "y", "w", "h")))
+        x, y, w, h = (finite(v, where, k) for v, k in zip(bbox, ("x", "y", "w", "h"), strict=True))
         if w < 0 or h < 0:
             raise ValueError(f"{where}: negative box size w={w}, h={h}")
         attributes: dict[str, int | float | str | bool] = {}
         if "iscrowd" in ann:
             attributes["iscrowd"] = int(ann["iscrowd"])
         images[ann["image_id"]].boxes.append(
-            BoxRecord(
-                class_id=class_id, x1=x, y1=y, x2=x + w, y2=y + h, attributes=attributes
-            )
+            BoxRecord(class_id=class_id, x1=x, y1=y, x2=x + w, y2=y + h, attributes=attributes)
         )
     return list(images.values())

@@ -46,23 +46,17 @@ def _parse_face(line: str, where: str) -> BoxRecord:
             f"{where}: expected 'x1 y1 w h' and optionally {len(WIDER_ATTRIBUTES)} flags "
             f"({' '.join(WIDER_ATTRIBUTES)}), got {len(parts)} values: {line.strip()!r}"
         )
-    x1, y1, w, h = (
-        finite(v, where, name) for v, name in zip(parts[:4], ["x1", "y1", "w", "h"])
-    )
+    x1, y1, w, h = (finite(v, where, name) for v, name in zip(parts[:4], ["x1", "y1", "w", "h"], strict=True))
     if w < 0 or h < 0:
         raise ValueError(f"{where}: negative box size w={w}, h={h}")
     attributes: dict[str, int | float | str | bool] = {}
-    for name, token in zip(WIDER_ATTRIBUTES, parts[4:]):
+    for name, token in zip(WIDER_ATTRIBUTES, parts[4:], strict=False):
         value = finite(token, where, name)
         attributes[name] = int(value) if value.is_integer() else value
-    return BoxRecord(
-        class_id=FACE, x1=x1, y1=y1, x2=x1 + w, y2=y1 + h, attributes=attributes
-    )
+    return BoxRecord(class_id=FACE, x1=x1, y1=y1, x2=x1 + w, y2=y1 + h, attributes=attributes)
 
 
-def parse_wider_annotations(
-    text: str, *, source_name: str = "<wider>"
-) -> list[tuple[str, list[BoxRecord]]]:
+def parse_wider_annotations(text: str, *, source_name: str = "<wider>") -> list[tuple[str, list[BoxRecord]]]:
     """Parse a WIDER FACE ``*_bbx_gt.txt`` text into ``(relative image path, boxes)``.
 
     Boxes are faces (class 0) in **pixels** ``x1, y1, x2, y2``; zero-size boxes and boxes
@@ -90,9 +84,7 @@ def parse_wider_annotations(
                 f"{source_name}:{i}: face count of {path!r} must be an integer, got {count_text!r}"
             ) from None
         if count < 0:
-            raise ValueError(
-                f"{source_name}:{i}: negative face count {count} for {path!r}"
-            )
+            raise ValueError(f"{source_name}:{i}: negative face count {count} for {path!r}")
         boxes: list[BoxRecord] = []
         # The official files follow a zero count with one line of zeros that is not a
         # face; skip it when present (hand-written files may omit it).
@@ -107,8 +99,7 @@ def parse_wider_annotations(
         for _ in range(count):
             if i >= n or not lines[i].strip():
                 raise ValueError(
-                    f"{source_name}:{i + 1}: {path!r} declares {count} faces but only "
-                    f"{len(boxes)} lines follow"
+                    f"{source_name}:{i + 1}: {path!r} declares {count} faces but only {len(boxes)} lines follow"
                 )
             boxes.append(_parse_face(lines[i], f"{source_name}:{i + 1}"))
             i += 1

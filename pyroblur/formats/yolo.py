@@ -31,9 +31,7 @@ def parse_yolo_labels(
     a non-integer or unmapped class, NaN/inf, or a negative size.
     """
     if width <= 0 or height <= 0:
-        raise ValueError(
-            f"{source_name}: image size must be positive, got {width}x{height}"
-        )
+        raise ValueError(f"{source_name}: image size must be positive, got {width}x{height}")
     boxes: list[BoxRecord] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -43,19 +41,14 @@ def parse_yolo_labels(
         parts = stripped.split()
         if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
             raise ValueError(
-                f"{where}: expected 'class cx cy w h' (or a polygon), got {len(parts)} "
-                f"values: {stripped!r}"
+                f"{where}: expected 'class cx cy w h' (or a polygon), got {len(parts)} values: {stripped!r}"
             )
         try:
             source_class = int(parts[0])
         except ValueError:
-            raise ValueError(
-                f"{where}: class id {parts[0]!r} is not an integer"
-            ) from None
+            raise ValueError(f"{where}: class id {parts[0]!r} is not an integer") from None
         if source_class not in class_map:
-            raise ValueError(
-                f"{where}: class id {source_class} is not in the class map {sorted(class_map)}"
-            )
+            raise ValueError(f"{where}: class id {source_class} is not in the class map {sorted(class_map)}")
         values = [finite(v, where) for v in parts[1:]]
         if len(parts) == 5:
             cx, cy, w, h = values

@@ -1,0 +1,374 @@
+"""End-to-end tests of the real sources against small real-format archives served locally."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import sys
+import types
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from pyroblur.download import ChecksumMismatchError, HTTPStatusError
+from pyroblur.records import load_records
+from pyroblur.sources import fetch_source, plan_source, wider_face
+from pyroblur.sources import roboflow as rf_source
+from pyroblur.sources._common import SourceDataError
+from pyroblur.sources.models import (
+    HttpOptions,
+    HuggingFaceCocoSource,
+    LocalFolderSource,
+    RoboflowSource,
+    WiderFaceSource,
+)
+
+try:
+    from http_fixtures import FileServer
+except ImportError:  # pragma: no cover - when tests/ is imported as a package
+    from tests.http_fixtures import FileServer
+
+FAST = HttpOptions(retries=2, backoff_s=0.01, read_timeout_s=5, progress=False)
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 60)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def boxes_of(rec) -> list[tuple]:
+    return [(b.class_id, b.x1, b.y1, b.x2, b.y2) for b in rec.boxes]
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    with FileServer() as srv:
+        yield srv
+
+
+# ----------------------------------------------------------------------------- WIDER FACE
+
+TRAIN_GT = """\
+0--Parade/0_Parade_marchingband_1_5.jpg
+2
+10 8 20 24 0 0 0 0 0 0
+40 0 24 30 2 0 1 1 2 0
+1--Handshaking/1_Handshaking_2.jpg
+0
+0 0 0 0 0 0 0 0 0 0
+"""
+VAL_GT = "2--Demonstration/2_Demo_9.jpg\n1\n0 0 5 5 1 0 0 0 0 1\n"
+
+
+def serve_wider(srv: FileServer) -> dict[str, bytes]:
+    files = {
+        "WIDER_train.zip": zip_bytes(
+            {
+                "WIDER_train/images/0--Parade/0_Parade_marchingband_1_5.jpg": jpeg(64, 48),
+                "WIDER_train/images/1--Handshaking/1_Handshaking_2.jpg": jpeg(32, 40),
+            }
+        ),
+        "WIDER_val.zip": zip_bytes({"WIDER_val/images/2--Demonstration/2_Demo_9.jpg": jpeg(20, 10)}),
+        "wider_face_split.zip": zip_bytes(
+            {
+                "wider_face_split/wider_face_train_bbx_gt.txt": TRAIN_GT.encode(),
+                "wider_face_split/wider_face_val_bbx_gt.txt": VAL_GT.encode(),
+                "wider_face_split/readme.txt": b"x",
+            }
+        ),
+    }
+    for name, data in files.items():
+        srv.files[f"/wider/data/{name}"] = data
+    return files
+
+
+def test_wider_plan_lists_official_urls_sizes_and_destinations(tmp_path: Path) -> None:
+    planned = plan_source(WiderFaceSource(), tmp_path)
+    base = "https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data"
+    assert [(p.url, p.size, p.dest) for p in planned] == [
+        (f"{base}/WIDER_train.zip", 1_465_602_149, tmp_path / "archives" / "WIDER_train.zip"),
+        (f"{base}/WIDER_val.zip", 362_752_168, tmp_path / "archives" / "WIDER_val.zip"),
+        (f"{base}/wider_face_split.zip", 3_591_642, tmp_path / "archives" / "wider_face_split.zip"),
+    ]
+    assert all(p.sha256 and len(p.sha256) == 64 for p in planned)
+
+
+def test_wider_fetch_end_to_end(server: FileServer, tmp_path: Path) -> None:
+    serve_wider(server)
+    server.script("/wider/data/WIDER_train.zip", "drop", 503)  # resumed through retries
+    cfg = WiderFaceSource(base_url=server.url("/wider/data"), verify_checksums=False, http=FAST)
+    dest = tmp_path / "raw" / "wider_face"
+    records = fetch_source(cfg, dest)
+
+    by_name = {Path(r.filepath).name: r for r in records}
+    assert list(by_name) == [
+        "0_Parade_marchingband_1_5.jpg",
+        "1_Handshaking_2.jpg",
+        "2_Demo_9.jpg",
+    ]
+    parade = by_name["0_Parade_marchingband_1_5.jpg"]
+    assert Path(parade.filepath).is_absolute() and Path(parade.filepath).is_file()
+    assert parade.filepath.endswith("WIDER_train/images/0--Parade/0_Parade_marchingband_1_5.jpg")
+    assert (parade.width, parade.height, parade.source, parade.source_split) == (64, 48, "wider_face", "train")
+    assert boxes_of(parade) == [(0, 10, 8, 30, 32), (0, 40, 0, 64, 30)]  # 2nd touches border
+    assert parade.boxes[1].attributes == {
+        "blur": 2,
+        "expression": 0,
+        "illumination": 1,
+        "invalid": 1,
+        "occlusion": 2,
+        "pose": 0,
+    }
+    assert by_name["1_Handshaking_2.jpg"].boxes == []
+    assert (by_name["1_Handshaking_2.jpg"].width, by_name["1_Handshaking_2.jpg"].height) == (32, 40)
+    assert by_name["2_Demo_9.jpg"].source_split == "val"
+    assert load_records(dest / "index.jsonl") == records
+    assert any(r for r in server.requests_for("/wider/data/WIDER_train.zip") if r)
+
+    # Second run: nothing downloaded or extracted again, same records.
+    n = len(server.requests)
+    assert fetch_source(cfg, dest) == records
+    assert len(server.requests) == n
+
+
+def test_wider_max_images_and_official_checksums(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = serve_wider(server)
+    official = {n: (len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
+    monkeypatch.setattr(wider_face, "OFFICIAL_FILES", official)
+    cfg = WiderFaceSource(base_url=server.url("/wider/data"), splits=["train"], max_images=1, http=FAST)
+    records = fetch_source(cfg, tmp_path / "w")
+    assert [Path(r.filepath).name for r in records] == ["0_Parade_marchingband_1_5.jpg"]
+    assert "/wider/data/WIDER_val.zip" not in [p for p, _ in server.requests]
+
+
+def test_wider_wrong_archive_fails_checksum(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = serve_wider(server)
+    official = {n: (len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
+    monkeypatch.setattr(wider_face, "OFFICIAL_FILES", official)
+    server.script("/wider/data/wider_face_split.zip", "wrong")
+    cfg = WiderFaceSource(base_url=server.url("/wider/data"), splits=["val"], http=FAST)
+    with pytest.raises(ChecksumMismatchError, match="wider_face_split.zip"):
+        fetch_source(cfg, tmp_path / "w")
+
+
+def test_wider_bad_base_url_names_url(server: FileServer, tmp_path: Path) -> None:
+    cfg = WiderFaceSource(base_url=server.url("/nowhere"), verify_checksums=False, http=FAST)
+    with pytest.raises(HTTPStatusError, match=r"404.*/nowhere/WIDER_train.zip"):
+        fetch_source(cfg, tmp_path / "w")
+
+
+# ----------------------------------------------------------------------------- HF COCO
+
+
+def coco_zip(images: dict[str, tuple[int, int]], anns: list[tuple[str, int, list[float]]]) -> bytes:
+    ids = {name: i for i, name in enumerate(images)}
+    data = {
+        "info": {"description": "mini keremberke-style export"},
+        "categories": [
+            {"id": 0, "name": "license-plates", "supercategory": "none"},
+            {"id": 1, "name": "license_plate", "supercategory": "license-plates"},
+        ],
+        "images": [{"id": ids[n], "file_name": n, "width": w, "height": h} for n, (w, h) in images.items()],
+        "annotations": [
+            {"id": k, "image_id": ids[n], "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for k, (n, c, b) in enumerate(anns)
+        ],
+    }
+    members = {"_annotations.coco.json": json.dumps(data).encode()}
+    members |= {n: jpeg(w, h) for n, (w, h) in images.items()}
+    return zip_bytes(members)
+
+
+def test_hf_coco_plan_and_fetch(server: FileServer, tmp_path: Path) -> None:
+    planned = plan_source(HuggingFaceCocoSource(), tmp_path)
+    assert [p.url.rsplit("/", 3)[-3:] for p in planned] == [
+        ["main", "data", "train.zip"],
+        ["main", "data", "valid.zip"],
+        ["main", "data", "test.zip"],
+    ]
+    assert "keremberke/license-plate-object-detection" in planned[0].url
+    assert planned[0].size is None and planned[0].dest == tmp_path / "archives" / "train.zip"
+
+    server.files["/kp/data/train.zip"] = coco_zip(
+        {"car_1.jpg": (80, 60), "empty.jpg": (40, 30)},
+        [("car_1.jpg", 1, [10, 20, 30, 10]), ("car_1.jpg", 1, [50, 50, 30, 10])],
+    )
+    server.files["/kp/data/valid.zip"] = coco_zip({"car_2.jpg": (50, 50)}, [("car_2.jpg", 1, [0, 0, 0, 0])])
+    cfg = HuggingFaceCocoSource(base_url=server.url("/kp/data"), splits=["train", "valid"], http=FAST)
+    records = fetch_source(cfg, tmp_path / "plates")
+    got = {Path(r.filepath).name: (r.source_split, r.width, r.height, boxes_of(r)) for r in records}
+    assert got == {
+        "car_1.jpg": ("train", 80, 60, [(1, 10, 20, 40, 30), (1, 50, 50, 80, 60)]),
+        "empty.jpg": ("train", 40, 30, []),
+        "car_2.jpg": ("valid", 50, 50, [(1, 0, 0, 0, 0)]),  # zero-size kept for curation
+    }
+    assert all(Path(r.filepath).is_absolute() and Path(r.filepath).exists() for r in records)
+    assert load_records(tmp_path / "plates" / "index.jsonl") == records
+
+
+def test_hf_coco_unknown_category_is_an_error(server: FileServer, tmp_path: Path) -> None:
+    server.files["/kp/data/train.zip"] = coco_zip({"a.jpg": (10, 10)}, [("a.jpg", 0, [1, 1, 2, 2])])
+    cfg = HuggingFaceCocoSource(base_url=server.url("/kp/data"), splits=["train"], http=FAST)
+    with pytest.raises(ValueError, match="'license-plates' is not in class_map"):
+        fetch_source(cfg, tmp_path / "plates")
+
+
+# ----------------------------------------------------------------------------- local folders
+
+
+def write_yolo_export(root: Path, names: list[str]) -> None:
+    """A Roboflow-style YOLO export: data.yaml with ../<split>/images paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"train": "../train/images", "val": "../valid/images", "nc": len(names), "names": names})
+    )
+    for split, files in {
+        "train": {"a.jpg": "0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.2 0.2\n", "bg.jpg": None},
+        "valid": {"b.jpg": "0 0.0 0.5 0.2 1.0\n"},
+    }.items():
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for name, label in files.items():
+            (root / split / "images" / name).write_bytes(jpeg(100, 50))
+            if label is not None:
+                (root / split / "labels" / name.replace(".jpg", ".txt")).write_text(label)
+
+
+def test_local_yolo_folder(tmp_path: Path) -> None:
+    write_yolo_export(tmp_path / "ds", ["License_Plate", "car"])
+    cfg = LocalFolderSource(
+        name="mine", path=tmp_path / "ds", format="yolo", class_map={"License_Plate": "license_plate", "car": "ignore"}
+    )
+    assert plan_source(cfg, tmp_path / "raw") == []
+    records = fetch_source(cfg, tmp_path / "raw" / "mine")
+    got = {Path(r.filepath).name: (r.source_split, r.width, r.height, boxes_of(r)) for r in records}
+    assert got == {
+        "a.jpg": ("train", 100, 50, [(1, 25, 12.5, 75, 37.5)]),
+        "bg.jpg": ("train", 100, 50, []),
+        "b.jpg": ("val", 100, 50, [(1, -10, 0, 10, 50)]),  # crosses the border: kept
+    }
+    assert (tmp_path / "raw" / "mine" / "index.jsonl").exists()
+
+
+def test_local_yolo_unmapped_class_is_named(tmp_path: Path) -> None:
+    write_yolo_export(tmp_path / "ds", ["License_Plate", "car"])
+    cfg = LocalFolderSource(name="m", path=tmp_path / "ds", format="yolo", class_map={"License_Plate": "license_plate"})
+    with pytest.raises(SourceDataError, match=r"\['car'\]"):
+        fetch_source(cfg, tmp_path / "raw")
+
+
+def test_local_coco_folder(tmp_path: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(coco_zip({"x.jpg": (30, 20)}, [("x.jpg", 1, [1, 2, 3, 4])]))) as zf:
+        zf.extractall(tmp_path / "coco" / "train")
+    cfg = LocalFolderSource(
+        name="c", path=tmp_path / "coco", format="coco", class_map={"license_plate": "license_plate"}
+    )
+    (rec,) = fetch_source(cfg, tmp_path / "raw")
+    assert (rec.source_split, rec.width, rec.height, boxes_of(rec)) == ("train", 30, 20, [(1, 1, 2, 4, 6)])
+
+
+# ----------------------------------------------------------------------------- Roboflow
+
+FAKE_KEY = "rf_FAKE_k3y_d0_not_leak_8c1f"
+
+
+def fake_roboflow(download) -> types.ModuleType:
+    """A stand-in ``roboflow`` module whose version.download runs ``download``."""
+    module = types.ModuleType("roboflow")
+    calls: list[str] = []
+
+    class Version:
+        def download(self, model_format: str, location: str, overwrite: bool = True) -> None:
+            calls.append(model_format)
+            download(Path(location))
+
+    class Roboflow:
+        def __init__(self, api_key: str) -> None:
+            self.api_key = api_key
+            logging.getLogger("roboflow").info("loading Roboflow workspace with key %s", api_key)
+
+        def workspace(self, name: str):
+            return types.SimpleNamespace(project=lambda p: types.SimpleNamespace(version=lambda v: Version()))
+
+    module.Roboflow = Roboflow  # type: ignore[attr-defined]
+    module.calls = calls  # type: ignore[attr-defined]
+    return module
+
+
+def _failing_download(location: Path) -> None:
+    log = logging.getLogger("roboflow")
+    try:
+        raise ConnectionError(f"HTTPSConnectionPool: /dataset?api_key={FAKE_KEY} unreachable")
+    except ConnectionError:
+        log.exception("request to https://api.roboflow.com/?api_key=%s failed", FAKE_KEY)
+        raise
+
+
+def test_roboflow_key_never_leaks_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("ROBOFLOW_API_KEY", FAKE_KEY)
+    monkeypatch.setitem(sys.modules, "roboflow", fake_roboflow(_failing_download))
+    with pytest.raises(rf_source.RoboflowError) as err:
+        fetch_source(RoboflowSource(), tmp_path / "rf")
+    chain = [err.value, err.value.__cause__, err.value.__context__]
+    assert "unreachable" in str(err.value) and "***" in str(err.value)
+    assert all(FAKE_KEY not in repr(e) for e in chain if e is not None)
+    assert "api_key=*** failed" in caplog.text
+    assert "unreachable" in caplog.text  # the scrubbed traceback is kept
+    assert FAKE_KEY not in caplog.text
+
+
+def test_roboflow_success_indexes_export_without_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("ROBOFLOW_API_KEY", FAKE_KEY)
+    module = fake_roboflow(lambda loc: write_yolo_export(loc, ["License_Plate", "car"]))
+    monkeypatch.setitem(sys.modules, "roboflow", module)
+    dest = tmp_path / "rf"
+    cfg = RoboflowSource(class_map={"License_Plate": "license_plate", "car": "ignore"})
+    records = fetch_source(cfg, dest)
+    assert module.calls == ["yolov11"]
+    assert len(records) == 3 and {r.source for r in records} == {"roboflow_plates"}
+    assert all(Path(r.filepath).is_file() for r in records)
+    assert sum(len(r.boxes) for r in records) == 2
+    assert FAKE_KEY not in json.dumps([r.model_dump(mode="json") for r in records])
+    assert all(FAKE_KEY not in p.read_text(errors="ignore") for p in dest.rglob("*") if p.is_file())
+    assert FAKE_KEY not in caplog.text
+    # Already exported: no second call, no key needed.
+    monkeypatch.delenv("ROBOFLOW_API_KEY")
+    assert fetch_source(cfg, dest) == records
+    assert module.calls == ["yolov11"]
+
+
+def test_roboflow_missing_key_and_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_RF_KEY", raising=False)
+    monkeypatch.setitem(sys.modules, "roboflow", fake_roboflow(lambda loc: None))
+    with pytest.raises(rf_source.RoboflowKeyMissingError, match="MY_RF_KEY"):
+        fetch_source(RoboflowSource(api_key_env="MY_RF_KEY"), tmp_path / "rf")
+    monkeypatch.setitem(sys.modules, "roboflow", None)  # makes `import roboflow` fail
+    with pytest.raises(rf_source.RoboflowError, match="pip install roboflow"):
+        fetch_source(RoboflowSource(), tmp_path / "rf")
+    plan = plan_source(RoboflowSource(), tmp_path / "rf")
+    assert plan[0].url.endswith("/license-plate-recognition-rxg4e/dataset/4")
