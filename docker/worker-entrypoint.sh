@@ -1,0 +1,25 @@
+#!/bin/sh
+# Start a Prefect worker for $WORK_POOL; create the pool first (with our job template and a
+# concurrency limit) when it does not exist yet. Any arguments replace the worker command,
+# e.g. `prefect server start` or the FiftyOne App in docker/compose.yaml.
+set -eu
+
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+
+: "${PREFECT_API_URL:?set PREFECT_API_URL, e.g. http://prefect-server:4200/api}"
+
+if ! prefect work-pool inspect "$WORK_POOL" >/dev/null 2>&1; then
+    if [ -n "${WORK_POOL_TEMPLATE:-}" ]; then
+        prefect work-pool create "$WORK_POOL" --type "$WORK_POOL_TYPE" \
+            --base-job-template "$WORK_POOL_TEMPLATE" || true   # another worker may have won
+    else
+        prefect work-pool create "$WORK_POOL" --type "$WORK_POOL_TYPE" || true
+    fi
+fi
+# one flow run per GPU: the pool-wide limit survives worker restarts and extra workers
+prefect work-pool set-concurrency-limit "$WORK_POOL" "$WORK_POOL_CONCURRENCY"
+
+exec prefect worker start --pool "$WORK_POOL" --type "$WORK_POOL_TYPE" \
+    --limit "$WORK_POOL_CONCURRENCY" --name "${WORKER_NAME:-$WORK_POOL-$(hostname)}"
