@@ -334,6 +334,7 @@ def test_roboflow_key_never_leaks_on_failure(
     chain = [err.value, err.value.__cause__, err.value.__context__]
     assert "unreachable" in str(err.value) and "***" in str(err.value)
     assert all(FAKE_KEY not in repr(e) for e in chain if e is not None)
+    assert not (tmp_path / "rf" / ".export-tmp").exists() and not (tmp_path / "rf" / "export").exists()
     assert "api_key=*** failed" in caplog.text
     assert "unreachable" in caplog.text  # the scrubbed traceback is kept
     assert FAKE_KEY not in caplog.text
@@ -372,3 +373,39 @@ def test_roboflow_missing_key_and_missing_package(tmp_path: Path, monkeypatch: p
         fetch_source(RoboflowSource(), tmp_path / "rf")
     plan = plan_source(RoboflowSource(), tmp_path / "rf")
     assert plan[0].url.endswith("/license-plate-recognition-rxg4e/dataset/4")
+
+
+# ----------------------------------------------------------------------------- Open Images
+
+
+class FakeDetection(dict):
+    """Duck-types fiftyone's Detection (label, bounding_box, has_field, item access) without
+    importing fiftyone, whose import starts its database."""
+
+    def __init__(self, label: str, bounding_box: list[float], **attrs: object) -> None:
+        super().__init__(attrs)
+        self.label, self.bounding_box = label, bounding_box
+
+    def has_field(self, name: str) -> bool:
+        return name in self
+
+
+def test_open_images_conversion_and_plan(tmp_path: Path) -> None:
+    """The zoo download needs internet; the conversion of its detections is tested here."""
+    from pyroblur.sources.models import OpenImagesSource
+    from pyroblur.sources.open_images import detections_to_boxes
+
+    dets = [
+        FakeDetection("Human face", [0.1, 0.2, 0.3, 0.4], IsOccluded=True, IsGroupOf=None),
+        FakeDetection("Vehicle registration plate", [0.0, 0.5, 1.0, 0.5]),
+        FakeDetection("Car", [0.0, 0.0, 1.0, 1.0]),
+    ]
+    classes = OpenImagesSource().classes
+    boxes = detections_to_boxes(dets, 200, 100, classes)
+    assert [(b.class_id, b.x1, b.y1, b.x2, b.y2) for b in boxes] == [
+        (0, 20, 20, pytest.approx(80), pytest.approx(60)),
+        (1, 0, 50, 200, 100),
+    ]
+    assert boxes[0].attributes == {"IsOccluded": True}
+    (planned,) = plan_source(OpenImagesSource(), tmp_path)
+    assert "open-images-v7" in planned.url and planned.size is None

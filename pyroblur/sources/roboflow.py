@@ -165,7 +165,11 @@ def fetch(cfg: RoboflowSource, dest: Path) -> list[SampleRecord]:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log.info("downloading Roboflow %s/%s v%d", cfg.workspace, cfg.project, cfg.version)
-        _download(cfg, tmp)
+        try:
+            _download(cfg, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         (tmp / STAMP_NAME).write_text(json.dumps(_what(cfg)), encoding="utf-8")
         if export.exists():
             shutil.rmtree(export)
