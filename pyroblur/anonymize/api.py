@@ -260,7 +260,12 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> 
     except ImportError as exc:
         logger.debug("pyroblur.registry unavailable: %s", exc)
     else:
-        champion = champion_weights(registry_path)
+        try:
+            champion = champion_weights(registry_path)
+        except Exception as exc:  # noqa: BLE001 - any registry failure means "no usable model"
+            raise NoModelError(
+                f"Could not read the model registry {registry_path}: {exc}. Fix or remove it, or pass --model."
+            ) from exc
     if champion is None:
         raise NoModelError(
             f"No --model given and no champion model in the registry {registry_path}. "
