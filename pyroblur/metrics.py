@@ -93,11 +93,7 @@ class ClassMetrics:
     @property
     def name(self) -> str:
         """Class name from :data:`pyroblur.CLASSES` (or ``class_<id>``)."""
-        return (
-            CLASSES[self.class_id]
-            if 0 <= self.class_id < len(CLASSES)
-            else f"class_{self.class_id}"
-        )
+        return CLASSES[self.class_id] if 0 <= self.class_id < len(CLASSES) else f"class_{self.class_id}"
 
 
 @dataclass(frozen=True)
@@ -141,10 +137,7 @@ class EvaluationReport:
             "mAP50-95": self.map50_95,
             "iou_thresholds": list(self.iou_thresholds),
             "per_class": {m.name: asdict(m) for m in self.per_class.values()},
-            "by_size": {
-                b: {m.name: asdict(m) for m in classes.values()}
-                for b, classes in self.by_size.items()
-            },
+            "by_size": {b: {m.name: asdict(m) for m in classes.values()} for b, classes in self.by_size.items()},
         }
 
 
@@ -172,12 +165,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float64).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float64)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(
-        a[:, None, 0], b[None, :, 0]
-    )
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(
-        a[:, None, 1], b[None, :, 1]
-    )
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     inter = iw.clip(0) * ih.clip(0)
     area_a = ((a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0))[:, None]
     area_b = ((b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0))[None, :]
@@ -192,15 +181,11 @@ class _ImageMatch:
 
     scores: np.ndarray  # (D,) sorted descending
     matched: np.ndarray  # (T, D) bool: matched to a ground-truth box at threshold t
-    ignored: (
-        np.ndarray
-    )  # (T, D) bool: matched to an ignored box, or unmatched and out of range
+    ignored: np.ndarray  # (T, D) bool: matched to an ignored box, or unmatched and out of range
     num_gt: int  # ground-truth boxes that are not ignored
 
 
-def _in_range(
-    heights: np.ndarray, height_range: tuple[float, float] | None
-) -> np.ndarray:
+def _in_range(heights: np.ndarray, height_range: tuple[float, float] | None) -> np.ndarray:
     if height_range is None:
         return np.ones(heights.shape, bool)
     low, high = height_range
@@ -249,9 +234,7 @@ def _match_image(
             ignored[ti, d] = gt_ignore[chosen]
     pred_out = ~_in_range(pred_xyxy[:, 3] - pred_xyxy[:, 1], height_range)
     ignored |= ~matched & pred_out[None, :]
-    return _ImageMatch(
-        scores=scores, matched=matched, ignored=ignored, num_gt=n_counted
-    )
+    return _ImageMatch(scores=scores, matched=matched, ignored=ignored, num_gt=n_counted)
 
 
 def _interpolated_ap(tp: np.ndarray, fp: np.ndarray, num_gt: int) -> float:
@@ -264,9 +247,7 @@ def _interpolated_ap(tp: np.ndarray, fp: np.ndarray, num_gt: int) -> float:
     denom = tp_cum + fp_cum
     precision = np.divide(tp_cum, denom, out=np.zeros_like(tp_cum), where=denom > 0)
     # precision envelope: best precision at any recall >= this one
-    precision = (
-        np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    )
+    precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
     idx = np.searchsorted(recall, RECALL_POINTS, side="left")
     q = np.zeros(len(RECALL_POINTS))
     ok = idx < len(precision)
@@ -336,24 +317,13 @@ def _evaluate_class(
     num_gt = sum(m.num_gt for m in matches)
     scores = np.concatenate([m.scores for m in matches]) if matches else np.zeros(0)
     num_t = len(iou_thresholds)
-    matched = (
-        np.concatenate([m.matched for m in matches], axis=1)
-        if matches
-        else np.zeros((num_t, 0), bool)
-    )
-    ignored = (
-        np.concatenate([m.ignored for m in matches], axis=1)
-        if matches
-        else np.zeros((num_t, 0), bool)
-    )
+    matched = np.concatenate([m.matched for m in matches], axis=1) if matches else np.zeros((num_t, 0), bool)
+    ignored = np.concatenate([m.ignored for m in matches], axis=1) if matches else np.zeros((num_t, 0), bool)
     order = np.argsort(-scores, kind="mergesort")
     scores, matched, ignored = scores[order], matched[:, order], ignored[:, order]
     tp_all, fp_all = matched & ~ignored, ~matched & ~ignored
 
-    aps = tuple(
-        _interpolated_ap(tp_all[ti], fp_all[ti], num_gt) if num_gt else math.nan
-        for ti in range(num_t)
-    )
+    aps = tuple(_interpolated_ap(tp_all[ti], fp_all[ti], num_gt) if num_gt else math.nan for ti in range(num_t))
     i50 = int(np.argmin(np.abs(iou_thresholds - 0.5)))
     if not math.isclose(float(iou_thresholds[i50]), 0.5):
         logger.warning(
@@ -362,9 +332,7 @@ def _evaluate_class(
             iou_thresholds[i50],
         )
     keep = ~ignored[i50]
-    p, r, f1, thr = _operating_point(
-        scores[keep], tp_all[i50][keep], num_gt, conf_threshold
-    )
+    p, r, f1, thr = _operating_point(scores[keep], tp_all[i50][keep], num_gt, conf_threshold)
     return ClassMetrics(
         class_id=class_id,
         num_gt=num_gt,
@@ -414,14 +382,9 @@ def evaluate(
         raise ValueError(f"gt has {len(gt)} images but pred has {len(pred)}")
     thresholds = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
     args = (thresholds, conf_threshold, max_detections)
-    per_class = {
-        c: _evaluate_class(gt, pred, c, *args, None) for c in range(num_classes)
-    }
+    per_class = {c: _evaluate_class(gt, pred, c, *args, None) for c in range(num_classes)}
     by_size = {
-        name: {
-            c: _evaluate_class(gt, pred, c, *args, tuple(rng))
-            for c in size_bucket_classes
-        }
+        name: {c: _evaluate_class(gt, pred, c, *args, tuple(rng)) for c in size_bucket_classes}
         for name, rng in (size_buckets or {}).items()
     }
     return EvaluationReport(

@@ -174,13 +174,10 @@ def _read(registry_path: Path) -> RegistryFile:
         ) from exc
     if reg.schema_version != SCHEMA_VERSION:
         raise CorruptRegistryError(
-            f"model registry {registry_path} has schema_version {reg.schema_version}, "
-            f"this code reads {SCHEMA_VERSION}"
+            f"model registry {registry_path} has schema_version {reg.schema_version}, this code reads {SCHEMA_VERSION}"
         )
     if sum(m.status == "champion" for m in reg.models) > 1:
-        raise CorruptRegistryError(
-            f"model registry {registry_path} has more than one champion"
-        )
+        raise CorruptRegistryError(f"model registry {registry_path} has more than one champion")
     return reg
 
 
@@ -288,8 +285,7 @@ def promote_if_better(
     registry_path = Path(registry_path)
     if primary_metric not in candidate.metrics:
         raise KeyError(
-            f"candidate metrics lack the primary metric {primary_metric!r}; "
-            f"have {sorted(candidate.metrics)}"
+            f"candidate metrics lack the primary metric {primary_metric!r}; have {sorted(candidate.metrics)}"
         )
     weights = Path(candidate.weights)
     if not weights.is_file():
@@ -320,9 +316,7 @@ def promote_if_better(
             logger.info(decision.reason)
             return decision
 
-        if champion is not None and data_digest_differs(
-            champion, candidate, champion_metrics
-        ):
+        if champion is not None and data_digest_differs(champion, candidate, champion_metrics):
             logger.warning(
                 "champion %s was measured on data %s, candidate on %s: the values may not be "
                 "comparable (pass champion_metrics re-measured on the same data)",
@@ -330,16 +324,10 @@ def promote_if_better(
                 champion.data_digest,
                 candidate.data_digest,
             )
-        promoted, reason = _decide(
-            value, champ_value, champion, primary_metric, min_improvement
-        )
+        promoted, reason = _decide(value, champ_value, champion, primary_metric, min_improvement)
         decision = Decision(promoted=promoted, reason=reason, **common)
 
-        stored = (
-            _store_weights(registry_path, weights, model_id)
-            if copy_weights
-            else str(weights.resolve())
-        )
+        stored = _store_weights(registry_path, weights, model_id) if copy_weights else str(weights.resolve())
         entry = ModelEntry(
             id=model_id,
             weights=stored,
@@ -453,23 +441,13 @@ def log_to_mlflow(entry: ModelEntry, decision: Decision, weights: Path) -> None:
                     "min_improvement": decision.min_improvement,
                 }
             )
-            mlflow.log_metrics(
-                {
-                    _mlflow_key(k): v
-                    for k, v in entry.metrics.items()
-                    if math.isfinite(v)
-                }
-            )
-            mlflow.set_tags(
-                {"pyroblur.status": entry.status, "pyroblur.reason": decision.reason}
-            )
+            mlflow.log_metrics({_mlflow_key(k): v for k, v in entry.metrics.items() if math.isfinite(v)})
+            mlflow.set_tags({"pyroblur.status": entry.status, "pyroblur.reason": decision.reason})
             mlflow.log_artifact(str(weights), artifact_path="weights")
             uri = f"runs:/{run.info.run_id}/weights/{weights.name}"
         version = mlflow.register_model(uri, MLFLOW_MODEL_NAME)
         if decision.promoted:
-            mlflow.MlflowClient().set_registered_model_alias(
-                MLFLOW_MODEL_NAME, "champion", version.version
-            )
+            mlflow.MlflowClient().set_registered_model_alias(MLFLOW_MODEL_NAME, "champion", version.version)
     except Exception as exc:  # noqa: BLE001 - MLflow is a mirror: never fail the promotion over it
         logger.warning(
             "MLflow logging failed (%s: %s); the JSON registry is unaffected",

@@ -105,17 +105,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "gt", "pred", "conf", "expected"), CASES, ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("name", "gt", "pred", "conf", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_table(name, gt, pred, conf, expected) -> None:
     report = evaluate(gt, pred, conf_threshold=conf)
     for cls, values in expected.items():
         m = report.per_class[cls]
         got = (m.ap50, m.ap50_95, m.precision, m.recall, m.f1)
-        np.testing.assert_allclose(
-            got, values, atol=1e-9, err_msg=f"{name}, class {cls}"
-        )
+        np.testing.assert_allclose(got, values, atol=1e-9, err_msg=f"{name}, class {cls}")
 
 
 def test_empty_report_means_are_nan_and_flat_has_keys() -> None:
@@ -152,10 +148,7 @@ def test_size_buckets_ignore_other_sizes() -> None:
     assert report.by_size["small"][0].num_gt == 1
     assert report.by_size["large"][0].ap50 == 0.0
     # the small prediction is ignored in the large bucket: not a false positive there
-    assert (
-        report.by_size["large"][0].precision == 0.0
-        and report.by_size["large"][0].recall == 0.0
-    )
+    assert report.by_size["large"][0].precision == 0.0 and report.by_size["large"][0].recall == 0.0
     assert math.isnan(report.by_size["medium"][0].ap50)
     assert "face@small/AP50" in report.flat()
 
@@ -172,9 +165,7 @@ def test_max_detections_caps_per_image() -> None:
 # Cross-check against pycocotools' COCOeval on random synthetic data
 
 
-def _random_dataset(
-    seed: int, n_images: int = 25
-) -> tuple[list[Detections], list[Detections]]:
+def _random_dataset(seed: int, n_images: int = 25) -> tuple[list[Detections], list[Detections]]:
     rng = np.random.default_rng(seed)
     gts, preds = [], []
     for _ in range(n_images):
@@ -186,20 +177,14 @@ def _random_dataset(
         # predictions: jittered copies of most GT boxes (some with the wrong class), duplicates,
         # plus random false positives; scores random
         keep = rng.random(n) < 0.8
-        p_box = g_box[keep] + rng.normal(0, 0.07, (int(keep.sum()), 4)) * np.repeat(
-            wh[keep], 2, axis=1
-        )
-        p_cls = np.where(
-            rng.random(int(keep.sum())) < 0.9, g_cls[keep], 1 - g_cls[keep]
-        )
+        p_box = g_box[keep] + rng.normal(0, 0.07, (int(keep.sum()), 4)) * np.repeat(wh[keep], 2, axis=1)
+        p_cls = np.where(rng.random(int(keep.sum())) < 0.9, g_cls[keep], 1 - g_cls[keep])
         dup = rng.random(len(p_box)) < 0.2
         p_box = np.vstack([p_box, p_box[dup] + rng.normal(0, 2, (int(dup.sum()), 4))])
         p_cls = np.concatenate([p_cls, p_cls[dup]])
         n_fp = int(rng.integers(0, 4))
         fxy = rng.uniform(0, 500, (n_fp, 2))
-        p_box = np.vstack(
-            [p_box, np.hstack([fxy, fxy + rng.uniform(4, 120, (n_fp, 2))])]
-        )
+        p_box = np.vstack([p_box, np.hstack([fxy, fxy + rng.uniform(4, 120, (n_fp, 2))])])
         p_cls = np.concatenate([p_cls, rng.integers(0, 2, n_fp)])
         # keep boxes valid (x2 > x1)
         p_box[:, 2:] = np.maximum(p_box[:, 2:], p_box[:, :2] + 1)
@@ -208,9 +193,7 @@ def _random_dataset(
     return gts, preds
 
 
-def _coco_ap(
-    gts: list[Detections], preds: list[Detections]
-) -> dict[int, tuple[float, float]]:
+def _coco_ap(gts: list[Detections], preds: list[Detections]) -> dict[int, tuple[float, float]]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -229,9 +212,7 @@ def _coco_ap(
                     "iscrowd": 0,
                 }
             )
-        for box, c, s in zip(
-            p.xyxy.astype(float), p.class_id, p.confidence.astype(float), strict=True
-        ):
+        for box, c, s in zip(p.xyxy.astype(float), p.class_id, p.confidence.astype(float), strict=True):
             results.append(
                 {
                     "image_id": i,
@@ -255,10 +236,7 @@ def _coco_ap(
         ev.evaluate()
         ev.accumulate()
     prec = ev.eval["precision"]  # [T, R, K, A, M]; area "all" = 0, maxDets 100 = 2
-    return {
-        k: (float(prec[0, :, k, 0, 2].mean()), float(prec[:, :, k, 0, 2].mean()))
-        for k in (0, 1)
-    }
+    return {k: (float(prec[0, :, k, 0, 2].mean()), float(prec[:, :, k, 0, 2].mean())) for k in (0, 1)}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])

@@ -48,11 +48,7 @@ def test_first_model_becomes_champion_and_weights_are_copied(tmp_path: Path) -> 
     assert path is not None and path.read_bytes() == b"weights of a"
     assert path.is_relative_to(reg.parent / "models")
     entry = load_registry(reg).models[0]
-    assert (
-        entry.status == "champion"
-        and entry.primary_value == 0.30
-        and entry.id == d.candidate_id
-    )
+    assert entry.status == "champion" and entry.primary_value == 0.30 and entry.id == d.candidate_id
 
 
 @pytest.mark.parametrize(
@@ -66,9 +62,7 @@ def test_first_model_becomes_champion_and_weights_are_copied(tmp_path: Path) -> 
         (math.nan, 0.0, False),  # not a number
     ],
 )
-def test_promotion_rules(
-    tmp_path: Path, new_value: float, margin: float, promoted: bool
-) -> None:
+def test_promotion_rules(tmp_path: Path, new_value: float, margin: float, promoted: bool) -> None:
     reg = tmp_path / "registry.json"
     first = promote_if_better(reg, make_candidate(tmp_path, "a", 0.30), METRIC, margin)
     d = promote_if_better(reg, make_candidate(tmp_path, "b", new_value), METRIC, margin)
@@ -91,9 +85,7 @@ def test_promotion_rules(
 def test_exact_margin_is_enough(tmp_path: Path) -> None:
     reg = tmp_path / "registry.json"
     promote_if_better(reg, make_candidate(tmp_path, "a", 0.25), METRIC, 0.25)
-    assert promote_if_better(
-        reg, make_candidate(tmp_path, "b", 0.5), METRIC, 0.25
-    ).promoted
+    assert promote_if_better(reg, make_candidate(tmp_path, "b", 0.5), METRIC, 0.25).promoted
 
 
 def test_reason_names_both_values(tmp_path: Path) -> None:
@@ -107,9 +99,7 @@ def test_champion_metrics_override(tmp_path: Path) -> None:
     reg = tmp_path / "registry.json"
     promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
     # re-measured on the new test set the champion only reaches 0.3: 0.4 wins
-    d = promote_if_better(
-        reg, make_candidate(tmp_path, "b", 0.4), METRIC, champion_metrics={METRIC: 0.3}
-    )
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", 0.4), METRIC, champion_metrics={METRIC: 0.3})
     assert d.promoted and d.champion_value == 0.3
 
 
@@ -133,9 +123,7 @@ def test_same_weights_twice_changes_nothing(tmp_path: Path) -> None:
 
 def test_missing_metric_raises(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="mAP50"):
-        promote_if_better(
-            tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), "mAP50"
-        )
+        promote_if_better(tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), "mAP50")
 
 
 def test_missing_weights_raises(tmp_path: Path) -> None:
@@ -169,9 +157,7 @@ def test_written_file_is_plain_json_without_temp_leftovers(tmp_path: Path) -> No
 
 def _worker(args: tuple[str, str, float]) -> bool:
     reg, tmp, value = args
-    return promote_if_better(
-        Path(reg), make_candidate(Path(tmp), f"m{value}", value), METRIC, 0.0
-    ).promoted
+    return promote_if_better(Path(reg), make_candidate(Path(tmp), f"m{value}", value), METRIC, 0.0).promoted
 
 
 def test_concurrent_promotions_lose_no_update(tmp_path: Path) -> None:
@@ -182,9 +168,7 @@ def test_concurrent_promotions_lose_no_update(tmp_path: Path) -> None:
     models = load_registry(reg).models
     assert len(models) == len(values)
     champions = [m for m in models if m.status == "champion"]
-    assert len(champions) == 1 and champions[0].primary_value == pytest.approx(
-        max(values)
-    )
+    assert len(champions) == 1 and champions[0].primary_value == pytest.approx(max(values))
 
 
 def test_mlflow_missing_is_a_warning(
@@ -193,8 +177,6 @@ def test_mlflow_missing_is_a_warning(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     with caplog.at_level(logging.WARNING, logger="pyroblur.registry"):
-        d = promote_if_better(
-            tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC
-        )
+        d = promote_if_better(tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC)
     assert d.promoted
     assert "mlflow is not installed" in caplog.text
