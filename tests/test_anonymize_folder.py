@@ -274,3 +274,60 @@ def test_cli_help_lists_options_and_exit_codes(cli_app) -> None:
         assert word in result.output
     for word in ("--batch-size", "--device", "--sidecar", "Exit codes"):
         assert word in result.output
+
+
+# --- Prefect flow ------------------------------------------------------------------------
+
+
+_FLOW_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from ultralytics import YOLO
+from flows.anonymize import AnonymizeFolderParams, anonymize_folder
+from pyroblur.anonymize import AnonymizeOptions
+
+tree, out = Path(sys.argv[1]), Path(sys.argv[2])
+weights = out.parent / "yolo11n-random.pt"
+YOLO("yolo11n.yaml").save(weights)
+for failure in ("anonymize:transient", "anonymize:permanent"):
+    os.environ["PYROBLUR_INJECT_FAILURE"] = failure
+    opts = AnonymizeOptions(weights=weights, device="cpu", imgsz=128)
+    result = anonymize_folder(AnonymizeFolderParams(input_dir=tree, output_dir=out / failure[10:], options=opts))
+    print("RESULT", result.model_dump_json())
+"""
+
+
+@pytest.mark.integration
+def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
+    """One task per file against a real Prefect server, with a real (random-init) YOLO11n:
+    the corrupt file is skipped, a transient failure is retried away, a permanent one is
+    reported per file, and each run publishes a markdown artifact."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FLOW_SCRIPT, str(tree), str(tmp_path / "out")],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    transient, permanent = results
+    assert transient["written"] == 3
+    assert {Path(s["input"]).name for s in transient["report"]["skipped"]} == {"broken.jpg", "notes.txt"}
+    assert (tmp_path / "out" / "transient" / "sub" / "deeper" / "c.jpg").is_file()
+    assert permanent["written"] == 0
+    reasons = {Path(s["input"]).name: s["reason"] for s in permanent["report"]["skipped"]}
+    assert all("injected permanent failure" in reasons[n] for n in ("a.png", "b.png", "c.jpg"))
+    artifacts = requests.post(
+        f"{prefect_server}/artifacts/filter", json={"artifacts": {"key": {"any_": ["anonymize-report"]}}}, timeout=10
+    ).json()
+    assert len(artifacts) >= 2 and any("broken.jpg" in (a.get("data") or "") for a in artifacts)

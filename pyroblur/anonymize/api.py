@@ -31,8 +31,10 @@ from pyroblur.anonymize.temporal import TemporalMemory
 from pyroblur.anonymize.video import (
     VIDEO_SUFFIXES,
     FrameRecord,
+    VideoError,
     anonymize_video,
     output_suffix,
+    probe_video,
     temp_path,
 )
 from pyroblur.detections import Detections
@@ -48,6 +50,7 @@ __all__ = [
     "Plan",
     "Report",
     "Skipped",
+    "UnreadableInputError",
     "UnsafeOutputError",
     "anonymize_file",
     "anonymize_path",
@@ -70,6 +73,11 @@ class NoModelError(RuntimeError):
 
 class UnsafeOutputError(ValueError):
     """The requested output would overwrite an input."""
+
+
+class UnreadableInputError(ValueError):
+    """An input that can never be processed (corrupt, truncated, unsupported): retrying
+    will not help."""
 
 
 class AnonymizeOptions(BaseModel):
@@ -145,6 +153,28 @@ class Report(BaseModel):
     def ok(self) -> bool:
         """True when nothing was skipped."""
         return not self.skipped
+
+    def to_markdown(self, title: str = "Anonymization report") -> str:
+        """A markdown summary: counts, then one table row per file."""
+        videos = [r for r in self.processed if r.kind == "video"]
+        lines = [
+            f"# {title}",
+            "",
+            "| written | images | videos | video frames | boxes hidden | from memory | skipped |",
+            "|---|---|---|---|---|---|---|",
+            f"| {len(self.processed)} | {len(self.processed) - len(videos)} | {len(videos)} "
+            f"| {sum(r.frames for r in videos)} | {sum(r.boxes for r in self.processed)} "
+            f"| {sum(r.remembered for r in self.processed)} | {len(self.skipped)} |",
+        ]
+        if self.skipped:
+            lines += ["", "## Skipped", "", "| file | reason |", "|---|---|"]
+            lines += [f"| `{s.input}` | {s.reason.replace('|', '/')} |" for s in self.skipped]
+        if self.processed:
+            lines += ["", "## Written", "", "| input | output | frames | boxes | seconds |", "|---|---|---|---|---|"]
+            lines += [
+                f"| `{r.input}` | `{r.output}` | {r.frames} | {r.boxes} | {r.seconds:.2f} |" for r in self.processed
+            ]
+        return "\n".join(lines) + "\n"
 
 
 class Plan(BaseModel):
@@ -361,7 +391,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarr
     else:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
-        raise ValueError("not a readable image (corrupt or truncated?)")
+        raise UnreadableInputError("not a readable image (corrupt or truncated?)")
     if img.dtype != np.uint8:
         logger.info("%s: %s image written as 8-bit", path, img.dtype)
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
@@ -410,6 +440,10 @@ def anonymize_file(
             _write_atomic(sidecar, json.dumps(doc, indent=1).encode())
         result = FileResult(input=src, output=dst, kind="image", boxes=len(dets), sidecar=sidecar)
     elif kind == "video":
+        try:
+            probe_video(src)
+        except VideoError as exc:
+            raise UnreadableInputError(str(exc)) from exc
         frames: list[dict[str, Any]] = []
         counts = {"boxes": 0, "remembered": 0}
 
@@ -456,7 +490,7 @@ def anonymize_file(
             sidecar=sidecar,
         )
     else:
-        raise ValueError(f"unsupported file type {src.suffix!r}")
+        raise UnreadableInputError(f"unsupported file type {src.suffix!r}")
     result.seconds = round(time.perf_counter() - start, 3)
     logger.info("Anonymized %s -> %s (%d boxes)", src, dst, result.boxes)
     return result
