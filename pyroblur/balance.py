@@ -59,9 +59,13 @@ def balance(
     chosen: set[str] = set()
     achieved = dict.fromkeys(range(num_classes), 0)
     warnings: list[str] = []
+    done: set[int] = set()
     for cls in sorted(range(num_classes), key=lambda k: (len(by_class[k]), k)):
         have = sum(1 for k in chosen if cls in classes_of[k])
         pool = [k for k in _order(by_class[cls], seed, f"class{cls}") if k not in chosen]
+        # Images that also hold an already-filled class would push it past N: use them last.
+        pool.sort(key=lambda k: bool(classes_of[k] & done))
+        done.add(cls)
         take = pool[: max(0, per_class - have)]
         chosen.update(take)
         achieved[cls] = have + len(take)

@@ -148,6 +148,8 @@ _register_optional_commands()
 
 def main() -> None:  # pragma: no cover - console entry point
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 
 

@@ -206,13 +206,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         dotted, raw = item.split("=", 1)
-        node = data
+        node: Any = data
         parts = dotted.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]  # e.g. sources.0.seed
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"override '{item}': cannot descend into '{part}'")
+        if isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node):
+            node[int(parts[-1])] = yaml.safe_load(raw)
+        elif isinstance(node, dict):
+            node[parts[-1]] = yaml.safe_load(raw)
+        else:
+            raise ConfigError(f"override '{item}': cannot set '{parts[-1]}'")
     return data
 
 

@@ -1,0 +1,103 @@
+"""Shared fixtures: an isolated data root, FiftyOne database and a real Prefect API server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session gets its own data root, Prefect home and FiftyOne database.
+
+    FiftyOne starts its own mongod (under a temporary database dir) unless one is already
+    running, in which case the unique database *name* still keeps test data apart.
+    """
+    base = tmp_path_factory.mktemp("session")
+    db_name = f"pyroblur-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        "PYROBLUR_DATA_DIR": str(base / "data"),
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(base / "data" / "prefect-results"),
+        "FIFTYONE_DATABASE_DIR": str(base / "fiftyone-db"),
+        "FIFTYONE_DATABASE_NAME": db_name,
+        "FIFTYONE_DO_NOT_TRACK": "true",
+        "FIFTYONE_DATABASE_VALIDATION": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "YOLO_OFFLINE": "1",
+        "PYROBLUR_RETRY_DELAY": "0.2",
+        "YOLO_CONFIG_DIR": str(base / "ultralytics"),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield base
+    if "fiftyone" in sys.modules:
+        try:
+            import fiftyone as fo
+
+            fo.core.odm.database.get_db_conn().client.drop_database(db_name)
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``prefect server start`` on 127.0.0.1 and a free port; stopped afterwards."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited early; see {home / 'server.log'}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("prefect server did not become healthy in 120 s")
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import yaml
+
+from pyroblur.export import ExportItem, read_stamp, save_yolo_dataset, to_yolo_lines
+
+
+@pytest.mark.parametrize(
+    ("xyxy", "cls", "expected"),
+    [
+        (np.zeros((0, 4)), np.zeros(0), ""),
+        ([[0, 0, 100, 50]], [0], "0 0.500000 0.500000 1.000000 1.000000\n"),
+        ([[10, 5, 30, 25], [50, 0, 100, 10]], [1, 0], "1 0.200000 0.300000 0.200000 0.400000\n0 0.750000 0.100000 0.500000 0.200000\n"),
+    ],
+)
+def test_to_yolo_lines(xyxy, cls, expected):
+    assert to_yolo_lines(np.array(xyxy, np.float32), np.array(cls), 100, 50) == expected
+
+
+def test_save_yolo_dataset(tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"jpeg")
+    items = [
+        ExportItem(str(img), "a", "train", 100, 50, np.array([[0, 0, 50, 50]], np.float32), np.array([0])),
+        ExportItem(str(img), "b", "test", 100, 50, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),
+    ]
+    out = tmp_path / "out"
+    counts = save_yolo_dataset(items, out, "abc")
+    assert counts == {"train": 1, "test": 1}
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["names"] == {0: "face", 1: "license_plate"}
+    assert (out / "labels/train/a.txt").read_text().startswith("0 0.250000")
+    assert (out / "labels/test/b.txt").read_text() == ""
+    assert read_stamp(out) == "abc"
+    assert not (tmp_path / "out.part").exists()
+    assert read_stamp(tmp_path / "missing") is None

@@ -1,0 +1,119 @@
+"""The whole pipeline through the CLI against a real Prefect API server and real FiftyOne."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STAGES = ["download", "curate", "balance_split", "export", "train", "benchmark"]
+TINY = {
+    "name": "tiny",
+    "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 0}],
+    "curation": {"dataset_name": "pyroblur-test-pipeline"},
+    "balance": {"samples_per_class": 30, "seed": 0},
+    "train": {
+        "model": "yolo11n.yaml", "epochs": 1, "imgsz": 64, "batch": 8, "device": "cpu", "workers": 0,
+        "args": {"plots": False},
+    },
+    "benchmark": {"device": "cpu", "speed_images": 3},
+}
+
+
+def run_pipeline(tmp_path: Path, api: str, *sets: str, env: dict | None = None, name: str = "cfg"):
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    summary = tmp_path / f"{name}-summary.json"
+    summary.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg), "--summary-json", str(summary)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PREFECT_API_URL": api, **(env or {})},
+    )
+    states = json.loads(summary.read_text())["states"] if summary.exists() else None
+    return proc, states
+
+
+def task_runs_of_last_flow(api: str) -> list[dict]:
+    flows = requests.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
+    body = {"flow_runs": {"id": {"any_": [flows[0]["id"]]}}}
+    return requests.post(f"{api}/task_runs/filter", json=body).json()
+
+
+def test_cache_semantics(tmp_path, prefect_server):
+    proc, states = run_pipeline(tmp_path, prefect_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == dict.fromkeys(STAGES, "Completed")
+
+    # Unchanged: every task Cached, as the server itself records it.
+    proc, states = run_pipeline(tmp_path, prefect_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == dict.fromkeys(STAGES, "Cached")
+    server_states = {tr["name"].split("-")[0]: tr["state"]["name"] for tr in task_runs_of_last_flow(prefect_server)}
+    assert set(server_states.values()) == {"Cached"} and len(server_states) == len(STAGES)
+
+    # Only the epochs change: train and benchmark run again, the data stages do not.
+    proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == {**dict.fromkeys(STAGES[:4], "Cached"), "train": "Completed", "benchmark": "Completed"}
+
+    # The cache never lies: delete the FiftyOne dataset -> curate and the split run again.
+    import fiftyone as fo
+
+    fo.delete_dataset(TINY["curation"]["dataset_name"])
+    proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states["curate"] == states["balance_split"] == "Completed"
+    assert states["download"] == states["export"] == states["train"] == "Cached"
+    assert fo.dataset_exists(TINY["curation"]["dataset_name"])
+
+    # Delete the exported YOLO folder -> export runs again.
+    exports = Path(os.environ["PYROBLUR_DATA_DIR"]) / "exports"
+    for d in exports.iterdir():
+        shutil.rmtree(d)
+    proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == {**dict.fromkeys(STAGES, "Cached"), "export": "Completed"}
+    assert any(exports.iterdir())
+
+    # A new generator seed changes the data: everything runs again.
+    proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2", "sources.0.seed=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == dict.fromkeys(STAGES, "Completed")
+
+
+def test_transient_failures_are_retried(tmp_path, prefect_server):
+    proc, states = run_pipeline(
+        tmp_path, prefect_server, "sources.0.seed=11", env={"PYROBLUR_INJECT_FAILURE": "*:transient"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == dict.fromkeys(STAGES, "Completed")
+    out = proc.stdout + proc.stderr
+    for stage in STAGES:
+        assert f"injected transient failure in stage '{stage}' (attempt 1)" in out
+    runs = task_runs_of_last_flow(prefect_server)
+    assert sorted(tr["run_count"] for tr in runs) == [2] * len(STAGES)
+
+
+def test_permanent_failure_fails_the_flow_with_the_task_error(tmp_path, prefect_server):
+    proc, states = run_pipeline(
+        tmp_path, prefect_server, "sources.0.seed=12", env={"PYROBLUR_INJECT_FAILURE": "curate:permanent"}
+    )
+    assert proc.returncode == 1
+    assert states is None
+    assert "pipeline failed: injected permanent failure in stage 'curate'" in proc.stderr
+    runs = {tr["name"].split("-")[0]: tr for tr in task_runs_of_last_flow(prefect_server)}
+    assert runs["curate"]["state"]["name"] == "Failed"
+    assert runs["curate"]["run_count"] == 4  # first attempt + 3 retries
+    assert "train" not in runs
