@@ -256,6 +256,14 @@ def test_default_model_is_the_registry_champion(tmp_path) -> None:
         api.resolve_weights(None, registry)
 
 
+def test_cli_reports_a_model_that_does_not_load(cli_app, tree, tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(cli_app, ["anonymize", str(tree), str(tmp_path / "out"), "--model", str(bad)])
+    assert result.exit_code == EXIT_ERROR
+    assert "Could not load the model" in " ".join(result.output.split())
+
+
 def test_cli_refuses_overwriting_input(cli_app, oracle_cli, tree) -> None:
     result = CliRunner().invoke(cli_app, ["anonymize", str(tree), str(tree)])
     assert result.exit_code == EXIT_ERROR

@@ -75,7 +75,7 @@ def write_video(path: Path, frames: list[np.ndarray], audio: bool = True) -> Non
     cmd += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}", "-framerate", str(FPS), "-i", "-"]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={N / FPS}"]
-    cmd += ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"]
+    cmd += ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-metadata", "location=+48.8584+002.2945/"]
     if audio:
         cmd += ["-c:a", "aac", "-shortest"]
     cmd.append(str(path))
@@ -142,6 +142,8 @@ def test_video_boxes_hidden_rest_kept_with_fps_frames_and_audio(clip, decoded_in
     assert len(sidecar["frames"]) == N
     assert sidecar["frames"][3]["detections"][0]["xyxy"] == list(map(float, face_box(3)))
     assert not list(out.parent.glob(".*")), "temporary files left behind"
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    assert "location" not in header, "GPS metadata copied into the anonymized video"
 
 
 @pytest.mark.parametrize(("memory", "hidden"), [(0, False), (3, True)])

@@ -312,15 +312,23 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> 
 
 
 def build_detector(options: AnonymizeOptions) -> Detector:
-    """An :class:`UltralyticsDetector` from ``options`` (champion when no weights given)."""
-    return UltralyticsDetector(
-        resolve_weights(options.weights),
-        device=options.device,
-        half=options.half,
-        conf=options.conf,
-        classes=options.class_ids,
-        imgsz=options.imgsz,
-    )
+    """An :class:`UltralyticsDetector` from ``options`` (champion when no weights given).
+
+    Raises:
+        NoModelError: no weights, or weights that do not load as a YOLO model.
+    """
+    weights = resolve_weights(options.weights)
+    try:
+        return UltralyticsDetector(
+            weights,
+            device=options.device,
+            half=options.half,
+            conf=options.conf,
+            classes=options.class_ids,
+            imgsz=options.imgsz,
+        )
+    except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for a bad file
+        raise NoModelError(f"Could not load the model {weights}: {type(exc).__name__}: {exc}") from exc
 
 
 def _drop_frame_from_env() -> int | None:

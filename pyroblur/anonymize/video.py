@@ -3,6 +3,7 @@
 Frames are decoded to raw BGR through a pipe, detected in batches, anonymized, and piped
 into a second ffmpeg that encodes H.264 at the source's frame rate and size and muxes the
 source's audio streams back in (copied when the container takes them, AAC otherwise).
+Container metadata (creation time, GPS location tags) is deliberately not copied.
 The output is written under a temporary name next to the final one and renamed only when
 the encoder has finished cleanly, so a crash never leaves a half-written file under the
 final name.
@@ -255,8 +256,10 @@ class _Encoder:
             "0:v:0",
             "-map",
             "1:a?",
+            # Container metadata (phone videos carry GPS location tags) is not copied: an
+            # anonymized file should not say where it was shot.
             "-map_metadata",
-            "1",
+            "-1",
             "-sws_flags",
             "accurate_rnd",
             "-c:v",
