@@ -1,4 +1,4 @@
-"""``training_pipeline``: download -> curate -> balance + split -> export -> train -> benchmark."""
+"""``training_pipeline``: download -> curate -> balance + split -> export -> train -> benchmark -> promote."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from pyroblur.config import PipelineConfig
-from pyroblur.manifests import BenchmarkManifest
-from tasks.pipeline import balance_split, benchmark, curate, download, export, train
+from pyroblur.manifests import BenchmarkManifest, PromotionManifest
+from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 
 
 class PipelineResult(BaseModel):
@@ -18,6 +18,7 @@ class PipelineResult(BaseModel):
 
     states: dict[str, str]
     benchmark: BenchmarkManifest
+    promotion: PromotionManifest
 
 
 def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
@@ -36,6 +37,7 @@ def training_pipeline(config: PipelineConfig) -> PipelineResult:
     dataset = _run(states, "export", export, selection)
     model = _run(states, "train", train, config.train, dataset)
     report = _run(states, "benchmark", benchmark, config.benchmark, model, dataset, config.train.imgsz)
+    decision = _run(states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz)
     summary = "\n".join(f"| {k} | {v} |" for k, v in states.items())
     create_markdown_artifact(
         key="pyroblur-pipeline",
@@ -43,4 +45,4 @@ def training_pipeline(config: PipelineConfig) -> PipelineResult:
         description="Stage states of this run",
     )
     get_run_logger().info("stage states: %s", states)
-    return PipelineResult(states=states, benchmark=report)
+    return PipelineResult(states=states, benchmark=report, promotion=decision)

@@ -66,6 +66,7 @@ def run(
     from pyroblur.evaluation import to_markdown
 
     typer.echo("\n" + to_markdown(result.benchmark))
+    typer.echo(f"Promotion: {'promoted' if result.promotion.promoted else 'not promoted'}: {result.promotion.reason}")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))

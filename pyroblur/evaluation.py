@@ -119,3 +119,13 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
     if m.promotion:
         rows += ["", f"Promotion: {m.promotion}"]
     return "\n".join(rows) + "\n"
+
+
+def flat_metrics(m: BenchmarkManifest) -> dict[str, float]:
+    """``{"map50": .., "map50_95": .., "face/map50": .., "ms_per_image": ..}`` for registries and logs."""
+    out = {k: float(v) for k, v in m.overall.items()}
+    for name, c in m.per_class.items():
+        for key in ("map50", "map50_95", "precision", "recall", "f1"):
+            out[f"{name}/{key}"] = float(getattr(c, key))
+    out["ms_per_image"] = float(m.ms_per_image)
+    return out

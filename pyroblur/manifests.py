@@ -124,3 +124,24 @@ class BenchmarkManifest(Manifest):
 
     def verify(self) -> bool:
         return Path(self.report_json).exists() and Path(self.weights).exists()
+
+
+class PromotionManifest(Manifest):
+    """The registry's decision about one model (``digest`` is the candidate's registry id)."""
+
+    registry: str
+    promoted: bool
+    reason: str
+    primary_metric: str
+    candidate_value: float
+    champion_id: str | None = None
+    champion_value: float | None = None
+
+    def verify(self) -> bool:
+        from pyroblur.registry import load_registry
+
+        path = Path(self.registry)
+        try:
+            return path.exists() and load_registry(path).get(self.digest) is not None
+        except Exception:  # noqa: BLE001 - an unreadable registry means the record is stale
+            return False

@@ -16,6 +16,7 @@ from pyroblur.manifests import (
     CurateManifest,
     DownloadManifest,
     ExportManifest,
+    PromotionManifest,
     SourceOutput,
     SplitManifest,
     TrainManifest,
@@ -32,6 +33,7 @@ _SPLIT = ("pyroblur.curation", "pyroblur.balance")
 _EXPORT = ("pyroblur.curation", "pyroblur.export")
 _TRAIN = ("pyroblur.training",)
 _BENCH = ("pyroblur.evaluation",)
+_PROMOTE = ("pyroblur.evaluation", "pyroblur.registry")
 
 
 def _opts(stage: str, modules: tuple[str, ...]) -> dict:
@@ -138,3 +140,59 @@ def benchmark(cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifes
     manifest = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
     create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")
     return manifest
+
+
+@task(**_opts("promote", _PROMOTE))
+def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportManifest, imgsz: int) -> PromotionManifest:
+    """Champion/challenger: register the model, promote it only if better by the margin.
+
+    When the champion was measured on other test data, it is re-evaluated on this run's test
+    split first, so both numbers come from the same images.
+    """
+    from pyroblur.evaluation import benchmark as run_benchmark
+    from pyroblur.evaluation import flat_metrics
+    from pyroblur.registry import Candidate, load_registry, promote_if_better
+
+    maybe_inject_failure("promote")
+    log = get_run_logger()
+    registry = get_paths().registry
+    champion_metrics = None
+    champ = load_registry(registry).champion() if registry.exists() else None
+    if champ is not None and champ.data_digest != dataset.digest:
+        champ_weights = Path(champ.weights)
+        if not champ_weights.is_absolute():
+            champ_weights = registry.parent / champ_weights
+        log.info("re-evaluating champion %s on this run's test split", champ.id)
+        out = get_paths().reports / f"champion-{champ.id}-{dataset.digest[:12]}"
+        champion_metrics = flat_metrics(
+            run_benchmark(champ_weights, Path(dataset.data_yaml), imgsz, cfg, out, dataset.digest)
+        )
+    decision = promote_if_better(
+        registry,
+        Candidate(weights=Path(report.weights), metrics=flat_metrics(report), data_digest=dataset.digest),
+        cfg.primary_metric,
+        cfg.min_improvement,
+        champion_metrics=champion_metrics,
+    )
+    log.info("promotion: %s", decision.reason)
+    create_markdown_artifact(
+        key="pyroblur-promotion",
+        markdown=(
+            f"# Champion / challenger\n\n| | model | {cfg.primary_metric} |\n|---|---|---:|\n"
+            f"| challenger | `{decision.candidate_id}` | {decision.candidate_value:.4f} |\n"
+            f"| champion before | `{decision.champion_id or '-'}` | "
+            f"{'-' if decision.champion_value is None else f'{decision.champion_value:.4f}'} |\n\n"
+            f"**{'Promoted' if decision.promoted else 'Not promoted'}**: {decision.reason}\n"
+        ),
+        description="Promotion decision",
+    )
+    return PromotionManifest(
+        digest=decision.candidate_id,
+        registry=str(registry),
+        promoted=decision.promoted,
+        reason=decision.reason,
+        primary_metric=cfg.primary_metric,
+        candidate_value=decision.candidate_value,
+        champion_id=decision.champion_id,
+        champion_value=decision.champion_value,
+    )
