@@ -64,12 +64,16 @@ def resolve_model(cfg: TrainConfig) -> str:
 
 
 def epochs_done(run_dir: Path) -> int:
-    """Completed epochs according to ultralytics' ``results.csv`` (0 when none)."""
+    """Highest completed epoch in ultralytics' ``results.csv`` (0 when none).
+
+    The highest epoch number, not the row count: an epoch logged just before a crash (the CSV
+    is written before ``last.pt``) is trained again on resume and appears twice.
+    """
     csv_path = run_dir / "results.csv"
     if not csv_path.exists():
         return 0
     with csv_path.open() as fh:
-        return sum(1 for _ in csv.DictReader(fh))
+        return max((int(float(row["epoch"])) for row in csv.DictReader(fh) if row.get("epoch")), default=0)
 
 
 def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
@@ -87,8 +91,13 @@ def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
     last = run_dir / "weights" / "last.pt"
     device = resolve_device(cfg.device)
     start = time.perf_counter()
-    resumed = last.exists()
-    if resumed:
+    best = run_dir / "weights" / "best.pt"
+    finished = last.exists() and best.exists() and epochs_done(run_dir) >= cfg.epochs
+    resumed = last.exists() and not finished
+    if finished:  # crashed after the last epoch but before the stamp: nothing to resume
+        log.info("run %s already trained %d epochs; not training again", run_dir, cfg.epochs)
+        model = YOLO(str(best))
+    elif resumed:
         log.info("resuming training from %s (epochs done: %d)", last, epochs_done(run_dir))
         model = YOLO(str(last))
         model.train(resume=True)
@@ -113,7 +122,6 @@ def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
         }
         log.info("training %s for %d epochs on %s", cfg.model, cfg.epochs, device)
         model.train(**args)
-    best = run_dir / "weights" / "best.pt"
     weights = best if best.exists() else last
     metrics = {}
     trainer = getattr(model, "trainer", None)

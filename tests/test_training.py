@@ -1,0 +1,84 @@
+"""Training: resume after a killed run, offline-weights errors, finished runs not retrained."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pyroblur.config import TrainConfig
+from pyroblur.training import WeightsUnavailableError, epochs_done, resolve_model
+
+TINY = {
+    "name": "resume",
+    "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 21}],
+    "curation": {"dataset_name": "pyroblur-test-resume"},
+    "balance": {"samples_per_class": 30, "seed": 0},
+    "train": {
+        "model": "yolo11n.yaml", "epochs": 6, "imgsz": 64, "batch": 8, "device": "cpu", "workers": 0,
+        "args": {"plots": False},
+    },
+    "benchmark": {"device": "cpu", "speed_images": 3},
+}
+
+
+def test_missing_weights_fail_at_once_naming_the_file(tmp_path):
+    cfg = TrainConfig(model=str(tmp_path / "mine.pt"), allow_download=False)
+    with pytest.raises(WeightsUnavailableError, match="mine.pt.*not found.*yolo11l.yaml"):
+        resolve_model(cfg)
+
+
+def test_unknown_weights_cannot_be_downloaded():
+    # Not an official asset: ultralytics has nothing to fetch, and we must not fall back to
+    # random initialisation.
+    with pytest.raises(WeightsUnavailableError, match="no_such_model.pt"):
+        resolve_model(TrainConfig(model="no_such_model.pt"))
+
+
+def test_yaml_models_train_from_scratch_explicitly():
+    assert resolve_model(TrainConfig(model="yolo11n.yaml")) == "yolo11n.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_killed_training_resumes_from_last_checkpoint(tmp_path, prefect_server):
+    cfg = tmp_path / "resume.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg)]
+    runs = Path(os.environ["PYROBLUR_DATA_DIR"]) / "runs"
+    log1 = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        run_dir = None
+        while time.monotonic() < deadline and first.poll() is None:
+            dirs = [d for d in runs.glob("*") if (d / "results.csv").exists()] if runs.exists() else []
+            if dirs and epochs_done(dirs[0]) >= 2 and (dirs[0] / "weights" / "last.pt").exists():
+                run_dir = dirs[0]
+                break
+            time.sleep(0.2)
+        assert run_dir is not None, "training never reached epoch 2"
+        os.killpg(first.pid, signal.SIGKILL)  # the worker dies mid-run
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        log1.close()
+    done_before = epochs_done(run_dir)
+    assert 2 <= done_before < 6
+    rows_before = (run_dir / "results.csv").read_text().splitlines()[: done_before + 1]
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = second.stdout + second.stderr
+    assert f"resuming training from {run_dir / 'weights' / 'last.pt'} (epochs done: {done_before})" in out
+    assert epochs_done(run_dir) == 6
+    # the epochs trained before the kill are kept, not trained again
+    assert (run_dir / "results.csv").read_text().splitlines()[: done_before + 1] == rows_before
