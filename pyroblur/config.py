@@ -28,7 +28,7 @@ class _Section(BaseModel):
 
 
 class CurationConfig(_Section):
-    """Import into FiftyOne, validate, deduplicate and filter."""
+    """Import into FiftyOne, validate, deduplicate and filter (docs/curation.md)."""
 
     dataset_name: str = Field("pyroblur", description="Name of the persistent FiftyOne dataset.")
     min_box_size: dict[Literal["face", "license_plate"], float] = Field(
@@ -43,7 +43,16 @@ class CurationConfig(_Section):
         False, description="Drop faces flagged as heavily occluded (WIDER occlusion=2)."
     )
     near_duplicate_distance: int = Field(
-        4, ge=0, le=64, description="Perceptual-hash Hamming distance at or below which images are near-duplicates."
+        4,
+        ge=0,
+        le=64,
+        description="64-bit perceptual-hash Hamming distance (bits) at or below which two images are "
+        "near-duplicates; they are kept but always land in the same split.",
+    )
+    missing_labels: Literal["reject", "background"] = Field(
+        "reject",
+        description="Images whose label file is missing: 'reject' (tag rejected:missing_labels), or "
+        "'background' (keep them as images with no objects).",
     )
 
 
@@ -138,8 +147,33 @@ class BenchmarkConfig(_Section):
     iou: float = Field(0.6, gt=0, lt=1, description="NMS IoU threshold.")
     device: str = Field("0", description="Device for the benchmark ('cpu', '0', ...).")
     speed_images: int = Field(50, ge=1, description="Images timed for ms/image.")
-    primary_metric: str = Field("map50_95", description="Metric compared for promotion.")
+    onnx: bool = Field(True, description="Export to ONNX and check it reproduces the PyTorch boxes.")
+    onnx_min_parity: float = Field(0.95, ge=0, le=1, description="Warn below this fraction of reproduced boxes.")
+    primary_metric: str = Field("map50_95", description="Metric compared for promotion (e.g. map50_95, face/map50).")
     min_improvement: float = Field(0.0, ge=0, description="Promote only if better by at least this.")
+
+
+class OrchestrationConfig(_Section):
+    """Where the stages run when the pipeline is a Prefect deployment (docs/operations.md)."""
+
+    train_deployment: str | None = Field(
+        None,
+        description=(
+            "Deployment ('flow/deployment') that runs the GPU stage on the gpu work pool, e.g. "
+            "'train_stage/train-stage': training, plus benchmark and promotion when benchmark.device "
+            "is a GPU. Empty: train inside this flow run."
+        ),
+    )
+    refresh_sources: bool = Field(
+        False, description="Download (or generate) the sources again even when the cache has them."
+    )
+    force: bool = Field(
+        False, description="retrain-weekly: train even when no source changed since the champion was trained."
+    )
+    webhook_url: str | None = Field(
+        None, description="POST a JSON notice here when a run fails (the PYROBLUR_WEBHOOK_URL env var wins)."
+    )
+    poll_seconds: float = Field(5.0, gt=0, description="How often a run polls the state of the GPU stage's run.")
 
 
 class PipelineConfig(_Section):
@@ -154,6 +188,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @field_validator("sources")
     @classmethod

@@ -116,14 +116,23 @@ class BenchmarkManifest(Manifest):
     report_md: str
     per_class: dict[str, ClassMetrics]
     overall: dict[str, float]
+    face_by_size: dict[str, dict[str, float]] = Field(default_factory=dict)
     ms_per_image: float
     device: str
     parameters: int
     size_mb: float
-    promotion: str | None = None
+    onnx: dict[str, float | str] = Field(default_factory=dict)
+    pr_curve: str | None = None
+    dataset_name: str | None = Field(None, description="FiftyOne dataset holding the predictions")
 
     def verify(self) -> bool:
-        return Path(self.report_json).exists() and Path(self.weights).exists()
+        if not (Path(self.report_json).exists() and Path(self.weights).exists()):
+            return False
+        if self.dataset_name:  # the predictions and TP/FP/FN must still be in the dataset
+            from pyroblur.curation import dataset_stamp
+
+            return dataset_stamp(self.dataset_name, "benchmark") == self.digest
+        return True
 
 
 class PromotionManifest(Manifest):

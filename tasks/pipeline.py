@@ -32,7 +32,7 @@ _CURATE = ("pyroblur.curation", "pyroblur.validation")
 _SPLIT = ("pyroblur.curation", "pyroblur.balance")
 _EXPORT = ("pyroblur.curation", "pyroblur.export")
 _TRAIN = ("pyroblur.training",)
-_BENCH = ("pyroblur.evaluation",)
+_BENCH = ("pyroblur.evaluation", "pyroblur.metrics", "pyroblur.fo_eval")
 _PROMOTE = ("pyroblur.evaluation", "pyroblur.registry")
 
 
@@ -129,15 +129,25 @@ def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
 
 
 @task(**_opts("benchmark", _BENCH))
-def benchmark(cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifest, imgsz: int) -> BenchmarkManifest:
-    """Evaluate on the held-out test split and publish the report as a markdown artifact."""
+def benchmark(
+    cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifest, imgsz: int, dataset_name: str | None = None
+) -> BenchmarkManifest:
+    """Evaluate on the held-out test split, write predictions + TP/FP/FN into FiftyOne, and
+    publish the report as a markdown artifact."""
     from pyroblur.evaluation import benchmark as run_benchmark
     from pyroblur.evaluation import to_markdown
+    from pyroblur.fo_eval import record_predictions
 
     maybe_inject_failure("benchmark")
-    digest = stage_digest("benchmark", _BENCH, cfg, model, dataset, imgsz)
+    digest = stage_digest("benchmark", _BENCH, cfg, model, dataset, imgsz, dataset_name)
     out = get_paths().reports / digest[:16]
-    manifest = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
+    manifest, images, preds = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
+    if dataset_name:  # predictions + per-sample TP/FP/FN for the App
+        fo_scores = record_predictions(dataset_name, images, preds, digest)
+        manifest = manifest.model_copy(
+            update={"dataset_name": dataset_name, "overall": {**manifest.overall, **fo_scores}}
+        )
+        Path(manifest.report_json).write_text(manifest.model_dump_json(indent=2))
     create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")
     return manifest
 
@@ -164,8 +174,9 @@ def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportMani
             champ_weights = registry.parent / champ_weights
         log.info("re-evaluating champion %s on this run's test split", champ.id)
         out = get_paths().reports / f"champion-{champ.id}-{dataset.digest[:12]}"
+        champ_cfg = cfg.model_copy(update={"onnx": False})
         champion_metrics = flat_metrics(
-            run_benchmark(champ_weights, Path(dataset.data_yaml), imgsz, cfg, out, dataset.digest)
+            run_benchmark(champ_weights, Path(dataset.data_yaml), imgsz, champ_cfg, out, dataset.digest)[0]
         )
     decision = promote_if_better(
         registry,
