@@ -83,7 +83,9 @@ def check_config(config: Annotated[Path, typer.Argument(help="Config YAML to val
 def download(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List URLs, sizes and destinations; download nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List URLs, sizes and destinations; download nothing.")
+    ] = False,
 ) -> None:
     """Download (or generate) every source of the config into the data root."""
     cfg = _load(config, set_)

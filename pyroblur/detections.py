@@ -34,8 +34,7 @@ class Detections:
             conf = np.ones(cls.shape, np.float32)
         if not (len(xyxy) == len(cls) == len(conf)):
             raise ValueError(
-                f"Detections arrays disagree in length: xyxy {len(xyxy)}, "
-                f"class_id {len(cls)}, confidence {len(conf)}"
+                f"Detections arrays disagree in length: xyxy {len(xyxy)}, class_id {len(cls)}, confidence {len(conf)}"
             )
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "class_id", cls)
@@ -65,9 +64,7 @@ class Detections:
         )
 
     @classmethod
-    def from_fiftyone(
-        cls, detections: Any, width: int, height: int, classes: tuple[str, ...]
-    ) -> Detections:
+    def from_fiftyone(cls, detections: Any, width: int, height: int, classes: tuple[str, ...]) -> Detections:
         """Adapter from ``fo.Detections`` (relative ``[x, y, w, h]`` boxes) to pixels."""
         rows, ids, scores = [], [], []
         for det in getattr(detections, "detections", None) or []:

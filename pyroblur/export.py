@@ -64,9 +64,7 @@ def save_yolo_dataset(items: list[ExportItem], out: Path, digest: str) -> dict[s
         counts[item.split] = counts.get(item.split, 0) + 1
         suffix = Path(item.filepath).suffix.lower() or ".jpg"
         _link_or_copy(Path(item.filepath), img_dir / f"{item.name}{suffix}")
-        (lbl_dir / f"{item.name}.txt").write_text(
-            to_yolo_lines(item.xyxy, item.class_id, item.width, item.height)
-        )
+        (lbl_dir / f"{item.name}.txt").write_text(to_yolo_lines(item.xyxy, item.class_id, item.width, item.height))
     data = {"path": str(out), "names": dict(enumerate(CLASSES))}
     for split in ("train", "val", "test"):
         if split in counts:

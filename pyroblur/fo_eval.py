@@ -47,7 +47,11 @@ def record_predictions(dataset_name: str, images: list[Path], preds: list[Detect
         raise ValueError(f"no exported test image matches a test sample of FiftyOne dataset '{dataset_name}'")
     ds.set_values("predictions", values, key_field="id")
     results = test.evaluate_detections(
-        "predictions", gt_field="ground_truth", eval_key="eval", compute_mAP=True, classes=list(CLASSES),
+        "predictions",
+        gt_field="ground_truth",
+        eval_key="eval",
+        compute_mAP=True,
+        classes=list(CLASSES),
         progress=False,
     )
     info = dict(ds.info.get("pyroblur") or {})

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pyroblur import CLASSES
-from pyroblur.curation import curate
 from pyroblur.config import CurationConfig
+from pyroblur.curation import curate
 from pyroblur.detections import Detections
 from pyroblur.evaluation import box_parity, load_yolo_split, score
 from pyroblur.export import ExportItem, save_yolo_dataset
@@ -48,13 +48,31 @@ def coco_ap50(gt: list[Detections], preds: list[Detections]) -> dict[str, float]
         images.append({"id": i, "width": 96, "height": 96})
         for b, c in zip(g.xyxy, g.class_id):
             w, h = b[2] - b[0], b[3] - b[1]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "bbox": [*map(float, b[:2]), float(w), float(h)],
-                         "area": float(w * h), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": [*map(float, b[:2]), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
         for b, c, s in zip(p.xyxy, p.class_id, p.confidence):
-            dets.append({"image_id": i, "category_id": int(c), "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                         "score": float(s)})
+            dets.append(
+                {
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                    "score": float(s),
+                }
+            )
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)],
+    }
     coco.createIndex()
     ev = pycocotools.COCOeval(coco, coco.loadRes(dets), "bbox")
     ev.params.areaRng = [[0, 1e10]] * 4  # no COCO area ranges: all boxes count
@@ -75,9 +93,15 @@ def yolo_split(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     recs = fetch(SyntheticSource(num_images=40, image_size=96, seed=3, negative_fraction=0.1), root / "raw")
     items = [
-        ExportItem(r.filepath, f"img{i:03d}", "test", r.width, r.height,
-                   np.array([[b.x1, b.y1, b.x2, b.y2] for b in r.boxes], np.float32).reshape(-1, 4),
-                   np.array([b.class_id for b in r.boxes], np.int64))
+        ExportItem(
+            r.filepath,
+            f"img{i:03d}",
+            "test",
+            r.width,
+            r.height,
+            np.array([[b.x1, b.y1, b.x2, b.y2] for b in r.boxes], np.float32).reshape(-1, 4),
+            np.array([b.class_id for b in r.boxes], np.int64),
+        )
         for i, r in enumerate(recs)
     ]
     save_yolo_dataset(items, root / "yolo", "d")
@@ -111,15 +135,27 @@ def test_benchmark_scores_agree_with_fiftyone(yolo_split):
     by_path = {s.filepath: s for s in ds}
     for rec, p in zip(recs, preds):
         s = by_path[rec.filepath]
-        s["predictions"] = fo.Detections(detections=[
-            fo.Detection(label=CLASSES[int(c)], bounding_box=[b[0] / 96, b[1] / 96, (b[2] - b[0]) / 96, (b[3] - b[1]) / 96],
-                         confidence=float(sc))
-            for b, c, sc in zip(p.xyxy, p.class_id, p.confidence)
-        ])
+        s["predictions"] = fo.Detections(
+            detections=[
+                fo.Detection(
+                    label=CLASSES[int(c)],
+                    bounding_box=[b[0] / 96, b[1] / 96, (b[2] - b[0]) / 96, (b[3] - b[1]) / 96],
+                    confidence=float(sc),
+                )
+                for b, c, sc in zip(p.xyxy, p.class_id, p.confidence)
+            ]
+        )
         s.save()
     for name in CLASSES:
-        res = ds.evaluate_detections("predictions", gt_field="ground_truth", eval_key=f"e{name[:4]}", compute_mAP=True,
-                                     classes=[name], iou_threshs=[0.5], progress=False)
+        res = ds.evaluate_detections(
+            "predictions",
+            gt_field="ground_truth",
+            eval_key=f"e{name[:4]}",
+            compute_mAP=True,
+            classes=[name],
+            iou_threshs=[0.5],
+            progress=False,
+        )
         assert ours[name].map50 == pytest.approx(res.mAP(), abs=0.01)
 
 

@@ -22,7 +22,12 @@ TINY = {
     "curation": {"dataset_name": "pyroblur-test-pipeline"},
     "balance": {"samples_per_class": 30, "seed": 0},
     "train": {
-        "model": "yolo11n.yaml", "epochs": 1, "imgsz": 64, "batch": 8, "device": "cpu", "workers": 0,
+        "model": "yolo11n.yaml",
+        "epochs": 1,
+        "imgsz": 64,
+        "batch": 8,
+        "device": "cpu",
+        "workers": 0,
         "args": {"plots": False},
     },
     "benchmark": {"device": "cpu", "speed_images": 3},
@@ -38,7 +43,10 @@ def run_pipeline(tmp_path: Path, api: str, *sets: str, env: dict | None = None, 
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600,
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PREFECT_API_URL": api, **(env or {})},
     )
     states = json.loads(summary.read_text())["states"] if summary.exists() else None

@@ -21,7 +21,12 @@ TINY = {
     "curation": {"dataset_name": "pyroblur-test-resume"},
     "balance": {"samples_per_class": 30, "seed": 0},
     "train": {
-        "model": "yolo11n.yaml", "epochs": 6, "imgsz": 64, "batch": 8, "device": "cpu", "workers": 0,
+        "model": "yolo11n.yaml",
+        "epochs": 6,
+        "imgsz": 64,
+        "batch": 8,
+        "device": "cpu",
+        "workers": 0,
         "args": {"plots": False},
     },
     "benchmark": {"device": "cpu", "speed_images": 3},

@@ -127,14 +127,31 @@ def _face_patch(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.nda
         patch = np.zeros((side, side, 3), np.uint8)
         patch[:] = tuple(int(c) for c in rng.integers(20, 90, size=3))  # hair/background
         c = side // 2
-        cv2.ellipse(patch, (c, c + side // 12), (int(side * 0.4), int(side * 0.46)), 0, 0, 360,
-                    tuple(int(v) for v in np.clip(skin, 0, 255)), -1)
+        cv2.ellipse(
+            patch,
+            (c, c + side // 12),
+            (int(side * 0.4), int(side * 0.46)),
+            0,
+            0,
+            360,
+            tuple(int(v) for v in np.clip(skin, 0, 255)),
+            -1,
+        )
         eye_y, dx, r = int(side * 0.42), int(side * 0.17), max(1, side // 14)
         for ex in (c - dx, c + dx):
             cv2.circle(patch, (ex, eye_y), r + 1, (250, 250, 250), -1)
             cv2.circle(patch, (ex, eye_y), r, (30, 20, 10), -1)
             cv2.line(patch, (ex - r * 2, eye_y - r * 3), (ex + r * 2, eye_y - r * 3), (30, 30, 40), max(1, r // 2))
-        cv2.ellipse(patch, (c, int(side * 0.72)), (int(side * 0.14), max(1, side // 16)), 0, 0, 180, (40, 40, 140), max(1, side // 20))
+        cv2.ellipse(
+            patch,
+            (c, int(side * 0.72)),
+            (int(side * 0.14), max(1, side // 16)),
+            0,
+            0,
+            180,
+            (40, 40, 140),
+            max(1, side // 20),
+        )
         cv2.line(patch, (c, int(side * 0.5)), (c - max(1, side // 20), int(side * 0.6)), (40, 60, 110), 1)
     alpha = np.zeros((side, side), np.float32)
     cv2.ellipse(alpha, (side // 2, side // 2), (int(side * 0.48), int(side * 0.5)), 0, 0, 360, 1.0, -1)
