@@ -43,11 +43,12 @@ class CurationConfig(_Section):
         False, description="Drop faces flagged as heavily occluded (WIDER occlusion=2)."
     )
     near_duplicate_distance: int = Field(
-        4,
+        10,
         ge=0,
         le=64,
         description="64-bit perceptual-hash Hamming distance (bits) at or below which two images are "
-        "near-duplicates; they are kept but always land in the same split.",
+        "near-duplicates; they are kept but always land in the same split. 10 (imagededup's default) "
+        "still pairs JPEG re-encodes, 10% resizes and brightness changes of 64-pixel images.",
     )
     missing_labels: Literal["reject", "background"] = Field(
         "reject",

@@ -52,7 +52,13 @@ class CurateManifest(Manifest):
     num_curated: int
     rejected: dict[str, int] = Field(default_factory=dict, description="reason -> count")
     label_issues: dict[str, int] = Field(default_factory=dict, description="reason -> boxes")
-    duplicate_groups: int = 0
+    duplicate_groups: int = Field(0, description="near-duplicate groups (2+ curated images)")
+    exact_duplicates: int = Field(0, description="byte-identical copies rejected as 'duplicate'")
+    near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
+    imported: dict[str, int] = Field(
+        default_factory=dict, description="incremental import: added, removed, unchanged, decoded"
+    )
+    seconds: dict[str, float] = Field(default_factory=dict, description="phase -> seconds")
 
     def verify(self) -> bool:
         from pyroblur.curation import dataset_stamp

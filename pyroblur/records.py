@@ -45,6 +45,11 @@ class SampleRecord(BaseModel):
     width: int
     height: int
     boxes: list[BoxRecord] = Field(default_factory=list)
+    issues: list[str] = Field(
+        default_factory=list,
+        description="Problems the source found but did not fail on, for curation to report: "
+        "'missing_labels' (no label file), 'bad_labels' (label file not parseable).",
+    )
 
 
 def save_records(records: list[SampleRecord], path: Path) -> None:

@@ -9,17 +9,79 @@ from dataclasses import dataclass, field
 from pyroblur import CLASSES
 from pyroblur.records import BoxRecord
 
-#: Image-level rejection reasons (tag ``rejected:<reason>`` on the sample).
-IMAGE_REASONS = ("unreadable", "size_mismatch", "duplicate", "too_many_boxes", "missing_file")
-#: Label-level reasons (tag ``rejected:<reason>`` on the label; ``clipped`` boxes are kept).
-LABEL_REASONS = ("outside", "invalid_geometry", "unknown_class", "too_small", "flagged_invalid", "heavy_occlusion", "clipped")
+#: Image-level rejection reasons (tag ``rejected:<reason>`` on the sample), in the order they
+#: are checked: the first that applies is the sample's reason.
+IMAGE_REASONS = (
+    "missing_file",  # the file is not there (or cannot be read)
+    "unreadable",  # not an image, or a corrupt one the decoder refuses
+    "truncated",  # the data ends before the image does
+    "missing_labels",  # the source has no label file for it (policy: reject or background)
+    "bad_labels",  # the label file could not be parsed
+    "size_mismatch",  # the real size differs from the size the annotation was made for
+    "too_many_boxes",  # more boxes than ``max_boxes_per_image``
+    "duplicate",  # byte-identical to another image that is kept (set by deduplication)
+)
+#: Label-level reasons (tag ``rejected:<reason>`` on the box in ``rejected_gt``). ``clipped``
+#: boxes are kept in ``ground_truth`` with a ``clipped`` tag; it is counted, not a rejection.
+LABEL_REASONS = (
+    "invalid_geometry",
+    "unknown_class",
+    "outside",
+    "flagged_invalid",
+    "heavy_occlusion",
+    "too_small",
+    "clipped",
+)
+#: Problems a source may record on a :class:`SampleRecord` (``issues``) instead of failing.
+RECORD_ISSUES = ("missing_labels", "bad_labels")
 
 
 @dataclass
 class BoxCheck:
+    """Result of :func:`check_boxes`: ``clipped[i]`` tells whether ``kept[i]`` was clipped."""
+
     kept: list[BoxRecord] = field(default_factory=list)
+    clipped: list[bool] = field(default_factory=list)
     dropped: list[tuple[BoxRecord, str]] = field(default_factory=list)
     issues: Counter = field(default_factory=Counter)
+
+
+def _flag(value: object) -> int | None:
+    """A WIDER flag as an int; None when absent or not a number (never raises)."""
+    try:
+        return int(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def image_problem(
+    *,
+    read_problem: str | None,
+    real_size: tuple[int, int],
+    annotated_size: tuple[int, int],
+    num_boxes: int,
+    record_issues: list[str],
+    max_boxes: int,
+    missing_labels: str = "reject",
+) -> str | None:
+    """The image-level rejection reason of one sample, or None when it is usable.
+
+    ``read_problem`` is what decoding the file found (``missing_file``, ``unreadable``,
+    ``truncated`` or None); sizes are ``(width, height)`` in pixels; ``record_issues`` come from
+    the source (:data:`RECORD_ISSUES`); ``missing_labels`` is the policy for images without a
+    label file: ``"reject"`` or ``"background"`` (kept as an image with no objects).
+    """
+    if read_problem is not None:
+        return read_problem
+    if "missing_labels" in record_issues and missing_labels == "reject":
+        return "missing_labels"
+    if "bad_labels" in record_issues:
+        return "bad_labels"
+    if tuple(real_size) != tuple(annotated_size):
+        return "size_mismatch"
+    if num_boxes > max_boxes:
+        return "too_many_boxes"
+    return None
 
 
 def check_boxes(
@@ -33,8 +95,10 @@ def check_boxes(
     """Validate ``boxes`` (pixels) against a ``width`` x ``height`` image.
 
     Boxes partly outside are clipped (counted as ``clipped``, kept); boxes wholly outside, with
-    NaN/zero/negative size, unknown class ids, below ``min_size`` (shorter side in pixels, per
-    class name) or flagged by the source are dropped with their reason.
+    NaN/inf/zero/negative size, unknown class ids, below ``min_size`` (shorter side in pixels
+    after clipping, per class name) or flagged by the source (WIDER ``invalid=1``, and
+    ``occlusion=2`` when ``drop_heavy_occlusion``) are dropped with their reason. Each box gets
+    at most one reason: the first of :data:`LABEL_REASONS` that applies.
     """
     out = BoxCheck()
     for b in boxes:
@@ -46,9 +110,9 @@ def check_boxes(
             reason = "unknown_class"
         elif b.x2 <= 0 or b.y2 <= 0 or b.x1 >= width or b.y1 >= height:
             reason = "outside"
-        elif drop_invalid and int(b.attributes.get("invalid", 0)) == 1:
+        elif drop_invalid and _flag(b.attributes.get("invalid")) == 1:
             reason = "flagged_invalid"
-        elif drop_heavy_occlusion and int(b.attributes.get("occlusion", 0)) == 2:
+        elif drop_heavy_occlusion and _flag(b.attributes.get("occlusion")) == 2:
             reason = "heavy_occlusion"
         if reason is None:
             clipped = BoxRecord(
@@ -59,12 +123,14 @@ def check_boxes(
                 y2=min(float(height), b.y2),
                 attributes=b.attributes,
             )
-            if (clipped.x1, clipped.y1, clipped.x2, clipped.y2) != coords:
-                out.issues["clipped"] += 1
+            was_clipped = (clipped.x1, clipped.y1, clipped.x2, clipped.y2) != coords
             if min(clipped.width, clipped.height) < min_size.get(CLASSES[b.class_id], 0.0):
                 reason = "too_small"
             else:
                 out.kept.append(clipped)
+                out.clipped.append(was_clipped)
+                if was_clipped:
+                    out.issues["clipped"] += 1
                 continue
         out.dropped.append((b, reason))
         out.issues[reason] += 1

@@ -28,7 +28,7 @@ from tasks._cache import StagePolicy, stage_digest
 from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
 
 _SOURCES = ("pyroblur.sources", "pyroblur.sources.synthetic", "pyroblur.records")
-_CURATE = ("pyroblur.curation", "pyroblur.validation")
+_CURATE = ("pyroblur.curation", "pyroblur.validation", "pyroblur.dedup")
 _SPLIT = ("pyroblur.curation", "pyroblur.balance")
 _EXPORT = ("pyroblur.curation", "pyroblur.export")
 _TRAIN = ("pyroblur.training",)
@@ -75,15 +75,14 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
 def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
     from pyroblur.curation import curate as run_curate
+    from pyroblur.curation import report_rows
 
     maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
     manifest = run_curate(records, cfg, stage_digest("curate", _CURATE, cfg, downloads))
-    rows = [{"reason": k, "images": v, "boxes": ""} for k, v in sorted(manifest.rejected.items())]
-    rows += [{"reason": k, "images": "", "boxes": v} for k, v in sorted(manifest.label_issues.items())]
     create_table_artifact(
         key="pyroblur-curation",
-        table=rows or [{"reason": "none", "images": 0, "boxes": 0}],
+        table=report_rows(manifest),
         description=f"Curation of '{cfg.dataset_name}': {manifest.num_curated} of {manifest.num_imported} images kept",
     )
     return manifest

@@ -91,8 +91,11 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
 
     Class names come from ``data.yaml`` (a class map key may also be the numeric id as
     text). Without ``data.yaml``, every ``images`` folder under ``root`` is a split named
-    after its parent (or after the folder below it, for ``images/train``). Images
-    without a label file are background images. Boxes are returned in pixels.
+    after its parent (or after the folder below it, for ``images/train``). Boxes are
+    returned in pixels. An image without a label file gets ``issues=["missing_labels"]``
+    (curation rejects it or keeps it as background, by policy); a label file that does not
+    parse gets ``"bad_labels"`` and an unreadable image size ``0 x 0``: these are logged and
+    reported by curation instead of stopping the import.
     """
     root = root.resolve()
     targets = class_ids(class_map)
@@ -144,10 +147,26 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
             if image in seen:
                 continue
             seen.add(image)
-            width, height = image_size(image)
+            # A bad image or label file is recorded for curation to reject and report, not
+            # raised: one broken file must not stop the import of the others.
+            issues: list[str] = []
+            boxes: list = []
+            try:
+                width, height = image_size(image)
+            except Exception:  # noqa: BLE001 - unreadable image: curation tags it
+                width, height = 0, 0
             label = _label_path(image)
-            text = label.read_text(encoding="utf-8") if label.exists() else ""
-            boxes = parse_yolo_labels(text, width, height, id_map, source_name=str(label))
+            if not label.exists():
+                issues.append("missing_labels")
+            elif width > 0:
+                try:
+                    boxes = parse_yolo_labels(
+                        label.read_text(encoding="utf-8", errors="replace"), width, height, id_map,
+                        source_name=str(label),
+                    )
+                except ValueError as exc:
+                    log.warning("%s", exc)
+                    issues.append("bad_labels")
             records.append(
                 SampleRecord(
                     filepath=str(image),
@@ -156,6 +175,7 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
                     width=width,
                     height=height,
                     boxes=boxes,
+                    issues=issues,
                 )
             )
     return records
