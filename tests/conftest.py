@@ -28,8 +28,10 @@ def free_port() -> int:
 def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
     """Every test session gets its own data root, Prefect home and FiftyOne database.
 
-    FiftyOne starts its own mongod (under a temporary database dir) unless one is already
-    running, in which case the unique database *name* still keeps test data apart.
+    FiftyOne starts its own mongod (or reuses the one already running for this user); a unique
+    database *name* keeps test data apart and is dropped at the end. We do not point FiftyOne at
+    a temporary database dir: other FiftyOne processes of the user would attach to that mongod
+    while the tests run and see their datasets vanish with it.
     """
     base = tmp_path_factory.mktemp("session")
     db_name = f"pyroblur-test-{uuid.uuid4().hex[:8]}"
@@ -37,7 +39,6 @@ def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
         "PYROBLUR_DATA_DIR": str(base / "data"),
         "PREFECT_HOME": str(base / "prefect-home"),
         "PREFECT_LOCAL_STORAGE_PATH": str(base / "data" / "prefect-results"),
-        "FIFTYONE_DATABASE_DIR": str(base / "fiftyone-db"),
         "FIFTYONE_DATABASE_NAME": db_name,
         "FIFTYONE_DO_NOT_TRACK": "true",
         "FIFTYONE_DATABASE_VALIDATION": "false",
