@@ -311,8 +311,12 @@ def _stamp(ds: Any, stage: str, digest: str | None) -> None:
         info.pop(stage, None)
     else:
         info[stage] = digest
-    if stage == "curate":
-        info.pop("split", None)
+    # A stamp is only valid on top of the ones before it: drop every downstream stamp
+    # (split after curate; the benchmark's predictions after either).
+    order = ["curate", "split", "benchmark"]
+    if stage in order:
+        for later in order[order.index(stage) + 1 :]:
+            info.pop(later, None)
     ds.info["pyroblur"] = info
     ds.save()
 
