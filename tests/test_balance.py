@@ -70,3 +70,41 @@ def test_split_ratios_stratified_and_groups_kept_together():
         in_test = sum(1 for c in grouped if cls in c.classes and assign[c.key] == "test")
         assert in_test > 0
     assert split(list(reversed(grouped)), {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0) == assign
+
+
+def test_seed_changes_selection_but_not_counts():
+    pool = cands(300, 120, 30, n_none=50)
+    a = balance(pool, per_class=100, num_classes=2, seed=1, negative_fraction=0.1)
+    b = balance(pool, per_class=100, num_classes=2, seed=2, negative_fraction=0.1)
+    assert a.achieved == b.achieved == {0: 100, 1: 100}
+    assert a.keys != b.keys
+
+
+def test_rarest_class_first_prefers_images_that_do_not_overshoot():
+    # Plates are rarest: all plate images that also hold a face count towards faces, and the
+    # face pass tops up with face-only images, so neither class goes past N.
+    pool = cands(1000, 50, 80)
+    sel = balance(pool, per_class=100, num_classes=2, seed=0)
+    assert sel.achieved == {0: 100, 1: 100}
+
+
+def test_negatives_fewer_than_wanted_warns():
+    pool = cands(40, 40, 0, n_none=3)
+    sel = balance(pool, per_class=40, num_classes=2, seed=0, negative_fraction=0.5)
+    assert sum(1 for k in sel.keys if k.startswith("n")) == 3
+    assert any("without labels" in w for w in sel.warnings)
+
+
+def test_split_is_deterministic_and_every_split_gets_each_class():
+    pool = cands(50, 50, 10)
+    ratios = {"train": 0.8, "val": 0.1, "test": 0.1}
+    a = split(pool, ratios, seed=5)
+    assert a == split(pool, ratios, seed=5)
+    assert a != split(pool, ratios, seed=6)
+    for cls in (0, 1):
+        assert {a[c.key] for c in pool if cls in c.classes} == {"train", "val", "test"}
+
+
+def test_one_big_group_goes_to_one_split():
+    pool = [Candidate(key=f"k{i}", classes=frozenset({0}), group="same") for i in range(30)]
+    assert len(set(split(pool, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0).values())) == 1
