@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def code_digest(modules: tuple[str, ...]) -> str:
     """Digest of the source of library modules (a code change must miss the cache)."""
-    return digest_of([inspect.getsource(importlib.import_module(m)) for m in modules])
+    names = [m.removesuffix(".__init__") for m in modules]
+    return digest_of([inspect.getsource(importlib.import_module(m)) for m in names])
 
 
 def stage_digest(stage: str, modules: tuple[str, ...], *inputs: Any) -> str:

@@ -27,7 +27,17 @@ from pyroblur.sources.models import SourceConfig
 from tasks._cache import StagePolicy, stage_digest
 from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
 
-_SOURCES = ("pyroblur.sources", "pyroblur.sources.synthetic", "pyroblur.records")
+# Every module whose code decides what a download yields (checksums live in the source modules).
+_SOURCES = (
+    "pyroblur.records",
+    "pyroblur.download",
+    "pyroblur.archive",
+    *(f"pyroblur.formats.{m}" for m in ("_num", "wider", "coco", "yolo")),
+    *(
+        f"pyroblur.sources.{m}"
+        for m in ("__init__", "models", "_common", "synthetic", "wider_face", "hf_coco", "roboflow", "local", "open_images")
+    ),
+)
 _CURATE = ("pyroblur.curation", "pyroblur.validation", "pyroblur.dedup")
 _SPLIT = ("pyroblur.curation", "pyroblur.balance")
 _EXPORT = ("pyroblur.curation", "pyroblur.export")
