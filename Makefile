@@ -16,7 +16,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,32 @@ format: install
 
 app: install ## Open the FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151)
 	$(BIN)/pyroblur app --config $(CONFIG) --port $${PORT:-5151}
+
+# Operations (docs/operations.md): a local Prefect server, one worker per pool, the deployments.
+PREFECT_PORT    ?= 4200
+POOL            ?= cpu
+CPU_CONCURRENCY ?= 2
+server worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+server: install ## Prefect server + UI on http://127.0.0.1:$PREFECT_PORT (4200), state in .prefect/
+	PREFECT_API_URL= $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GPU job template, limit 1)
+	@case "$(POOL)" in cpu|gpu) ;; *) echo "POOL must be cpu or gpu, got '$(POOL)'" >&2; exit 2;; esac
+	@mkdir -p $(PREFECT_HOME)
+	@# the template's data root is the containers' one; a local worker uses this checkout's
+	sed 's#"PYROBLUR_DATA_DIR": "[^"]*"#"PYROBLUR_DATA_DIR": "$(PYROBLUR_DATA_DIR)"#' \
+		deployments/gpu-process-pool.json > $(PREFECT_HOME)/gpu-process-pool.json
+	PATH="$(abspath $(BIN)):$$PATH" PYROBLUR_CODE_DIR="$(CURDIR)" \
+		PREFECT_LOCAL_STORAGE_PATH="$${PREFECT_LOCAL_STORAGE_PATH:-$(PYROBLUR_DATA_DIR)/prefect-results}" \
+		PREFECT_RESULTS_PERSIST_BY_DEFAULT=true \
+		WORK_POOL=$(POOL) WORK_POOL_TYPE=process WORKER_NAME="$${WORKER_NAME:-$(POOL)-$$(hostname)}" \
+		WORK_POOL_TEMPLATE="$(if $(filter gpu,$(POOL)),$(PREFECT_HOME)/gpu-process-pool.json)" \
+		WORK_POOL_CONCURRENCY=$(if $(filter gpu,$(POOL)),1,$(CPU_CONCURRENCY)) \
+		sh docker/worker-entrypoint.sh
+
+deploy: install ## Create/update the deployments of prefect.yaml on PREFECT_API_URL (train, retrain-weekly, ...)
+	PYROBLUR_CODE_DIR="$(CURDIR)" $(BIN)/prefect --no-prompt deploy --all
 
 clean: ## Remove the data root and Prefect home (keeps .venv)
 	rm -rf $(PYROBLUR_DATA_DIR) $(PREFECT_HOME)

@@ -9,6 +9,9 @@ if [ "$#" -gt 0 ]; then
 fi
 
 : "${PREFECT_API_URL:?set PREFECT_API_URL, e.g. http://prefect-server:4200/api}"
+# prefect.yaml's pull step changes into this directory (the code): /app in the images.
+PYROBLUR_CODE_DIR="${PYROBLUR_CODE_DIR:-$(pwd)}"
+export PYROBLUR_CODE_DIR
 
 if ! prefect work-pool inspect "$WORK_POOL" >/dev/null 2>&1; then
     if [ -n "${WORK_POOL_TEMPLATE:-}" ]; then

@@ -9,8 +9,11 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from pyroblur.config import PipelineConfig
+from pyroblur.lineage import record_sources
 from pyroblur.manifests import BenchmarkManifest, PromotionManifest
+from tasks.notify import notify_failure
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
+from tasks.remote import GpuStageResult, run_gpu_stage
 
 
 class PipelineResult(BaseModel):
@@ -27,17 +30,30 @@ def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
     return state.result()  # raises the task's own error when it failed for good
 
 
-@flow(name="training_pipeline", log_prints=False)
+@flow(name="training_pipeline", log_prints=False, on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_pipeline(config: PipelineConfig) -> PipelineResult:
     """Build the dataset, train a detector and benchmark it, each stage cached on its inputs."""
     states: dict[str, str] = {}
-    downloads = _run(states, "download", download, config.sources)
+    fetch = download.with_options(refresh_cache=True) if config.orchestration.refresh_sources else download
+    downloads = _run(states, "download", fetch, config.sources)
     curated = _run(states, "curate", curate, config.curation, downloads)
     selection = _run(states, "balance_split", balance_split, config.balance, config.split, curated)
     dataset = _run(states, "export", export, selection)
-    model = _run(states, "train", train, config.train, dataset)
-    report = _run(states, "benchmark", benchmark, config.benchmark, model, dataset, config.train.imgsz)
-    decision = _run(states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz)
+    # On deployments the GPU stage can be its own deployment on the gpu pool (same tasks, same cache).
+    gpu = run_gpu_stage(states, config, dataset) if config.orchestration.train_deployment else GpuStageResult()
+    model = gpu.model or _run(states, "train", train, config.train, dataset)
+    report = gpu.report or _run(
+        states,
+        "benchmark",
+        benchmark,
+        config.benchmark,
+        model,
+        dataset,
+        config.train.imgsz,
+        config.curation.dataset_name,
+    )
+    decision = gpu.promotion or _run(states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz)
+    record_sources(decision.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
     summary = "\n".join(f"| {k} | {v} |" for k, v in states.items())
     create_markdown_artifact(
         key="pyroblur-pipeline",
