@@ -51,8 +51,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-app: install ## Open the FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151)
-	$(BIN)/pyroblur app --config $(CONFIG) --port $${PORT:-5151}
+app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151; VIEW=rejected|duplicates|train|...)
+	$(BIN)/pyroblur app --config $(CONFIG) --port $${PORT:-5151} $(if $(VIEW),--view $(VIEW))
 
 # Operations (docs/operations.md): a local Prefect server, one worker per pool, the deployments.
 PREFECT_PORT    ?= 4200

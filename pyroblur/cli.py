@@ -115,25 +115,24 @@ def download(
 def open_app(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: curation.dataset_name).")] = None,
+    view: Annotated[
+        str | None, typer.Option(help="Open a saved view: curated, rejected, duplicates, train, val or test.")
+    ] = None,
     address: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the FiftyOne App.")] = 5151,
 ) -> None:
-    """Open the FiftyOne App on the curated dataset (saved views: curated, train, val, test, rejected)."""
-    cfg = _load(config, None)
+    """Open the FiftyOne App on the curated dataset (saved views: curated, rejected, duplicates, train, val, test)."""
+    name = dataset or _load(config, None).curation.dataset_name
     from pyroblur.runtime import configure_environment
 
     configure_environment()
-    import fiftyone as fo
+    from pyroblur.app import AppError, serve
 
-    name = dataset or cfg.curation.dataset_name
-    if not fo.dataset_exists(name):
-        typer.secho(
-            f"error: FiftyOne dataset '{name}' does not exist. Run the pipeline first (make demo / pyroblur run).",
-            fg=typer.colors.RED,
-            err=True,
-        )
-        raise typer.Exit(2)
-    session = fo.launch_app(fo.load_dataset(name), address=address, port=port, remote=True)
+    try:
+        session = serve(name, address=address, port=port, view=view)
+    except AppError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"FiftyOne App serving '{name}' at http://{address}:{port} (Ctrl+C to stop)")
     session.wait(-1)
 

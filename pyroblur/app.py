@@ -1,0 +1,52 @@
+"""Serve the FiftyOne App on a curated dataset (what ``pyroblur app`` and ``make app`` run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+#: Saved views curation and the split create, in the order a person looks at them.
+VIEWS = ("curated", "rejected", "duplicates", "train", "val", "test")
+
+
+class AppError(RuntimeError):
+    """The App cannot be opened (dataset or view missing); the message says what to do."""
+
+
+def load_view(dataset_name: str, view: str | None = None) -> Any:
+    """The dataset, or one of its saved views, to show in the App."""
+    import fiftyone as fo
+
+    if not fo.dataset_exists(dataset_name):
+        known = ", ".join(sorted(fo.list_datasets())) or "none"
+        raise AppError(
+            f"FiftyOne dataset '{dataset_name}' does not exist (datasets: {known}). "
+            "Run the pipeline first (make demo / pyroblur run)."
+        )
+    ds = fo.load_dataset(dataset_name)
+    if view is None:
+        return ds
+    if not ds.has_saved_view(view):
+        raise AppError(f"dataset '{dataset_name}' has no saved view '{view}' (saved: {ds.list_saved_views()})")
+    return ds.load_saved_view(view)
+
+
+def serve(dataset_name: str, address: str = "127.0.0.1", port: int = 5151, view: str | None = None) -> Any:
+    """Start the App server for ``dataset_name`` (optionally a saved ``view``); returns the session.
+
+    The saved views (:data:`VIEWS`) are listed in the App's view bar. ``remote=True`` serves
+    without trying to open a browser on this machine; the caller keeps the process alive
+    (``session.wait(-1)``).
+    """
+    import fiftyone as fo
+
+    target = load_view(dataset_name, view)
+    session = fo.launch_app(target, address=address, port=port, remote=True, auto=False)
+    log.info(
+        "FiftyOne App serving '%s'%s at http://%s:%d", dataset_name, f" (view {view})" if view else "", address, port
+    )
+    return session
