@@ -114,15 +114,16 @@ def main() -> None:
     t_start = time.perf_counter() - t
 
     from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-    from pyroblur.curation import balance_and_split, curate
+    from pyroblur.curation import balance_and_split, run_curation
 
     name = f"bench-curation-{uuid.uuid4().hex[:6]}"
     cfg = CurationConfig(dataset_name=name)
     t = time.perf_counter()
-    first = curate(records, cfg, "bench-1", workers=workers)
+    first_run = run_curation(records, cfg, "bench-1", workers=workers)
+    first = first_run.manifest
     t_curate = time.perf_counter() - t
     t = time.perf_counter()
-    again = curate(records, cfg, "bench-2", workers=workers)
+    again = run_curation(records, cfg, "bench-2", workers=workers)
     t_again = time.perf_counter() - t
     t = time.perf_counter()
     sel = balance_and_split(name, BalanceConfig(samples_per_class=args.per_class), SplitConfig(), "bench-split")
@@ -134,7 +135,7 @@ def main() -> None:
     }
     found = sum(1 for _, a, b in pairs if info[a][0] == info[b][0])
     n = len(records)
-    s = first.seconds
+    s = first_run.seconds
     rate = lambda secs: round(n / secs, 1) if secs > 0 else None  # noqa: E731
     out = {
         "images": n,

@@ -177,6 +177,12 @@ def inspect_images(
 # ----------------------------------------------------------------------------- FiftyOne documents
 
 
+#: Fields of ``fo.Detection`` (source attributes with these names are not copied).
+_DETECTION_FIELDS = frozenset(
+    {"id", "_id", "_cls", "attributes", "tags", "label", "bounding_box", "mask", "mask_path", "confidence", "index"}
+)
+
+
 def _det_doc(b: BoxRecord, norm_w: float, norm_h: float, tags: list[str]) -> dict[str, Any]:
     """A ``fo.Detection`` backing document; ``bounding_box`` is ``[x, y, w, h]`` in [0, 1]."""
     from bson import ObjectId
@@ -194,7 +200,7 @@ def _det_doc(b: BoxRecord, norm_w: float, norm_h: float, tags: list[str]) -> dic
         "bounding_box": box,
     }
     for k, v in b.attributes.items():
-        if k not in doc:
+        if k not in _DETECTION_FIELDS:  # a source attribute must not shadow a Detection field
             doc[k] = v
     return doc
 
@@ -399,15 +405,35 @@ def _save_views(ds: Any) -> None:
     ds.save_view("duplicates", ds.match(F("dup_size") > 1).sort_by("dup_group"), overwrite=True)
 
 
+@dataclass(frozen=True)
+class CurationRun:
+    """A curation's manifest plus what this particular run did (not part of the manifest,
+    whose content must not depend on how it was reached: caches key on it).
+
+    ``imported``: added, removed, unchanged and decoded images; ``seconds``: per phase.
+    """
+
+    manifest: CurateManifest
+    imported: dict[str, int]
+    seconds: dict[str, float]
+
+
 def curate(
     records: list[SampleRecord], cfg: CurationConfig, digest: str, *, workers: int | None = None
 ) -> CurateManifest:
     """Import ``records`` into the persistent FiftyOne dataset ``cfg.dataset_name`` and curate it.
 
     Incremental (see the module docstring): the result equals a fresh build for the same
-    records and config. ``workers`` threads read and decode images. Counts by reason, duplicate
-    statistics, what the import did and the seconds of each phase are in the manifest.
+    records and config. ``workers`` threads read and decode images. Counts by reason and
+    duplicate statistics are in the manifest; :func:`run_curation` also says what the run did.
     """
+    return run_curation(records, cfg, digest, workers=workers).manifest
+
+
+def run_curation(
+    records: list[SampleRecord], cfg: CurationConfig, digest: str, *, workers: int | None = None
+) -> CurationRun:
+    """:func:`curate`, returning the manifest with the import statistics and phase timings."""
     seconds: dict[str, float] = {}
     with _phase(seconds, "open"):
         ds = _open(cfg.dataset_name)
@@ -464,7 +490,7 @@ def curate(
         stats["exact_duplicates"], stats["near_duplicate_groups"], stats["largest_group"],
         {k: round(v, 2) for k, v in seconds.items()},
     )  # fmt: skip
-    return CurateManifest(
+    manifest = CurateManifest(
         digest=digest,
         dataset_name=cfg.dataset_name,
         num_imported=len(keys),
@@ -474,9 +500,8 @@ def curate(
         duplicate_groups=stats["near_duplicate_groups"],
         exact_duplicates=stats["exact_duplicates"],
         near_duplicate_images=stats["near_duplicate_images"],
-        imported=imported,
-        seconds={k: round(v, 3) for k, v in seconds.items()},
     )
+    return CurationRun(manifest, imported, {k: round(v, 3) for k, v in seconds.items()})
 
 
 def report_rows(manifest: CurateManifest) -> list[dict[str, Any]]:

@@ -47,6 +47,9 @@ class DownloadManifest(Manifest):
 
 
 class CurateManifest(Manifest):
+    """What curation produced. Only content-determined fields: downstream cache keys hash it
+    whole, so timings or incremental-import statistics must not go in here."""
+
     dataset_name: str
     num_imported: int
     num_curated: int
@@ -55,10 +58,6 @@ class CurateManifest(Manifest):
     duplicate_groups: int = Field(0, description="near-duplicate groups (2+ curated images)")
     exact_duplicates: int = Field(0, description="byte-identical copies rejected as 'duplicate'")
     near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
-    imported: dict[str, int] = Field(
-        default_factory=dict, description="incremental import: added, removed, unchanged, decoded"
-    )
-    seconds: dict[str, float] = Field(default_factory=dict, description="phase -> seconds")
 
     def verify(self) -> bool:
         from pyroblur.curation import dataset_stamp

@@ -84,12 +84,13 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
 @task(**_opts("curate", _CURATE))
 def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
-    from pyroblur.curation import curate as run_curate
-    from pyroblur.curation import report_rows
+    from pyroblur.curation import report_rows, run_curation
 
     maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
-    manifest = run_curate(records, cfg, stage_digest("curate", _CURATE, cfg, downloads))
+    run = run_curation(records, cfg, stage_digest("curate", _CURATE, cfg, downloads))
+    manifest = run.manifest
+    get_run_logger().info("FiftyOne import %s; seconds %s", run.imported, run.seconds)
     create_table_artifact(
         key="pyroblur-curation",
         table=report_rows(manifest),
