@@ -61,7 +61,8 @@ CPU_CONCURRENCY ?= 2
 server worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 
 server: install ## Prefect server + UI on http://127.0.0.1:$PREFECT_PORT (4200), state in .prefect/
-	PREFECT_API_URL= $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_API_URL= PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GPU job template, limit 1)
 	@case "$(POOL)" in cpu|gpu) ;; *) echo "POOL must be cpu or gpu, got '$(POOL)'" >&2; exit 2;; esac

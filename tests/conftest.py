@@ -70,7 +70,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``prefect server start`` on 127.0.0.1 and a free port; stopped afterwards."""
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
+    # The UI asks PREFECT_UI_API_URL for its API (default: port 4200, not --port's).
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": "",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+    }
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

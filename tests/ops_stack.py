@@ -70,6 +70,7 @@ class Stack:
     api: str
     logs: dict[str, Path]
     deployments: dict[str, str] = field(default_factory=dict)
+    upcoming: list[dict[str, Any]] = field(default_factory=list)
 
     def get(self, path: str) -> Any:
         r = requests.get(f"{self.api}{path}", timeout=30)
@@ -116,9 +117,33 @@ class Stack:
     def child_runs(self, flow_run_id: str) -> list[dict[str, Any]]:
         return self.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
 
-    def log_text(self, flow_run_id: str) -> str:
-        logs = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
-        return "\n".join(entry["message"] for entry in logs)
+    def log_text(self, flow_run_id: str, expect: str = "", timeout: float = 30) -> str:
+        """The run's log lines (a run's last lines may reach the API just after its final state)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}
+            text = "\n".join(entry["message"] for entry in self.post("/logs/filter", body))
+            if expect in text or time.monotonic() > deadline:
+                return text
+            time.sleep(1)
+
+
+def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> list[dict[str, Any]]:
+    """Wait for the server's scheduler to create the deployment's upcoming runs, return them,
+    then pause the deployment and delete them: future runs in a shared test server would be the
+    "latest" runs other tests look at."""
+    dep_id = stack.deployments[deployment]
+    body = {"deployments": {"id": {"any_": [dep_id]}}, "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}
+    runs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not runs and time.monotonic() < deadline:
+        runs = stack.post("/flow_runs/filter", body)
+        if not runs:
+            time.sleep(2)
+    requests.patch(f"{stack.api}/deployments/{dep_id}", json={"paused": True}, timeout=30).raise_for_status()
+    for run in stack.post("/flow_runs/filter", body):
+        requests.delete(f"{stack.api}/flow_runs/{run['id']}", timeout=30)
+    return runs
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -211,6 +236,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         for dep in stack.post("/deployments/filter", {}):
             stack.deployments[dep["name"]] = dep["id"]
+        stack.upcoming = _take_scheduled_runs(stack, "retrain-weekly")
         yield stack
     finally:
         for proc in procs:
