@@ -8,7 +8,6 @@ is killed (TERM, then KILL) when the session ends.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -22,45 +21,27 @@ from typing import Any
 
 import pytest
 import requests
+from tiny_config import tiny_config, with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ARTIFACTS = ROOT / "test-artifacts"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
-#: tests/test_pipeline.py's tiny config, its own dataset and seed, training sent to the gpu pool.
-TINY_OPS: dict[str, Any] = {
-    "name": "tiny-ops",
-    "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 21}],
-    "curation": {"dataset_name": "pyroblur-test-ops"},
-    "balance": {"samples_per_class": 30, "seed": 0},
-    "train": {
-        "model": "yolo11n.yaml",
-        "epochs": 1,
-        "imgsz": 64,
-        "batch": 8,
-        "device": "cpu",
-        "workers": 0,
-        "args": {"plots": False},
-    },
-    "benchmark": {"device": "cpu", "speed_images": 3},
-    "orchestration": {"train_deployment": "train_stage/train-stage", "poll_seconds": 1},
-}
+#: The shared tiny config with its own dataset and seed, training sent to the gpu pool.
+TINY_OPS: dict[str, Any] = tiny_config(
+    **{
+        "name": "tiny-ops",
+        "sources.0.seed": 21,
+        "curation.dataset_name": "pyroblur-test-ops",
+        "orchestration": {"train_deployment": "train_stage/train-stage", "poll_seconds": 1},
+    }
+)
 
 
 def tiny(**changes: Any) -> dict[str, Any]:
     """A copy of :data:`TINY_OPS` with dotted-key changes, e.g. ``tiny(**{"sources.0.seed": 3})``."""
-    cfg = copy.deepcopy(TINY_OPS)
-    for dotted, value in changes.items():
-        node: Any = cfg
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return cfg
+    return with_changes(TINY_OPS, **changes)
 
 
 @dataclass

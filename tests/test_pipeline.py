@@ -12,26 +12,17 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from tiny_config import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STAGES = ["download", "curate", "balance_split", "export", "train", "benchmark", "promote"]
-TINY = {
-    "name": "tiny",
-    "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 0}],
-    "curation": {"dataset_name": "pyroblur-test-pipeline"},
-    "balance": {"samples_per_class": 30, "seed": 0},
-    "train": {
-        "model": "yolo11n.yaml",
-        "epochs": 1,
-        "imgsz": 64,
-        "batch": 8,
-        "device": "cpu",
-        "workers": 0,
-        "args": {"plots": False},
-    },
-    "benchmark": {"device": "cpu", "speed_images": 3},
-}
+TINY = tiny_config(
+    **{
+        "curation.dataset_name": "pyroblur-test-pipeline",
+        "sources.0.seed": 0,
+    }
+)
 
 
 def run_pipeline(tmp_path: Path, api: str, *sets: str, env: dict | None = None, name: str = "cfg"):

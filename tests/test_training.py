@@ -11,26 +11,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_config import tiny_config
 
 from pyroblur.config import TrainConfig
 from pyroblur.training import WeightsUnavailableError, epochs_done, resolve_model
 
-TINY = {
-    "name": "resume",
-    "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 21}],
-    "curation": {"dataset_name": "pyroblur-test-resume"},
-    "balance": {"samples_per_class": 30, "seed": 0},
-    "train": {
-        "model": "yolo11n.yaml",
-        "epochs": 6,
-        "imgsz": 64,
-        "batch": 8,
-        "device": "cpu",
-        "workers": 0,
-        "args": {"plots": False},
-    },
-    "benchmark": {"device": "cpu", "speed_images": 3},
-}
+TINY = tiny_config(
+    **{
+        "curation.dataset_name": "pyroblur-test-resume",
+        "sources.0.seed": 21,
+        "train.epochs": 6,
+    }
+)
 
 
 def test_missing_weights_fail_at_once_naming_the_file(tmp_path):
