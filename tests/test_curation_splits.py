@@ -190,3 +190,23 @@ def test_fewer_available_takes_all_and_warns(skewed):
     assert m.achieved["license_plate"] == N_PLATE + N_BOTH
     assert any("license_plate" in w and f"only {N_PLATE + N_BOTH}" in w for w in m.warnings)
     assert m.achieved["face"] >= 2000
+
+
+def test_export_of_the_split_uses_fixed_class_order(planted, tmp_path):
+    import yaml
+
+    from pyroblur.curation import export_items
+    from pyroblur.export import save_yolo_dataset
+
+    name, _, _ = planted
+    m = balance_and_split(name, BalanceConfig(samples_per_class=1000), SplitConfig(), "e")
+    items = export_items(name)
+    counts = save_yolo_dataset(items, tmp_path / "yolo", "digest")
+    assert counts == {s: n for s, n in m.images.items() if n}
+    data = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
+    assert data["names"] == {0: "face", 1: "license_plate"}
+    lines = [ln.split() for f in (tmp_path / "yolo" / "labels").rglob("*.txt") for ln in f.read_text().splitlines()]
+    classes = {int(ln[0]) for ln in lines}
+    assert classes == {0, 1}
+    assert sum(1 for ln in lines if ln[0] == "1") == m.instances["license_plate"]
+    assert all(0 <= float(v) <= 1 for ln in lines for v in ln[1:])
