@@ -190,3 +190,13 @@ def test_app_unknown_dataset_exits_with_message():
     )  # fmt: skip
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
+
+
+def test_app_unknown_view_exits_with_message(curated_dataset):
+    name, _ = curated_dataset
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyroblur.cli", "app", "--dataset", name, "--view", "nope", "--port", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "no saved view 'nope'" in proc.stderr and "curated" in proc.stderr
