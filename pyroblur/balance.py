@@ -87,9 +87,7 @@ def balance(
     return Selection(sorted(chosen), achieved, warnings)
 
 
-def split(
-    candidates: list[Candidate], ratios: dict[str, float], seed: int
-) -> dict[str, str]:
+def split(candidates: list[Candidate], ratios: dict[str, float], seed: int) -> dict[str, str]:
     """Assign each candidate key to a split; whole duplicate groups go to one split.
 
     Groups are stratified by their class signature (which classes they contain) and, within a

@@ -35,13 +35,9 @@ class CurationConfig(_Section):
         default_factory=lambda: {"face": 4.0, "license_plate": 4.0},
         description="Boxes smaller than this (shorter side, pixels) are dropped, per class.",
     )
-    max_boxes_per_image: int = Field(
-        200, ge=1, description="Images with more labelled boxes than this are rejected."
-    )
+    max_boxes_per_image: int = Field(200, ge=1, description="Images with more labelled boxes than this are rejected.")
     drop_invalid: bool = Field(True, description="Drop boxes flagged invalid by the source (WIDER).")
-    drop_heavy_occlusion: bool = Field(
-        False, description="Drop faces flagged as heavily occluded (WIDER occlusion=2)."
-    )
+    drop_heavy_occlusion: bool = Field(False, description="Drop faces flagged as heavily occluded (WIDER occlusion=2).")
     near_duplicate_distance: int = Field(
         10,
         ge=0,
@@ -60,9 +56,7 @@ class CurationConfig(_Section):
 class BalanceConfig(_Section):
     """Class balancing (images per class, rarest class first)."""
 
-    samples_per_class: int = Field(
-        1000, ge=1, description="Images that contain at least one instance of each class."
-    )
+    samples_per_class: int = Field(1000, ge=1, description="Images that contain at least one instance of each class.")
     negative_fraction: float = Field(
         0.05, ge=0, le=0.5, description="Extra images with neither class, as a fraction of the selection."
     )

@@ -35,7 +35,17 @@ _SOURCES = (
     *(f"pyroblur.formats.{m}" for m in ("_num", "wider", "coco", "yolo")),
     *(
         f"pyroblur.sources.{m}"
-        for m in ("__init__", "models", "_common", "synthetic", "wider_face", "hf_coco", "roboflow", "local", "open_images")
+        for m in (
+            "__init__",
+            "models",
+            "_common",
+            "synthetic",
+            "wider_face",
+            "hf_coco",
+            "roboflow",
+            "local",
+            "open_images",
+        )
     ),
 )
 _CURATE = ("pyroblur.curation", "pyroblur.validation", "pyroblur.dedup")
@@ -74,8 +84,12 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
         log.info("source %s: %d images, boxes %s", src.name, len(records), boxes)
         outs.append(
             SourceOutput(
-                name=src.name, kind=src.kind, index_path=str(index), index_sha256=sha256_file(index),
-                num_images=len(records), num_boxes=boxes,
+                name=src.name,
+                kind=src.kind,
+                index_path=str(index),
+                index_sha256=sha256_file(index),
+                num_images=len(records),
+                num_boxes=boxes,
             )
         )
     return DownloadManifest(digest=digest_of([o.index_sha256 for o in outs]), sources=outs)

@@ -161,7 +161,10 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
             elif width > 0:
                 try:
                     boxes = parse_yolo_labels(
-                        label.read_text(encoding="utf-8", errors="replace"), width, height, id_map,
+                        label.read_text(encoding="utf-8", errors="replace"),
+                        width,
+                        height,
+                        id_map,
                         source_name=str(label),
                     )
                 except ValueError as exc:
