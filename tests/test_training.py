@@ -50,13 +50,16 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, prefect_server):
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg)]
     runs = Path(os.environ["PYROBLUR_DATA_DIR"]) / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()  # earlier tests' runs are not ours
     log1 = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 400
         run_dir = None
         while time.monotonic() < deadline and first.poll() is None:
-            dirs = [d for d in runs.glob("*") if (d / "results.csv").exists()] if runs.exists() else []
+            dirs = (
+                [d for d in runs.glob("*") if d not in before and (d / "results.csv").exists()] if runs.exists() else []
+            )
             if dirs and epochs_done(dirs[0]) >= 2 and (dirs[0] / "weights" / "last.pt").exists():
                 run_dir = dirs[0]
                 break
