@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -15,13 +15,33 @@ from tasks.notify import notify_failure
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 from tasks.remote import GpuStageResult, run_gpu_stage
 
+#: Stages a run can stop after (``until``); the default runs them all.
+Stage = Literal["download", "curate", "balance_split", "export", "train", "promote"]
+
 
 class PipelineResult(BaseModel):
-    """What a run did: each stage's final Prefect state name, and the benchmark."""
+    """What a run did: each stage's final Prefect state name, the benchmark and the promotion
+    (``None`` when the run stopped before them)."""
 
     states: dict[str, str]
-    benchmark: BenchmarkManifest
-    promotion: PromotionManifest
+    benchmark: BenchmarkManifest | None = None
+    promotion: PromotionManifest | None = None
+
+
+def _finish(
+    config: PipelineConfig,
+    states: dict[str, str],
+    report: BenchmarkManifest | None = None,
+    decision: PromotionManifest | None = None,
+) -> PipelineResult:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in states.items())
+    create_markdown_artifact(
+        key="pyroblur-pipeline",
+        markdown=f"# Pipeline '{config.name}'\n\n| stage | state |\n|---|---|\n{rows}\n",
+        description="Stage states of this run",
+    )
+    get_run_logger().info("stage states: %s", states)
+    return PipelineResult(states=states, benchmark=report, promotion=decision)
 
 
 def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
@@ -31,14 +51,33 @@ def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
 
 
 @flow(name="training_pipeline", log_prints=False, on_failure=[notify_failure], on_crashed=[notify_failure])
-def training_pipeline(config: PipelineConfig) -> PipelineResult:
-    """Build the dataset, train a detector and benchmark it, each stage cached on its inputs."""
+def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> PipelineResult:
+    """Build the dataset, train a detector and benchmark it, each stage cached on its inputs.
+
+    ``until`` stops after that stage (e.g. ``curate`` to inspect the data in FiftyOne first).
+    """
     states: dict[str, str] = {}
+    last = get_args(Stage).index(until)
+
+    def stop_after(stage: str) -> bool:
+        return get_args(Stage).index(stage) >= last
+
     fetch = download.with_options(refresh_cache=True) if config.orchestration.refresh_sources else download
     downloads = _run(states, "download", fetch, config.sources)
+    if stop_after("download"):
+        return _finish(config, states)
     curated = _run(states, "curate", curate, config.curation, downloads)
+    if stop_after("curate"):
+        return _finish(config, states)
     selection = _run(states, "balance_split", balance_split, config.balance, config.split, curated)
+    if stop_after("balance_split"):
+        return _finish(config, states)
     dataset = _run(states, "export", export, selection)
+    if stop_after("export"):
+        return _finish(config, states)
+    if stop_after("train"):
+        _run(states, "train", train, config.train, dataset)
+        return _finish(config, states)
     # On deployments the GPU stage can be its own deployment on the gpu pool (same tasks, same cache).
     gpu = run_gpu_stage(states, config, dataset) if config.orchestration.train_deployment else GpuStageResult()
     model = gpu.model or _run(states, "train", train, config.train, dataset)
@@ -54,11 +93,4 @@ def training_pipeline(config: PipelineConfig) -> PipelineResult:
     )
     decision = gpu.promotion or _run(states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz)
     record_sources(decision.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
-    summary = "\n".join(f"| {k} | {v} |" for k, v in states.items())
-    create_markdown_artifact(
-        key="pyroblur-pipeline",
-        markdown=f"# Pipeline '{config.name}'\n\n| stage | state |\n|---|---|\n{summary}\n",
-        description="Stage states of this run",
-    )
-    get_run_logger().info("stage states: %s", states)
-    return PipelineResult(states=states, benchmark=report, promotion=decision)
+    return _finish(config, states, report, decision)

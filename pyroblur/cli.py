@@ -43,6 +43,12 @@ def run(
     summary_json: Annotated[
         Path | None, typer.Option("--summary-json", help="Also write the run summary (stage states, metrics) here.")
     ] = None,
+    until: Annotated[
+        str,
+        typer.Option(
+            help="Stop after this stage: download, curate, balance_split, export, train or promote (all).",
+        ),
+    ] = "promote",
 ) -> None:
     """Run the whole training pipeline (download, curate, balance+split, export, train, benchmark).
 
@@ -53,10 +59,15 @@ def run(
     from pyroblur.runtime import configure_environment
 
     configure_environment()
-    from flows.training import training_pipeline
+    from typing import get_args
 
+    from flows.training import Stage, training_pipeline
+
+    if until not in get_args(Stage):
+        typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
+        raise typer.Exit(2)
     try:
-        result = training_pipeline(cfg)
+        result = training_pipeline(cfg, until=until)
     except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
         typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -65,8 +76,11 @@ def run(
         typer.echo(f"  {stage:<14} {state}")
     from pyroblur.evaluation import to_markdown
 
-    typer.echo("\n" + to_markdown(result.benchmark))
-    typer.echo(f"Promotion: {'promoted' if result.promotion.promoted else 'not promoted'}: {result.promotion.reason}")
+    if result.benchmark is not None:
+        typer.echo("\n" + to_markdown(result.benchmark))
+    if result.promotion is not None:
+        verdict = "promoted" if result.promotion.promoted else "not promoted"
+        typer.echo(f"Promotion: {verdict}: {result.promotion.reason}")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))

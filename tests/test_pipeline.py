@@ -25,7 +25,9 @@ TINY = tiny_config(
 )
 
 
-def run_pipeline(tmp_path: Path, api: str, *sets: str, env: dict | None = None, name: str = "cfg"):
+def run_pipeline(
+    tmp_path: Path, api: str, *sets: str, env: dict | None = None, name: str = "cfg", until: str | None = None
+):
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     summary = tmp_path / f"{name}-summary.json"
@@ -33,6 +35,8 @@ def run_pipeline(tmp_path: Path, api: str, *sets: str, env: dict | None = None, 
     cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg), "--summary-json", str(summary)]
     for s in sets:
         cmd += ["--set", s]
+    if until:
+        cmd += ["--until", until]
     proc = subprocess.run(
         cmd,
         capture_output=True,
@@ -116,3 +120,12 @@ def test_permanent_failure_fails_the_flow_with_the_task_error(tmp_path, prefect_
     assert runs["curate"]["state"]["name"] == "Failed"
     assert runs["curate"]["run_count"] == 4  # first attempt + 3 retries
     assert "train" not in runs
+
+
+def test_until_stops_after_the_stage(tmp_path, prefect_server):
+    proc, states = run_pipeline(tmp_path, prefect_server, "sources.0.seed=13", until="curate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == {"download": "Completed", "curate": "Completed"}
+    assert "Promotion" not in proc.stdout
+    proc, _ = run_pipeline(tmp_path, prefect_server, until="benchmark")
+    assert proc.returncode == 2 and "--until must be one of" in proc.stderr
