@@ -114,11 +114,11 @@ def download(
             if not items:
                 typer.echo(f"[{src.name}] ({src.kind}) nothing to download")
             for it in items:
-                size = getattr(it, "size", None)
-                total += size or 0
-                size_txt = f"{size:,} B" if size else "size unknown"
+                size, approx = getattr(it, "size", None), getattr(it, "approx_size", None)
+                total += size or approx or 0
+                size_txt = f"{size:,} B" if size else f"~{approx:,} B (approximate)" if approx else "size unknown"
                 typer.echo(f"[{src.name}] {it.url}\n    {size_txt} -> {it.dest}")
-        typer.echo(f"total expected: {total:,} B")
+        typer.echo(f"total expected: ~{total:,} B")
         return
     for src in cfg.sources:
         records = fetch_source(src, raw / src.name)

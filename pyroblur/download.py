@@ -55,7 +55,8 @@ class PlannedDownload(BaseModel):
     """One file a source will download: where from, where to, and what to expect.
 
     ``size`` is in bytes; ``size`` and ``sha256`` are ``None`` when unknown (then only what
-    is known is verified).
+    is known is verified). ``approx_size`` (bytes) is a published, rounded size: shown by
+    ``--dry-run`` and used for the disk-space check, never for verification.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,6 +65,7 @@ class PlannedDownload(BaseModel):
     dest: Path
     size: int | None = None
     sha256: str | None = None
+    approx_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -353,9 +355,10 @@ def download(
             return dest
 
     part = dest.with_name(dest.name + ".part")
-    if planned.size is not None:
+    expected = planned.size if planned.size is not None else planned.approx_size
+    if expected is not None:
         have = part.stat().st_size if part.exists() else 0
-        _check_disk(dest, max(planned.size - have, 0), policy.disk_margin)
+        _check_disk(dest, max(expected - have, 0), policy.disk_margin)
 
     own_session = session is None
     session = session or requests.Session()

@@ -25,13 +25,19 @@ from pyroblur.records import SampleRecord
 from pyroblur.sources._common import SourceDataError, load_coco_json, policy_from, write_index
 from pyroblur.sources.models import HuggingFaceCocoSource
 
+#: Sizes published on the keremberke/license-plate-object-detection dataset card (rounded, in
+#: bytes): shown by --dry-run and used for the disk-space check; exact sizes are not published.
+APPROX_SIZES = {"train": 163_000_000, "valid": 44_900_000, "test": 21_900_000}
+
 
 def plan(cfg: HuggingFaceCocoSource, dest: Path) -> list[PlannedDownload]:
-    """One zip per split: URL and destination; size/sha256 unknown (``None``)."""
+    """One zip per split: URL and destination; exact size/sha256 unknown (``None``)."""
+    known = "keremberke/license-plate-object-detection" in cfg.base_url
     return [
         PlannedDownload(
             url=f"{cfg.base_url.rstrip('/')}/{split}.zip",
             dest=Path(dest) / "archives" / f"{split}.zip",
+            approx_size=APPROX_SIZES.get(split) if known else None,
         )
         for split in cfg.splits
     ]

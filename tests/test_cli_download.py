@@ -1,0 +1,45 @@
+"""`pyroblur download --dry-run` on the real config: every URL, a size and a destination; no writes."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pyroblur.config import load_config
+from pyroblur.sources import plan_source
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_lists_every_download_of_the_real_config(tmp_path):
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyroblur.cli",
+            "download",
+            "--config",
+            str(ROOT / "configs" / "pyroblur.yaml"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYROBLUR_DATA_DIR": str(data)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(ROOT / "configs" / "pyroblur.yaml")
+    planned = [p for s in cfg.sources for p in plan_source(s, data / "raw" / s.name)]
+    urls = {p.url for p in planned}
+    assert any(u.endswith("/WIDER_train.zip") for u in urls)
+    assert any("license-plate-object-detection" in u for u in urls)
+    for p in planned:
+        block = re.search(re.escape(p.url) + r"\n\s+(.+) -> (.+)", proc.stdout)
+        assert block, f"{p.url} not listed"
+        size_txt, dest = block.groups()
+        assert re.match(r"~?[\d,]+ B", size_txt), f"no size for {p.url}: {size_txt}"
+        assert dest == str(p.dest)
+    assert "1,465,602,149 B" in proc.stdout  # WIDER_train.zip, the official size
+    assert not data.exists()  # a dry run downloads and creates nothing
