@@ -280,7 +280,10 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
             "|---|---:|---:|---:|",
         ]
         for bucket, v in m.face_by_size.items():
-            rows.append(f"| {bucket} | {int(v['faces'])} | {v['ap50']:.3f} | {v['ap50_95']:.3f} |")
+            if v["faces"]:
+                rows.append(f"| {bucket} | {int(v['faces'])} | {v['ap50']:.3f} | {v['ap50_95']:.3f} |")
+            else:  # no ground truth of that size: AP is undefined, not zero
+                rows.append(f"| {bucket} | 0 | n/a | n/a |")
     rows += [
         "",
         f"Speed ({m.device}{', FP16' if m.device != 'cpu' else ''}): **{m.ms_per_image:.1f} ms/image** at batch 1, "
