@@ -107,7 +107,12 @@ def anonymize_command(
         typer.Option(help="auto (CUDA if present, else CPU), cpu, cuda:0, mps.", rich_help_panel=_DET),
     ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Video frames per detector call.", rich_help_panel=_DET)] = 8,
-    imgsz: Annotated[int, typer.Option(min=32, help="Detector input size in pixels.", rich_help_panel=_DET)] = 640,
+    imgsz: Annotated[
+        int | None,
+        typer.Option(
+            min=32, help="Detector input size in pixels [default: the model's training size].", rich_help_panel=_DET
+        ),
+    ] = None,
     mode: Annotated[Mode, typer.Option(help="How boxes are hidden.", rich_help_panel=_HIDE)] = Mode.blur,
     enlarge: Annotated[
         float,
