@@ -150,12 +150,12 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def _locked(registry_path: Path, exclusive: bool = True) -> Iterator[None]:
-    """Hold an ``fcntl`` lock on ``<registry>.lock`` (the registry itself gets replaced)."""
+def _locked(registry_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``<registry>.lock`` (the registry itself gets replaced)."""
     registry_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = registry_path.with_name(registry_path.name + ".lock")
     with lock_path.open("a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -203,14 +203,15 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def load_registry(registry_path: Path) -> RegistryFile:
-    """Read the registry (empty if the file does not exist) under a shared lock.
+    """Read the registry (empty if the file does not exist).
+
+    No lock and no file is created: writers replace the file atomically, so a reader sees the
+    old or the new registry, never a mix, and looking up a champion leaves the disk as it was.
 
     Raises:
         CorruptRegistryError: the file exists but does not parse.
     """
-    registry_path = Path(registry_path)
-    with _locked(registry_path, exclusive=False):
-        return _read(registry_path)
+    return _read(Path(registry_path))
 
 
 def _resolve(registry_path: Path, weights: str) -> Path:

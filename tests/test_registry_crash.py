@@ -73,3 +73,9 @@ def test_crash_during_write_keeps_the_old_registry(tmp_path, when):
     assert again.promoted and again.champion_id == first.candidate_id
     assert champion_weights(registry).read_bytes() == b"better"
     assert load_registry(registry).champion().id == again.candidate_id
+
+
+def test_looking_up_a_champion_writes_nothing(tmp_path):
+    root = tmp_path / "no-data-yet"
+    assert champion_weights(root / "registry.json") is None
+    assert not root.exists()
