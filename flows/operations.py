@@ -9,25 +9,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.training import PipelineResult, training_pipeline
+from flows.training import PipelineResult, run_stage, training_pipeline
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
 from pyroblur.lineage import unchanged_reason
 from pyroblur.manifests import ExportManifest
 from tasks.notify import notify_failure
 from tasks.pipeline import benchmark, download, promote, train
 from tasks.remote import GpuStageResult
-
-
-def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
-    state = task(*args, return_state=True)
-    states[name] = state.name
-    return state.result()
 
 
 @flow(
@@ -42,12 +34,12 @@ def train_stage(
     """GPU stage: train on an exported dataset; with ``benchmark_config`` also benchmark and promote
     (predictions go into FiftyOne dataset ``dataset_name`` when given)."""
     states: dict[str, str] = {}
-    model = _run(states, "train", train, train_config, dataset)
+    model = run_stage(states, "train", train, train_config, dataset)
     if benchmark_config is None:
         return GpuStageResult(states=states, model=model)
     imgsz = train_config.imgsz
-    report = _run(states, "benchmark", benchmark, benchmark_config, model, dataset, imgsz, dataset_name)
-    decision = _run(states, "promote", promote, benchmark_config, report, dataset, imgsz)
+    report = run_stage(states, "benchmark", benchmark, benchmark_config, model, dataset, imgsz, dataset_name)
+    decision = run_stage(states, "promote", promote, benchmark_config, report, dataset, imgsz)
     return GpuStageResult(states=states, model=model, report=report, promotion=decision)
 
 

@@ -44,7 +44,8 @@ def _finish(
     return PipelineResult(states=states, benchmark=report, promotion=decision)
 
 
-def _run(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
+def run_stage(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
+    """Run one stage's task, record its final state name in ``states``, return its result."""
     state = task(*args, return_state=True)
     states[name] = state.name
     return state.result()  # raises the task's own error when it failed for good
@@ -63,25 +64,25 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
         return get_args(Stage).index(stage) >= last
 
     fetch = download.with_options(refresh_cache=True) if config.orchestration.refresh_sources else download
-    downloads = _run(states, "download", fetch, config.sources)
+    downloads = run_stage(states, "download", fetch, config.sources)
     if stop_after("download"):
         return _finish(config, states)
-    curated = _run(states, "curate", curate, config.curation, downloads)
+    curated = run_stage(states, "curate", curate, config.curation, downloads)
     if stop_after("curate"):
         return _finish(config, states)
-    selection = _run(states, "balance_split", balance_split, config.balance, config.split, curated)
+    selection = run_stage(states, "balance_split", balance_split, config.balance, config.split, curated)
     if stop_after("balance_split"):
         return _finish(config, states)
-    dataset = _run(states, "export", export, selection)
+    dataset = run_stage(states, "export", export, selection)
     if stop_after("export"):
         return _finish(config, states)
     if stop_after("train"):
-        _run(states, "train", train, config.train, dataset)
+        run_stage(states, "train", train, config.train, dataset)
         return _finish(config, states)
     # On deployments the GPU stage can be its own deployment on the gpu pool (same tasks, same cache).
     gpu = run_gpu_stage(states, config, dataset) if config.orchestration.train_deployment else GpuStageResult()
-    model = gpu.model or _run(states, "train", train, config.train, dataset)
-    report = gpu.report or _run(
+    model = gpu.model or run_stage(states, "train", train, config.train, dataset)
+    report = gpu.report or run_stage(
         states,
         "benchmark",
         benchmark,
@@ -91,6 +92,8 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
         config.train.imgsz,
         config.curation.dataset_name,
     )
-    decision = gpu.promotion or _run(states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz)
+    decision = gpu.promotion or run_stage(
+        states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz
+    )
     record_sources(decision.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
     return _finish(config, states, report, decision)

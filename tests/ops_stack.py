@@ -152,7 +152,11 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
     fo.list_datasets()
     env = {
-        **os.environ,  # the session's isolated data root, FiftyOne database, result storage
+        **os.environ,  # the session's isolated FiftyOne database
+        # A data root (registry, lineage, result storage) of its own: other tests' champions
+        # must not decide whether retrain-weekly sees "unchanged sources".
+        "PYROBLUR_DATA_DIR": str(base / "data"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(base / "data" / "prefect-results"),
         "PREFECT_API_URL": prefect_server,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYROBLUR_CODE_DIR": str(ROOT),
