@@ -18,6 +18,24 @@ BIN = Path(sys.executable).parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def api_session() -> requests.Session:
+    """HTTP session for the Prefect API that retries 503s, as Prefect's own client does.
+
+    The server answers 503 for errors it marks retryable (e.g. SQLite busy while two workers
+    write); the transaction failed, so sending the request again is safe.
+    """
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    retry = Retry(total=6, status_forcelist=[503], allowed_methods=None, backoff_factor=0.5, raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+API = api_session()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,6 +94,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": "",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        # SQLite on a busy 2-core machine: wait longer for locks, and log what the API retries.
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
     }
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(

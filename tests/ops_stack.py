@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import API
 from tiny_config import tiny_config, with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,18 +55,18 @@ class Stack:
     upcoming: list[dict[str, Any]] = field(default_factory=list)
 
     def get(self, path: str) -> Any:
-        r = requests.get(f"{self.api}{path}", timeout=30)
+        r = API.get(f"{self.api}{path}", timeout=30)
         r.raise_for_status()
         return r.json()
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        r = requests.post(f"{self.api}{path}", json=body, timeout=30)
+        r = API.post(f"{self.api}{path}", json=body, timeout=30)
         r.raise_for_status()
         return r.json()
 
     def create_run(self, deployment: str, parameters: dict[str, Any]) -> requests.Response:
         """What the UI's Run button sends: POST /deployments/{id}/create_flow_run."""
-        return requests.post(
+        return API.post(
             f"{self.api}/deployments/{self.deployments[deployment]}/create_flow_run",
             json={"parameters": parameters, "state": {"type": "SCHEDULED"}},
             timeout=30,
@@ -121,9 +122,9 @@ def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> 
         runs = stack.post("/flow_runs/filter", body)
         if not runs:
             time.sleep(2)
-    requests.patch(f"{stack.api}/deployments/{dep_id}", json={"paused": True}, timeout=30).raise_for_status()
+    API.patch(f"{stack.api}/deployments/{dep_id}", json={"paused": True}, timeout=30).raise_for_status()
     for run in stack.post("/flow_runs/filter", body):
-        requests.delete(f"{stack.api}/flow_runs/{run['id']}", timeout=30)
+        API.delete(f"{stack.api}/flow_runs/{run['id']}", timeout=30)
     return runs
 
 
@@ -200,8 +201,8 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if all(p.poll() is None for p in procs) and all(
-                requests.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).ok
-                and requests.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).json()
+                API.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).ok
+                and API.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).json()
                 for pool in pools
             ):
                 break

@@ -314,7 +314,7 @@ def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
     import subprocess
     import sys
 
-    import requests
+    from conftest import API
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
@@ -335,7 +335,7 @@ def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
     assert permanent["written"] == 0
     reasons = {Path(s["input"]).name: s["reason"] for s in permanent["report"]["skipped"]}
     assert all("injected permanent failure" in reasons[n] for n in ("a.png", "b.png", "c.jpg"))
-    artifacts = requests.post(
+    artifacts = API.post(
         f"{prefect_server}/artifacts/filter", json={"artifacts": {"key": {"any_": ["anonymize-report"]}}}, timeout=10
     ).json()
     assert len(artifacts) >= 2 and any("broken.jpg" in (a.get("data") or "") for a in artifacts)

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
+from conftest import API
 from tiny_config import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,9 +49,9 @@ def run_pipeline(
 
 
 def task_runs_of_last_flow(api: str) -> list[dict]:
-    flows = requests.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
+    flows = API.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
     body = {"flow_runs": {"id": {"any_": [flows[0]["id"]]}}}
-    return requests.post(f"{api}/task_runs/filter", json=body).json()
+    return API.post(f"{api}/task_runs/filter", json=body).json()
 
 
 def test_cache_semantics(tmp_path, prefect_server):
