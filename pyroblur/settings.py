@@ -4,6 +4,7 @@
 Layout::
 
     <root>/raw/<source>/...          downloads and generated data, never modified in place
+    <root>/indexes/<source>-<digest>.jsonl  the records a download yielded (content-addressed)
     <root>/exports/<digest>/          YOLO exports (one folder per input digest)
     <root>/runs/<digest>/             ultralytics training runs (checkpoints live here)
     <root>/reports/<digest>/          benchmark reports
@@ -34,6 +35,10 @@ class Paths:
     @property
     def downloads(self) -> Path:
         return self.root / "downloads"
+
+    @property
+    def indexes(self) -> Path:
+        return self.root / "indexes"
 
     @property
     def exports(self) -> Path:

@@ -78,8 +78,10 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
     outs = []
     for src in sources:
         records = fetch_source(src, raw / src.name)
-        index = raw / src.name / "index.jsonl"
-        save_records(records, index)
+        # Content-addressed, so two configs sharing a source name never overwrite each other.
+        index = get_paths().indexes / f"{src.name}-{digest_of([r.model_dump(mode='json') for r in records])[:16]}.jsonl"
+        if not index.exists():
+            save_records(records, index)
         boxes = {c: sum(1 for r in records for b in r.boxes if b.class_id == i) for i, c in enumerate(CLASSES)}
         log.info("source %s: %d images, boxes %s", src.name, len(records), boxes)
         outs.append(
