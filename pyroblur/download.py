@@ -15,7 +15,6 @@ One call, :func:`download`, turns a :class:`PlannedDownload` into a verified fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ import urllib3
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
+from pyroblur.hashing import sha256_file
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "SizeMismatchError",
     "download",
     "download_all",
-    "file_sha256",
     "is_verified",
     "stamp_path",
 ]
@@ -161,15 +161,6 @@ class _Transient(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def file_sha256(path: Path, chunk_size: int = 4 * _MiB) -> str:
-    """Hex sha256 of a file's bytes (streamed; constant memory)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stamp_path(path: Path) -> Path:
     """The verification stamp that sits next to a downloaded file."""
     return path.with_name(path.name + ".verified.json")
@@ -200,7 +191,7 @@ def stamped_sha256(path: Path) -> str:
     data = _read_stamp(path)
     if data and isinstance(data.get("sha256"), str):
         return data["sha256"]
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def is_verified(planned: PlannedDownload) -> bool:
@@ -225,7 +216,7 @@ def _verify(path: Path, planned: PlannedDownload, shown_as: Path) -> str:
     if planned.size is not None and size != planned.size:
         path.unlink(missing_ok=True)
         raise SizeMismatchError(shown_as, planned.size, size)
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if planned.sha256 is not None and actual != planned.sha256.lower():
         path.unlink(missing_ok=True)
         raise ChecksumMismatchError(shown_as, planned.sha256.lower(), actual, planned.url)
@@ -350,7 +341,7 @@ def download(
             except DownloadError as exc:
                 log.warning("existing %s failed verification (%s); downloading again", dest, exc)
         else:
-            _write_stamp(dest, file_sha256(dest))
+            _write_stamp(dest, sha256_file(dest))
             log.info("%s present (no size/checksum to verify); keeping it", dest)
             return dest
 

@@ -23,7 +23,7 @@ from pyroblur import CLASSES
 from pyroblur.config import BenchmarkConfig
 from pyroblur.detections import Detections
 from pyroblur.manifests import BenchmarkManifest, ClassMetrics
-from pyroblur.metrics import WIDER_FACE_HEIGHT_BUCKETS, evaluate
+from pyroblur.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
 from pyroblur.training import resolve_device
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,6 @@ def score(gt: list[Detections], preds: list[Detections]) -> tuple[dict[str, Clas
     return per_class, by_size
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 def box_parity(ref: list[Detections], other: list[Detections], min_conf: float = 0.25, min_iou: float = 0.9) -> float:
     """Fraction of ``ref`` boxes (confidence >= ``min_conf``) that ``other`` reproduces:
     same class and IoU >= ``min_iou``. 1.0 when there is nothing to reproduce."""
@@ -155,7 +147,7 @@ def box_parity(ref: list[Detections], other: list[Detections], min_conf: float =
         total += len(a)
         if len(a) == 0 or len(b) == 0:
             continue
-        iou = _iou_matrix(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
+        iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
         hit += int((iou.max(axis=1) >= min_iou).sum())
     return hit / total if total else 1.0
 

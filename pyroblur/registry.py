@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import math
 import os
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pyroblur.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -138,15 +139,6 @@ class Decision:
     champion_value: float | None
     primary_metric: str
     min_improvement: float
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex ``sha256`` of a file's content, read in ``chunk_bytes`` chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -291,7 +283,7 @@ def promote_if_better(
     weights = Path(candidate.weights)
     if not weights.is_file():
         raise FileNotFoundError(f"candidate weights {weights} do not exist")
-    model_id = file_sha256(weights)[:16]
+    model_id = sha256_file(weights)[:16]
     value = float(candidate.metrics[primary_metric])
 
     with _locked(registry_path):
