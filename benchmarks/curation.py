@@ -42,7 +42,7 @@ def make_image(i: int, size: int) -> np.ndarray:
 
 def generate(root: Path, n: int, size: int, plants: int, workers: int) -> tuple[list, list[tuple[str, str, str]]]:
     """Write the images and return (records, planted pairs (kind, original, copy))."""
-    from pyroblur.records import BoxRecord, SampleRecord
+    from pyroblur.core.records import BoxRecord, SampleRecord
 
     root.mkdir(parents=True, exist_ok=True)
 
@@ -114,7 +114,7 @@ def main() -> None:
     t_start = time.perf_counter() - t
 
     from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-    from pyroblur.curation import balance_and_split, run_curation
+    from pyroblur.curation.curate import balance_and_split, run_curation
 
     name = f"bench-curation-{uuid.uuid4().hex[:6]}"
     cfg = CurationConfig(dataset_name=name)

@@ -15,8 +15,8 @@ from pydantic import BaseModel
 
 from flows.training import PipelineResult, run_stage, training_pipeline
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
-from pyroblur.lineage import unchanged_reason
 from pyroblur.manifests import ExportManifest
+from pyroblur.registry.lineage import unchanged_reason
 from tasks.notify import notify_failure
 from tasks.pipeline import benchmark, download, promote, train
 from tasks.remote import GpuStageResult

@@ -9,8 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from pyroblur.config import PipelineConfig
-from pyroblur.lineage import record_sources
 from pyroblur.manifests import BenchmarkManifest, PromotionManifest
+from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 from tasks.remote import GpuStageResult, run_gpu_stage

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pyroblur.sources.models import SourceConfig, SyntheticSource
+from pyroblur.data.sources.models import SourceConfig, SyntheticSource
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from pyroblur.hashing import sha256_file
+from pyroblur.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CurateManifest(Manifest):
     near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
 
     def verify(self) -> bool:
-        from pyroblur.curation import dataset_stamp
+        from pyroblur.curation.curate import dataset_stamp
 
         return dataset_stamp(self.dataset_name, "curate") == self.digest
 
@@ -75,7 +75,7 @@ class SplitManifest(Manifest):
     warnings: list[str] = Field(default_factory=list)
 
     def verify(self) -> bool:
-        from pyroblur.curation import dataset_stamp
+        from pyroblur.curation.curate import dataset_stamp
 
         return dataset_stamp(self.dataset_name, "split") == self.digest
 
@@ -86,7 +86,7 @@ class ExportManifest(Manifest):
     images: dict[str, int]
 
     def verify(self) -> bool:
-        from pyroblur.export import read_stamp
+        from pyroblur.curation.export import read_stamp
 
         return read_stamp(Path(self.path)) == self.digest
 
@@ -134,7 +134,7 @@ class BenchmarkManifest(Manifest):
         if not (Path(self.report_json).exists() and Path(self.weights).exists()):
             return False
         if self.dataset_name:  # the predictions and TP/FP/FN must still be in the dataset
-            from pyroblur.curation import dataset_stamp
+            from pyroblur.curation.curate import dataset_stamp
 
             return dataset_stamp(self.dataset_name, "benchmark") == self.digest
         return True
@@ -152,7 +152,7 @@ class PromotionManifest(Manifest):
     champion_value: float | None = None
 
     def verify(self) -> bool:
-        from pyroblur.registry import load_registry
+        from pyroblur.registry.store import load_registry
 
         path = Path(self.registry)
         try:

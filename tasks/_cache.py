@@ -20,7 +20,7 @@ from prefect.cache_policies import CachePolicy, TaskSource
 from prefect.context import TaskRunContext
 from prefect.filesystems import LocalFileSystem
 
-from pyroblur.hashing import digest_of
+from pyroblur.core.hashing import digest_of
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pyroblur import CLASSES
 from pyroblur.config import BalanceConfig, BenchmarkConfig, CurationConfig, SplitConfig, TrainConfig
-from pyroblur.hashing import digest_of, sha256_file
+from pyroblur.core.hashing import digest_of, sha256_file
+from pyroblur.core.records import load_records, save_records
+from pyroblur.core.settings import get_paths
+from pyroblur.data.sources.models import SourceConfig
 from pyroblur.manifests import (
     BenchmarkManifest,
     CurateManifest,
@@ -21,20 +24,17 @@ from pyroblur.manifests import (
     SplitManifest,
     TrainManifest,
 )
-from pyroblur.records import load_records, save_records
-from pyroblur.settings import get_paths
-from pyroblur.sources.models import SourceConfig
 from tasks._cache import StagePolicy, stage_digest
 from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
 
 # Every module whose code decides what a download yields (checksums live in the source modules).
 _SOURCES = (
-    "pyroblur.records",
-    "pyroblur.download",
-    "pyroblur.archive",
-    *(f"pyroblur.formats.{m}" for m in ("_num", "wider", "coco", "yolo")),
+    "pyroblur.core.records",
+    "pyroblur.data.download",
+    "pyroblur.data.archive",
+    *(f"pyroblur.data.formats.{m}" for m in ("_num", "wider", "coco", "yolo")),
     *(
-        f"pyroblur.sources.{m}"
+        f"pyroblur.data.sources.{m}"
         for m in (
             "__init__",
             "models",
@@ -48,12 +48,12 @@ _SOURCES = (
         )
     ),
 )
-_CURATE = ("pyroblur.curation", "pyroblur.validation", "pyroblur.dedup")
-_SPLIT = ("pyroblur.curation", "pyroblur.balance")
-_EXPORT = ("pyroblur.curation", "pyroblur.export")
-_TRAIN = ("pyroblur.training",)
-_BENCH = ("pyroblur.evaluation", "pyroblur.metrics", "pyroblur.fo_eval")
-_PROMOTE = ("pyroblur.evaluation", "pyroblur.registry")
+_CURATE = ("pyroblur.curation.curate", "pyroblur.curation.validation", "pyroblur.curation.dedup")
+_SPLIT = ("pyroblur.curation.curate", "pyroblur.curation.balance")
+_EXPORT = ("pyroblur.curation.curate", "pyroblur.curation.export")
+_TRAIN = ("pyroblur.training.trainer",)
+_BENCH = ("pyroblur.evaluation.benchmark", "pyroblur.evaluation.metrics", "pyroblur.curation.predictions")
+_PROMOTE = ("pyroblur.evaluation.benchmark", "pyroblur.registry.store")
 
 
 def _opts(stage: str, modules: tuple[str, ...]) -> dict:
@@ -70,7 +70,7 @@ def _opts(stage: str, modules: tuple[str, ...]) -> dict:
 @task(**_opts("download", _SOURCES))
 def download(sources: list[SourceConfig]) -> DownloadManifest:
     """Download or generate every source into ``<data>/raw/<name>``; index their records."""
-    from pyroblur.sources import fetch_source
+    from pyroblur.data.sources import fetch_source
 
     maybe_inject_failure("download")
     log = get_run_logger()
@@ -100,7 +100,7 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
 @task(**_opts("curate", _CURATE))
 def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
-    from pyroblur.curation import report_rows, run_curation
+    from pyroblur.curation.curate import report_rows, run_curation
 
     maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
@@ -118,7 +118,7 @@ def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
 @task(**_opts("balance_split", _SPLIT))
 def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest) -> SplitManifest:
     """Balance to N images per class and split train/val/test without leakage."""
-    from pyroblur.curation import balance_and_split
+    from pyroblur.curation.curate import balance_and_split
 
     maybe_inject_failure("balance_split")
     manifest = balance_and_split(
@@ -133,8 +133,8 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
 @task(**_opts("export", _EXPORT))
 def export(selection: SplitManifest) -> ExportManifest:
     """Write the selected images as a YOLO dataset under ``<data>/exports/<digest>``."""
-    from pyroblur.curation import export_items
-    from pyroblur.export import save_yolo_dataset
+    from pyroblur.curation.curate import export_items
+    from pyroblur.curation.export import save_yolo_dataset
 
     maybe_inject_failure("export")
     digest = stage_digest("export", _EXPORT, selection)
@@ -146,7 +146,7 @@ def export(selection: SplitManifest) -> ExportManifest:
 @task(**_opts("train", _TRAIN))
 def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
     """Train with ultralytics; a retry resumes from the run folder's last checkpoint."""
-    from pyroblur.training import train as run_train
+    from pyroblur.training.trainer import train as run_train
 
     run_dir = get_paths().runs / stage_digest("train", _TRAIN, cfg, dataset)[:16]
     get_run_logger().info("training run folder: %s", run_dir)
@@ -160,9 +160,9 @@ def benchmark(
 ) -> BenchmarkManifest:
     """Evaluate on the held-out test split, write predictions + TP/FP/FN into FiftyOne, and
     publish the report as a markdown artifact."""
-    from pyroblur.evaluation import benchmark as run_benchmark
-    from pyroblur.evaluation import to_markdown
-    from pyroblur.fo_eval import record_predictions
+    from pyroblur.curation.predictions import record_predictions
+    from pyroblur.evaluation.benchmark import benchmark as run_benchmark
+    from pyroblur.evaluation.benchmark import to_markdown
 
     maybe_inject_failure("benchmark")
     digest = stage_digest("benchmark", _BENCH, cfg, model, dataset, imgsz, dataset_name)
@@ -185,9 +185,9 @@ def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportMani
     When the champion was measured on other test data, it is re-evaluated on this run's test
     split first, so both numbers come from the same images.
     """
-    from pyroblur.evaluation import benchmark as run_benchmark
-    from pyroblur.evaluation import flat_metrics
-    from pyroblur.registry import Candidate, load_registry, promote_if_better
+    from pyroblur.evaluation.benchmark import benchmark as run_benchmark
+    from pyroblur.evaluation.benchmark import flat_metrics
+    from pyroblur.registry.store import Candidate, load_registry, promote_if_better
 
     maybe_inject_failure("promote")
     log = get_run_logger()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pyroblur.records import BoxRecord, SampleRecord
+from pyroblur.core.records import BoxRecord, SampleRecord
 
 
 def noise_image(seed: int, size: tuple[int, int] = (16, 16)) -> Image.Image:

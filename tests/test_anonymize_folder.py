@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, UnsafeOutputError, anonymize_path, plan_outputs
 from pyroblur.anonymize.cli import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, anonymize_command
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 H, W = 96, 128
 #: Ground truth per file name: one face and one plate box, pixels.
@@ -241,7 +241,7 @@ def test_cli_without_model_names_the_registry(cli_app, tree, tmp_path, monkeypat
 
 
 def test_default_model_is_the_registry_champion(tmp_path) -> None:
-    from pyroblur.registry import Candidate, promote_if_better
+    from pyroblur.registry.store import Candidate, promote_if_better
 
     registry = tmp_path / "registry.json"
     with pytest.raises(api.NoModelError, match="registry"):

@@ -17,7 +17,7 @@ from pyroblur.anonymize.ops import (
     solid_region,
 )
 from pyroblur.anonymize.temporal import TemporalMemory, box_iou
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 H, W = 120, 160
 

@@ -14,7 +14,7 @@ import pytest
 
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
 from pyroblur.anonymize.video import ffmpeg_exe, probe_video, read_frames
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 W, H, FPS, N = 320, 240, 25, 40
 FACE = 64  # face box side, pixels

@@ -1,6 +1,6 @@
 """``pyroblur app`` serves the FiftyOne App; headless Chromium shows the dataset and its count.
 
-The App is started as a user would (``python -m pyroblur.cli app``) in its own process group on
+The App is started as a user would (``python -m flows.cli app``) in its own process group on
 a free port and killed with the group afterwards. Chromium is driven through the DevTools
 protocol rather than ``--screenshot`` so the test can wait until the App has rendered and read
 its text, and mark FiftyOne's one-time "Enterprise" pop-up as seen (it would cover the sample
@@ -27,7 +27,7 @@ from conftest import ARTIFACTS, free_port
 from curation_data import box, photo, record, save_jpeg
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation import balance_and_split, curate
+from pyroblur.curation.curate import balance_and_split, curate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,7 +129,7 @@ def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
     port = free_port()
     log = (tmp_path / "app.log").open("w")
     app = subprocess.Popen(
-        [sys.executable, "-m", "pyroblur.cli", "app", "--dataset", name, "--port", str(port)],
+        [sys.executable, "-m", "flows.cli", "app", "--dataset", name, "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(),
     )  # fmt: skip
     chrome = None
@@ -185,7 +185,7 @@ def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
 
 def test_app_unknown_dataset_exits_with_message():
     proc = subprocess.run(
-        [sys.executable, "-m", "pyroblur.cli", "app", "--dataset", f"nope-{uuid.uuid4().hex[:6]}", "--port", "1"],
+        [sys.executable, "-m", "flows.cli", "app", "--dataset", f"nope-{uuid.uuid4().hex[:6]}", "--port", "1"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -195,7 +195,7 @@ def test_app_unknown_dataset_exits_with_message():
 def test_app_unknown_view_exits_with_message(curated_dataset):
     name, _ = curated_dataset
     proc = subprocess.run(
-        [sys.executable, "-m", "pyroblur.cli", "app", "--dataset", name, "--view", "nope", "--port", "1"],
+        [sys.executable, "-m", "flows.cli", "app", "--dataset", name, "--view", "nope", "--port", "1"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2

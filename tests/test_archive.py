@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroblur.archive import STAMP_NAME, ArchiveError, UnsafeArchiveError, extract_archive
+from pyroblur.data.archive import STAMP_NAME, ArchiveError, UnsafeArchiveError, extract_archive
 
 
 def make_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:

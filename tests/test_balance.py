@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from pyroblur.balance import Candidate, balance, split
+from pyroblur.curation.balance import Candidate, balance, split
 
 
 def cands(n_face, n_plate, n_both, n_none=0):

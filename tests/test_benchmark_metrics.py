@@ -7,12 +7,12 @@ import pytest
 
 from pyroblur import CLASSES
 from pyroblur.config import CurationConfig
-from pyroblur.curation import curate
-from pyroblur.detections import Detections
-from pyroblur.evaluation import box_parity, load_yolo_split, score
-from pyroblur.export import ExportItem, save_yolo_dataset
-from pyroblur.sources.models import SyntheticSource
-from pyroblur.sources.synthetic import fetch
+from pyroblur.core.detections import Detections
+from pyroblur.curation.curate import curate
+from pyroblur.curation.export import ExportItem, save_yolo_dataset
+from pyroblur.data.sources.models import SyntheticSource
+from pyroblur.data.sources.synthetic import fetch
+from pyroblur.evaluation.benchmark import box_parity, load_yolo_split, score
 
 pycocotools = pytest.importorskip("pycocotools.cocoeval")
 

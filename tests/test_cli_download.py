@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pyroblur.config import load_config
-from pyroblur.sources import plan_source
+from pyroblur.data.sources import plan_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ def test_dry_run_lists_every_download_of_the_real_config(tmp_path):
         [
             sys.executable,
             "-m",
-            "pyroblur.cli",
+            "flows.cli",
             "download",
             "--config",
             str(ROOT / "configs" / "pyroblur.yaml"),

@@ -75,7 +75,7 @@ def test_cli_bad_config_exits_nonzero_and_writes_nothing(tmp_path):
     bad.write_text("train:\n  epoch: 3\n")
     data = tmp_path / "data"
     proc = subprocess.run(
-        [sys.executable, "-m", "pyroblur.cli", "run", "--config", str(bad)],
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(bad)],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "PYROBLUR_DATA_DIR": str(data), "PREFECT_HOME": str(tmp_path / "ph")},

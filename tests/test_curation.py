@@ -17,7 +17,7 @@ import pytest
 from curation_data import box, dataset_dump, jpeg_bytes, noise_image, record, save_jpeg
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation import (
+from pyroblur.curation.curate import (
     _insert,
     balance_and_split,
     curate,
@@ -196,8 +196,8 @@ def test_missing_labels_background_policy(tmp_path):
 
 def test_local_yolo_source_with_broken_files_is_curated_not_crashed(tmp_path):
     """A YOLO folder with a corrupt image, a missing and an unparseable label file."""
-    from pyroblur.sources.local import fetch
-    from pyroblur.sources.models import LocalFolderSource
+    from pyroblur.data.sources.local import fetch
+    from pyroblur.data.sources.models import LocalFolderSource
 
     root = tmp_path / "yolo"
     (root / "labels").mkdir(parents=True)
@@ -285,13 +285,13 @@ def test_raw_documents_match_add_samples(tmp_path):
     p = save_jpeg(noise_image(5, SIZE), tmp_path / "a.jpg")
     rec = record(p, SIZE, [box(-4, 10, 30, 30, blur=2), box(10, 10, 11, 30, cls=1)], source_split="train")
     cfg = CurationConfig()
-    from pyroblur.curation import inspect_images
+    from pyroblur.curation.curate import inspect_images
 
     (info,), _ = inspect_images([str(p)])
     doc, _ = sample_doc(rec, info, cfg, "key")
 
     raw = fo.Dataset()
-    from pyroblur.curation import _ensure_schema
+    from pyroblur.curation.curate import _ensure_schema
 
     _ensure_schema(raw)
     _insert(raw, [dict(doc)])

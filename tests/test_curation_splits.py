@@ -17,7 +17,7 @@ from curation_data import box, noise_image, photo, record, save_jpeg
 from PIL import Image, ImageEnhance
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation import SPLITS, balance_and_split, curate
+from pyroblur.curation.curate import SPLITS, balance_and_split, curate
 
 pytestmark = pytest.mark.integration  # needs FiftyOne's mongod
 
@@ -195,8 +195,8 @@ def test_fewer_available_takes_all_and_warns(skewed):
 def test_export_of_the_split_uses_fixed_class_order(planted, tmp_path):
     import yaml
 
-    from pyroblur.curation import export_items
-    from pyroblur.export import save_yolo_dataset
+    from pyroblur.curation.curate import export_items
+    from pyroblur.curation.export import save_yolo_dataset
 
     name, _, _ = planted
     m = balance_and_split(name, BalanceConfig(samples_per_class=1000), SplitConfig(), "e")

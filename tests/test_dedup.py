@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from pyroblur.config import CurationConfig
-from pyroblur.dedup import (
+from pyroblur.curation.dedup import (
     _pairs_bruteforce,
     connected_groups,
     exact_duplicate_keepers,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pyroblur import download as dl
-from pyroblur.download import (
+from pyroblur.data import download as dl
+from pyroblur.data.download import (
     ChecksumMismatchError,
     DownloadPolicy,
     HTTPStatusError,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pyroblur.export import ExportItem, read_stamp, save_yolo_dataset, to_yolo_lines
+from pyroblur.curation.export import ExportItem, read_stamp, save_yolo_dataset, to_yolo_lines
 
 
 @pytest.mark.parametrize(

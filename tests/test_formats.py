@@ -9,13 +9,13 @@ import math
 
 import pytest
 
-from pyroblur.formats import (
+from pyroblur.core.records import BoxRecord
+from pyroblur.data.formats import (
     parse_coco,
     parse_wider_annotations,
     parse_yolo_labels,
     to_yolo_labels,
 )
-from pyroblur.records import BoxRecord
 
 W, H = 200, 100
 

@@ -1,4 +1,4 @@
-"""Tests of pyroblur.metrics: table-driven edge cases first, then a pycocotools cross-check."""
+"""Tests of pyroblur.evaluation.metrics: table-driven edge cases first, then a pycocotools cross-check."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from pyroblur.detections import Detections
-from pyroblur.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
+from pyroblur.core.detections import Detections
+from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
 
 E = Detections.empty()
 

@@ -142,8 +142,8 @@ def test_webhook_url_precedence(monkeypatch):
 
 
 def test_lineage_and_unchanged_reason(tmp_path):
-    from pyroblur.lineage import record_sources, sources_of, unchanged_reason
-    from pyroblur.registry import Candidate, promote_if_better
+    from pyroblur.registry.lineage import record_sources, sources_of, unchanged_reason
+    from pyroblur.registry.store import Candidate, promote_if_better
 
     registry, lineage = tmp_path / "registry.json", tmp_path / "lineage.json"
     assert unchanged_reason("abc", registry, lineage) is None  # no champion

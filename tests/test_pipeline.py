@@ -32,7 +32,7 @@ def run_pipeline(
     cfg.write_text(yaml.safe_dump(TINY))
     summary = tmp_path / f"{name}-summary.json"
     summary.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg), "--summary-json", str(summary)]
+    cmd = [sys.executable, "-m", "flows.cli", "run", "-c", str(cfg), "--summary-json", str(summary)]
     for s in sets:
         cmd += ["--set", s]
     if until:

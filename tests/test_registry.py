@@ -1,4 +1,4 @@
-"""Tests of pyroblur.registry: promotion rules, atomic writes, locking, corruption."""
+"""Tests of pyroblur.registry.store: promotion rules, atomic writes, locking, corruption."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroblur.registry import (
+from pyroblur.registry.store import (
     Candidate,
     CorruptRegistryError,
     champion_weights,
@@ -176,7 +176,7 @@ def test_mlflow_missing_is_a_warning(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
-    with caplog.at_level(logging.WARNING, logger="pyroblur.registry"):
+    with caplog.at_level(logging.WARNING, logger="pyroblur.registry.store"):
         d = promote_if_better(tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC)
     assert d.promoted
     assert "mlflow is not installed" in caplog.text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyroblur.registry import Candidate, champion_weights, load_registry, promote_if_better
+from pyroblur.registry.store import Candidate, champion_weights, load_registry, promote_if_better
 
 METRIC = "mAP50-95"
 
@@ -18,7 +18,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    import pyroblur.registry as reg
+    import pyroblur.registry.store as reg
 
     registry, weights, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     real_fdopen, real_replace = os.fdopen, os.replace

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from pyroblur.download import ChecksumMismatchError, HTTPStatusError
-from pyroblur.records import load_records
-from pyroblur.sources import fetch_source, plan_source, wider_face
-from pyroblur.sources import roboflow as rf_source
-from pyroblur.sources._common import SourceDataError
-from pyroblur.sources.models import (
+from pyroblur.core.records import load_records
+from pyroblur.data.download import ChecksumMismatchError, HTTPStatusError
+from pyroblur.data.sources import fetch_source, plan_source, wider_face
+from pyroblur.data.sources import roboflow as rf_source
+from pyroblur.data.sources._common import SourceDataError
+from pyroblur.data.sources.models import (
     HttpOptions,
     HuggingFaceCocoSource,
     LocalFolderSource,
@@ -392,8 +392,8 @@ class FakeDetection(dict):
 
 def test_open_images_conversion_and_plan(tmp_path: Path) -> None:
     """The zoo download needs internet; the conversion of its detections is tested here."""
-    from pyroblur.sources.models import OpenImagesSource
-    from pyroblur.sources.open_images import detections_to_boxes
+    from pyroblur.data.sources.models import OpenImagesSource
+    from pyroblur.data.sources.open_images import detections_to_boxes
 
     dets = [
         FakeDetection("Human face", [0.1, 0.2, 0.3, 0.4], IsOccluded=True, IsGroupOf=None),

@@ -1,8 +1,8 @@
 import numpy as np
 
-from pyroblur.records import load_records
-from pyroblur.sources.models import SyntheticSource
-from pyroblur.sources.synthetic import fetch, render_image
+from pyroblur.core.records import load_records
+from pyroblur.data.sources.models import SyntheticSource
+from pyroblur.data.sources.synthetic import fetch, render_image
 
 
 def test_render_is_deterministic_and_boxes_inside():

@@ -14,7 +14,7 @@ import yaml
 from tiny_config import tiny_config
 
 from pyroblur.config import TrainConfig
-from pyroblur.training import WeightsUnavailableError, epochs_done, resolve_model
+from pyroblur.training.trainer import WeightsUnavailableError, epochs_done, resolve_model
 
 TINY = tiny_config(
     **{
@@ -48,7 +48,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, prefect_server):
     cfg = tmp_path / "resume.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    cmd = [sys.executable, "-m", "pyroblur.cli", "run", "-c", str(cfg)]
+    cmd = [sys.executable, "-m", "flows.cli", "run", "-c", str(cfg)]
     runs = Path(os.environ["PYROBLUR_DATA_DIR"]) / "runs"
     before = set(runs.glob("*")) if runs.exists() else set()  # earlier tests' runs are not ours
     log1 = (tmp_path / "first.log").open("w")

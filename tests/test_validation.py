@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from pyroblur.records import BoxRecord
-from pyroblur.validation import IMAGE_REASONS, LABEL_REASONS, RECORD_ISSUES, check_boxes, image_problem
+from pyroblur.core.records import BoxRecord
+from pyroblur.curation.validation import IMAGE_REASONS, LABEL_REASONS, RECORD_ISSUES, check_boxes, image_problem
 
 W, H = 100, 80
 MIN = {"face": 4.0, "license_plate": 4.0}

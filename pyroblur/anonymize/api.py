@@ -37,7 +37,7 @@ from pyroblur.anonymize.video import (
     probe_video,
     temp_path,
 )
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -283,14 +283,14 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> 
             raise FileNotFoundError(f"model weights not found: {weights}")
         return weights
     if registry_path is None:
-        from pyroblur.settings import get_paths
+        from pyroblur.core.settings import get_paths
 
         registry_path = get_paths().registry
     champion = None
     try:
-        from pyroblur.registry import champion_weights  # lazy: optional at import time
+        from pyroblur.registry.store import champion_weights  # lazy: optional at import time
     except ImportError as exc:
-        logger.debug("pyroblur.registry unavailable: %s", exc)
+        logger.debug("pyroblur.registry.store unavailable: %s", exc)
     else:
         try:
             champion = champion_weights(registry_path)

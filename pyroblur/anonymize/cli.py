@@ -1,4 +1,4 @@
-"""The ``pyroblur anonymize`` command (registered on the main typer app by ``pyroblur.cli``).
+"""The ``pyroblur anonymize`` command (registered on the main typer app by ``flows.cli``).
 
 Exit codes: 0 all files written; 1 nothing could start (no model, missing input, an OUTPUT
 that would overwrite an input); 2 bad arguments; 3 finished, but some files were skipped

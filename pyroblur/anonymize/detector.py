@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pyroblur import CLASSES
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 logger = logging.getLogger(__name__)
 

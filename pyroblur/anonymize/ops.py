@@ -18,7 +18,7 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
-from pyroblur.detections import clip_boxes
+from pyroblur.core.detections import clip_boxes
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyroblur.detections import Detections
-from pyroblur.metrics import box_iou
+from pyroblur.core.detections import Detections
+from pyroblur.evaluation.metrics import box_iou
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from pyroblur.anonymize.detector import Detector
 from pyroblur.anonymize.temporal import TemporalMemory
-from pyroblur.detections import Detections
+from pyroblur.core.detections import Detections
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Curation in FiftyOne: import, validate, deduplicate, balance, split, export, and the App."""

@@ -1,0 +1,1 @@
+"""Getting data: HTTP downloads, safe archive extraction, annotation formats and sources."""

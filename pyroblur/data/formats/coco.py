@@ -1,0 +1,106 @@
+"""COCO detection JSON (e.g. Roboflow's ``_annotations.coco.json``).
+
+``bbox`` is ``[x, y, w, h]`` in **pixels** of the image; it becomes ``x1, y1, x1 + w,
+y1 + h``. Category names are mapped to our classes through ``class_map`` (values
+``"face"``, ``"license_plate"`` or ``"ignore"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+from pyroblur import CLASSES
+from pyroblur.data.formats._num import finite
+from pyroblur.core.records import BoxRecord
+
+__all__ = ["CocoImage", "parse_coco"]
+
+
+class CocoImage(NamedTuple):
+    """One COCO image: ``file_name`` as written in the JSON, size in pixels, boxes."""
+
+    file_name: str
+    width: int
+    height: int
+    boxes: list[BoxRecord]
+
+
+def _target_ids(class_map: Mapping[str, str], where: str) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for name, ours in class_map.items():
+        if ours == "ignore":
+            out[name] = None
+        elif ours in CLASSES:
+            out[name] = CLASSES.index(ours)
+        else:
+            raise ValueError(f"{where}: class_map maps {name!r} to {ours!r}; use one of {CLASSES} or 'ignore'")
+    return out
+
+
+def parse_coco(
+    data: Mapping[str, Any],
+    class_map: Mapping[str, str],
+    *,
+    source_name: str = "<coco>",
+    unknown: Literal["error", "drop"] = "error",
+) -> list[CocoImage]:
+    """Parse a COCO detection dict into one :class:`CocoImage` per image (JSON order).
+
+    Images without annotations are kept with no boxes. Annotations whose category is
+    mapped to ``"ignore"`` are dropped. A category name missing from ``class_map`` raises
+    ``ValueError`` naming it (``unknown="drop"`` drops those boxes instead) - only when an
+    annotation uses it, so unused categories such as Roboflow's supercategory entry are
+    harmless. ``iscrowd`` is kept as a box attribute. Zero-size and out-of-image boxes are
+    kept; NaN, negative sizes, missing fields and unknown image ids raise ``ValueError``.
+    """
+    targets = _target_ids(class_map, source_name)
+    categories: dict[Any, str] = {}
+    for cat in data.get("categories", []):
+        try:
+            categories[cat["id"]] = str(cat["name"])
+        except (KeyError, TypeError):
+            raise ValueError(f"{source_name}: category without id/name: {cat!r}") from None
+
+    images: dict[Any, CocoImage] = {}
+    for img in data.get("images", []):
+        try:
+            image_id, file_name = img["id"], str(img["file_name"])
+            width, height = int(img["width"]), int(img["height"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{source_name}: image entry needs id, file_name, width, height: {img!r}") from None
+        if image_id in images:
+            raise ValueError(f"{source_name}: duplicate image id {image_id!r}")
+        images[image_id] = CocoImage(file_name, width, height, [])
+
+    for ann in data.get("annotations", []):
+        where = f"{source_name}: annotation {ann.get('id', '?')!r}"
+        if ann.get("image_id") not in images:
+            raise ValueError(f"{where} refers to unknown image id {ann.get('image_id')!r}")
+        cat_id = ann.get("category_id")
+        if cat_id not in categories:
+            raise ValueError(f"{where} refers to unknown category id {cat_id!r}")
+        name = categories[cat_id]
+        if name not in targets:
+            if unknown == "drop":
+                continue
+            raise ValueError(
+                f"{where}: category {name!r} is not in class_map {sorted(targets)}; map it "
+                "to 'face', 'license_plate' or 'ignore'"
+            )
+        class_id = targets[name]
+        if class_id is None:
+            continue
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            raise ValueError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+        x, y, w, h = (finite(v, where, k) for v, k in zip(bbox, ("x", "y", "w", "h"), strict=True))
+        if w < 0 or h < 0:
+            raise ValueError(f"{where}: negative box size w={w}, h={h}")
+        attributes: dict[str, int | float | str | bool] = {}
+        if "iscrowd" in ann:
+            attributes["iscrowd"] = int(ann["iscrowd"])
+        images[ann["image_id"]].boxes.append(
+            BoxRecord(class_id=class_id, x1=x, y1=y, x2=x + w, y2=y + h, attributes=attributes)
+        )
+    return list(images.values())

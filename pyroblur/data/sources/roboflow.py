@@ -1,0 +1,177 @@
+"""A Roboflow (Universe) project version, exported in YOLO format with the ``roboflow`` package.
+
+The API key comes from a Prefect Secret block (``api_key_secret_block``, when set) or the
+environment variable ``api_key_env``. It is a secret: it is never logged, never written
+to records, manifests or the stamp, and is scrubbed from the messages of errors raised
+here (and of log records emitted while the ``roboflow`` package runs).
+
+``roboflow`` is an optional dependency, imported only when a download is needed.
+
+Layout under ``dest``::
+
+    export/data.yaml, export/{train,valid,test}/{images,labels}/   (the Roboflow export)
+    export/.pyroblur-roboflow.json                                 (what was exported)
+    index.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pyroblur.data.download import PlannedDownload
+from pyroblur.core.records import SampleRecord
+from pyroblur.data.sources._common import load_yolo_folder, write_index
+from pyroblur.data.sources.models import RoboflowSource
+
+log = logging.getLogger(__name__)
+
+STAMP_NAME = ".pyroblur-roboflow.json"
+_REDACTED = "***"
+
+
+class RoboflowError(RuntimeError):
+    """The Roboflow download failed; the message never contains the API key."""
+
+
+class RoboflowKeyMissingError(RoboflowError):
+    """No API key is configured."""
+
+
+def plan(cfg: RoboflowSource, dest: Path) -> list[PlannedDownload]:
+    """The project version's Universe page (the API chooses the actual file URLs)."""
+    return [
+        PlannedDownload(
+            url=f"https://universe.roboflow.com/{cfg.workspace}/{cfg.project}/dataset/{cfg.version}",
+            dest=Path(dest) / "export",
+        )
+    ]
+
+
+def _what(cfg: RoboflowSource) -> dict[str, Any]:
+    return {
+        "workspace": cfg.workspace,
+        "project": cfg.project,
+        "version": cfg.version,
+        "format": cfg.export_format,
+    }
+
+
+def _api_key(cfg: RoboflowSource) -> str:
+    if cfg.api_key_secret_block:
+        try:
+            # Imported here so the library keeps no hard dependency on Prefect.
+            from prefect.blocks.system import Secret
+        except ImportError:  # pragma: no cover - prefect is a project dependency
+            raise RoboflowKeyMissingError("api_key_secret_block is set but prefect is not installed") from None
+        try:
+            value = Secret.load(cfg.api_key_secret_block).get()
+        except Exception as exc:  # noqa: BLE001 - any failure: clear message, no key inside
+            raise RoboflowKeyMissingError(
+                f"cannot load the Prefect Secret block {cfg.api_key_secret_block!r} "
+                f"({type(exc).__name__}); create it with the Roboflow API key or unset "
+                f"api_key_secret_block to use ${cfg.api_key_env}"
+            ) from None
+        if value:
+            return str(value)
+    value = os.environ.get(cfg.api_key_env, "").strip()
+    if not value:
+        raise RoboflowKeyMissingError(
+            f"no Roboflow API key: set the environment variable {cfg.api_key_env} (or a "
+            "Prefect Secret block named in api_key_secret_block). Get a key at "
+            "https://app.roboflow.com/settings/api"
+        )
+    return value
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, _REDACTED) if secret else text
+
+
+class _RedactFilter(logging.Filter):
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = _redact(message, self.secret), None
+        if record.exc_info:
+            # A traceback may quote the key (e.g. in a URL): render it now, scrubbed.
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text, self.secret)
+        return True
+
+
+@contextmanager
+def _redacted_logs(secret: str) -> Iterator[None]:
+    """Scrub ``secret`` from every log record handled while the block runs."""
+    handlers = set(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            handlers.update(logger.handlers)
+    filt = _RedactFilter(secret)
+    for handler in handlers:
+        handler.addFilter(filt)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(filt)
+
+
+def _download(cfg: RoboflowSource, location: Path) -> None:
+    try:
+        import roboflow
+    except ImportError:
+        raise RoboflowError("the roboflow package is needed for Roboflow sources: pip install roboflow") from None
+    key = _api_key(cfg)
+    failure: str | None = None
+    with _redacted_logs(key):
+        try:
+            rf = roboflow.Roboflow(api_key=key)
+            version = rf.workspace(cfg.workspace).project(cfg.project).version(cfg.version)
+            version.download(cfg.export_format, location=str(location), overwrite=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised below without the key
+            failure = _redact(f"{type(exc).__name__}: {exc}", key)
+    if failure is not None:
+        # Raised outside the except block so the original exception (which may quote
+        # the key, e.g. in a URL) is not chained to ours.
+        raise RoboflowError(
+            f"Roboflow download of {cfg.workspace}/{cfg.project} v{cfg.version} "
+            f"({cfg.export_format}) failed: {failure}. Check the key's access to the "
+            "project and the workspace/project/version names."
+        )
+
+
+def fetch(cfg: RoboflowSource, dest: Path) -> list[SampleRecord]:
+    """Export the project version once (skipped when already exported), then index it."""
+    dest = Path(dest).resolve()
+    export = dest / "export"
+    stamp = export / STAMP_NAME
+    done = stamp.exists() and json.loads(stamp.read_text(encoding="utf-8")) == _what(cfg)
+    if not done:
+        tmp = dest / ".export-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log.info("downloading Roboflow %s/%s v%d", cfg.workspace, cfg.project, cfg.version)
+        try:
+            _download(cfg, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / STAMP_NAME).write_text(json.dumps(_what(cfg)), encoding="utf-8")
+        if export.exists():
+            shutil.rmtree(export)
+        tmp.rename(export)
+    return write_index(load_yolo_folder(export, cfg.class_map, cfg.name), dest)

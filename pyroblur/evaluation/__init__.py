@@ -1,0 +1,1 @@
+"""Benchmarking: detection metrics, speed, size, ONNX parity and the report."""

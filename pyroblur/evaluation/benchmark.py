@@ -1,0 +1,301 @@
+"""Benchmark a trained model on the held-out test split: accuracy per class, speed, size, ONNX.
+
+Accuracy comes from our own COCO-style evaluation (:mod:`pyroblur.evaluation.metrics`, cross-checked
+against pycocotools in the tests) on the model's predictions at ``conf`` (0.001 by default, as
+for mAP). Ultralytics' own validator runs too, for its PR-curve plots and as a second opinion
+(``ultralytics_map50`` in the report). Faces are also scored by size bucket (``small`` <50 px,
+``medium`` 50-300 px, ``large`` >=300 px ground-truth height), an approximation of WIDER FACE's
+Hard/Medium/Easy difficulty (see :data:`pyroblur.evaluation.metrics.WIDER_FACE_HEIGHT_BUCKETS`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyroblur import CLASSES
+from pyroblur.config import BenchmarkConfig
+from pyroblur.core.detections import Detections
+from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
+from pyroblur.manifests import BenchmarkManifest, ClassMetrics
+from pyroblur.training.trainer import resolve_device
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """Images of a YOLO split and their ground truth in pixels."""
+
+    images: list[Path]
+    gt: list[Detections]
+
+
+def load_yolo_split(data_yaml: Path, split: str = "test") -> TestSet:
+    """Read ``split`` of a YOLO dataset; labels converted from normalized ``cx cy w h`` to pixels."""
+    import yaml
+    from PIL import Image
+
+    data = yaml.safe_load(Path(data_yaml).read_text())
+    root = Path(data.get("path") or Path(data_yaml).parent)
+    if split not in data:
+        raise KeyError(
+            f"{data_yaml} has no {split!r} split (has: {sorted(k for k in data if k in ('train', 'val', 'test'))})"
+        )
+    img_dir = root / data[split]
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    gts = []
+    for img in images:
+        with Image.open(img) as im:
+            w, h = im.size
+        label = Path(str(img.parent).replace("/images/", "/labels/").replace("/images", "/labels")) / f"{img.stem}.txt"
+        rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
+        cls, cx, cy, bw, bh = (rows[:, i] for i in range(5))
+        xyxy = np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], axis=1)
+        gts.append(Detections(xyxy, cls.astype(np.int64), np.ones(len(cls), np.float32)))
+    return TestSet(images, gts)
+
+
+def predict(
+    weights: Path | str,
+    images: list[Path],
+    imgsz: int,
+    device: str,
+    conf: float,
+    iou: float,
+    batch: int = 16,
+    half: bool = False,
+) -> list[Detections]:
+    """Predictions for ``images`` (boxes in pixels of each image), ``batch`` images per forward pass."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect")
+    out: list[Detections] = []
+    for start in range(0, len(images), batch):
+        chunk = [str(p) for p in images[start : start + batch]]
+        results = model.predict(
+            chunk, imgsz=imgsz, device=device, conf=conf, iou=iou, max_det=300, half=half, verbose=False
+        )
+        out.extend(Detections.from_ultralytics(r) for r in results)
+    return out
+
+
+def measure_speed(
+    weights: Path, images: list[Path], imgsz: int, device: str, n: int, half: bool
+) -> tuple[float, float]:
+    """``(ms per image at batch 1, images/s at batch 32)``, end to end (pre-process, model, NMS).
+
+    Images are decoded up front so disk reads are not timed; 3 warm-up calls first.
+    """
+    import cv2
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect")
+    frames = [cv2.imread(str(p)) for p in images[:n]]
+    if not frames:
+        return float("nan"), float("nan")
+    kw = {"imgsz": imgsz, "device": device, "verbose": False, "half": half}
+    for f in frames[:3]:
+        model.predict(f, **kw)
+    start = time.perf_counter()
+    for f in frames:
+        model.predict(f, **kw)
+    ms = (time.perf_counter() - start) * 1000 / len(frames)
+    batch = (frames * math.ceil(32 / len(frames)))[:32]
+    model.predict(batch, **kw)
+    start = time.perf_counter()
+    model.predict(batch, **kw)
+    return ms, 32 / (time.perf_counter() - start)
+
+
+def score(gt: list[Detections], preds: list[Detections]) -> tuple[dict[str, ClassMetrics], dict[str, dict[str, float]]]:
+    """Per-class metrics and face-size buckets of ``preds`` against ``gt`` (pixels, per image)."""
+    report = evaluate(gt, preds, num_classes=len(CLASSES), size_buckets=WIDER_FACE_HEIGHT_BUCKETS)
+    per_class = {}
+    for i, name in enumerate(CLASSES):
+        m = report.per_class[i]
+        per_class[name] = ClassMetrics(
+            map50=_num(m.ap50),
+            map50_95=_num(m.ap50_95),
+            precision=_num(m.precision),
+            recall=_num(m.recall),
+            f1=_num(m.f1),
+            images=sum(1 for g in gt if i in g.class_id),
+            instances=int(m.num_gt),
+        )
+    by_size = {
+        bucket: {"ap50": _num(ms[0].ap50), "ap50_95": _num(ms[0].ap50_95), "faces": int(ms[0].num_gt)}
+        for bucket, ms in report.by_size.items()
+    }
+    return per_class, by_size
+
+
+def box_parity(ref: list[Detections], other: list[Detections], min_conf: float = 0.25, min_iou: float = 0.9) -> float:
+    """Fraction of ``ref`` boxes (confidence >= ``min_conf``) that ``other`` reproduces:
+    same class and IoU >= ``min_iou``. 1.0 when there is nothing to reproduce."""
+    total = hit = 0
+    for a, b in zip(ref, other):
+        a = a.filter(a.confidence >= min_conf)
+        total += len(a)
+        if len(a) == 0 or len(b) == 0:
+            continue
+        iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
+        hit += int((iou.max(axis=1) >= min_iou).sum())
+    return hit / total if total else 1.0
+
+
+def export_onnx(weights: Path, imgsz: int, out_dir: Path) -> Path:
+    """Export to ONNX (opset chosen by ultralytics, simplified, dynamic batch) next to the report."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    path = Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False))
+    dest = out_dir / "model.onnx"
+    shutil.move(str(path), dest)
+    return dest
+
+
+def benchmark(
+    weights: Path, data_yaml: Path, imgsz: int, cfg: BenchmarkConfig, out_dir: Path, digest: str
+) -> tuple[BenchmarkManifest, list[Path], list[Detections]]:
+    """Evaluate ``weights`` on the ``test`` split of ``data_yaml``; write JSON + markdown reports.
+
+    Returns the manifest and the test images with their predictions (for FiftyOne).
+    """
+    from ultralytics import YOLO
+
+    device = resolve_device(cfg.device)
+    half = device != "cpu"  # FP16 on GPU
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test = load_yolo_split(data_yaml, "test")
+    preds = predict(weights, test.images, imgsz, device, cfg.conf, cfg.iou, half=half)
+    per_class, by_size = score(test.gt, preds)
+    # Ultralytics' validator: PR curves for the report, and a second opinion on mAP50.
+    val = YOLO(str(weights)).val(
+        data=str(data_yaml),
+        split="test",
+        imgsz=imgsz,
+        conf=cfg.conf,
+        iou=cfg.iou,
+        device=device,
+        batch=16,
+        plots=True,
+        verbose=False,
+        project=str(out_dir),
+        name="val",
+        exist_ok=True,
+        half=half,
+    )
+    ms, ips = measure_speed(weights, test.images, imgsz, device, cfg.speed_images, half)
+    model = YOLO(str(weights))
+    params = int(sum(p.numel() for p in model.model.parameters()))
+    overall = {
+        # mean over the classes that have ground truth in the test split
+        "map50": _mean([c.map50 for c in per_class.values() if c.instances]),
+        "map50_95": _mean([c.map50_95 for c in per_class.values() if c.instances]),
+        "precision": float(np.mean([c.precision for c in per_class.values()])),
+        "recall": float(np.mean([c.recall for c in per_class.values()])),
+        "ultralytics_map50": float(val.box.map50),
+        "images_per_s_batch32": ips,
+    }
+    onnx_info: dict[str, float | str] = {}
+    if cfg.onnx:
+        onnx_path = export_onnx(Path(weights), imgsz, out_dir)
+        onnx_preds = predict(onnx_path, test.images[: cfg.speed_images], imgsz, "cpu", cfg.conf, cfg.iou, batch=1)
+        parity = box_parity(preds[: cfg.speed_images], onnx_preds)
+        onnx_info = {"path": str(onnx_path), "size_mb": onnx_path.stat().st_size / 1e6, "box_parity": parity}
+        if parity < cfg.onnx_min_parity:
+            log.warning("ONNX parity %.3f below %.3f: the exported model disagrees", parity, cfg.onnx_min_parity)
+    manifest = BenchmarkManifest(
+        digest=digest,
+        weights=str(weights),
+        report_json=str(out_dir / "report.json"),
+        report_md=str(out_dir / "report.md"),
+        per_class=per_class,
+        overall=overall,
+        face_by_size=by_size,
+        ms_per_image=ms,
+        device=device,
+        parameters=params,
+        size_mb=Path(weights).stat().st_size / 1e6,
+        onnx=onnx_info,
+        pr_curve=str(out_dir / "val" / "BoxPR_curve.png") if (out_dir / "val" / "BoxPR_curve.png").exists() else None,
+    )
+    (out_dir / "report.md").write_text(to_markdown(manifest))
+    (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
+    return manifest, test.images, preds
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else 0.0
+
+
+def _num(x: float) -> float:
+    """nan (a class without ground truth) becomes 0.0 in reports."""
+    return 0.0 if x is None or math.isnan(x) else float(x)
+
+
+def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
+    """The report as markdown tables (also the Prefect artifact)."""
+    rows = [
+        f"# {title}",
+        "",
+        f"Weights: `{m.weights}` ({m.parameters / 1e6:.2f} M parameters, {m.size_mb:.1f} MB); device `{m.device}`.",
+        "",
+        "| class | images | instances | mAP50 | mAP50-95 | precision | recall | F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, c in m.per_class.items():
+        rows.append(
+            f"| {name} | {c.images} | {c.instances} | {c.map50:.3f} | {c.map50_95:.3f} | "
+            f"{c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} |"
+        )
+    o = m.overall
+    rows.append(
+        f"| **all** | | | {o['map50']:.3f} | {o['map50_95']:.3f} | {o['precision']:.3f} | {o['recall']:.3f} | |"
+    )
+    if m.face_by_size:
+        rows += [
+            "",
+            "Faces by ground-truth height (WIDER-like difficulty: small ≈ Hard, large ≈ Easy):",
+            "",
+            "| bucket | faces | AP50 | AP50-95 |",
+            "|---|---:|---:|---:|",
+        ]
+        for bucket, v in m.face_by_size.items():
+            if v["faces"]:
+                rows.append(f"| {bucket} | {int(v['faces'])} | {v['ap50']:.3f} | {v['ap50_95']:.3f} |")
+            else:  # no ground truth of that size: AP is undefined, not zero
+                rows.append(f"| {bucket} | 0 | n/a | n/a |")
+    rows += [
+        "",
+        f"Speed ({m.device}{', FP16' if m.device != 'cpu' else ''}): **{m.ms_per_image:.1f} ms/image** at batch 1, "
+        f"**{o.get('images_per_s_batch32', float('nan')):.1f} images/s** at batch 32 (end to end).",
+        f"Ultralytics' validator mAP50 on the same split: {o.get('ultralytics_map50', float('nan')):.3f}.",
+    ]
+    if m.onnx:
+        rows.append(
+            f"ONNX: `{m.onnx['path']}` ({m.onnx['size_mb']:.1f} MB), boxes reproduced: {m.onnx['box_parity']:.1%}."
+        )
+    if m.pr_curve:
+        rows.append(f"PR curve: `{m.pr_curve}`.")
+    return "\n".join(rows) + "\n"
+
+
+def flat_metrics(m: BenchmarkManifest) -> dict[str, float]:
+    """``{"map50": .., "map50_95": .., "face/map50": .., "ms_per_image": ..}`` for registries and logs."""
+    out = {k: float(v) for k, v in m.overall.items()}
+    for name, c in m.per_class.items():
+        for key in ("map50", "map50_95", "precision", "recall", "f1"):
+            out[f"{name}/{key}"] = float(getattr(c, key))
+    out["ms_per_image"] = float(m.ms_per_image)
+    return out

@@ -1,0 +1,1 @@
+"""The model registry: champion/challenger entries, promotion policy and data lineage."""

@@ -1,0 +1,449 @@
+"""A local model registry: one JSON file, champion / challenger / retired models.
+
+The file is the source of truth; it is rewritten atomically (temporary file in the same
+directory, ``fsync``, ``os.replace``) under an exclusive ``fcntl`` lock on a sibling
+``<name>.lock`` file, so concurrent processes on one host (or on an NFS/volume that supports
+POSIX locks) never lose an update. A registry file that does not parse raises
+:class:`CorruptRegistryError` naming the file and is never overwritten.
+
+Weights are copied into ``<registry dir>/models/<id>/`` so that cleaning ``runs/`` never
+breaks the champion; paths inside the registry are stored relative to the registry's
+directory so that the data volume can be mounted elsewhere.
+
+Optional MLflow mirror: when ``MLFLOW_TRACKING_URI`` is set, each registered candidate is also
+logged as an MLflow run (params, metrics, weights as an artifact) and registered as a version of
+an MLflow model; the champion gets the ``champion`` alias. MLflow is imported lazily and any
+MLflow failure is a warning, never a failed promotion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pyroblur.core.hashing import sha256_file
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["champion", "challenger", "retired"]
+SCHEMA_VERSION = 1
+MLFLOW_MODEL_NAME = os.environ.get("PYROBLUR_MLFLOW_MODEL_NAME", "pyroblur-detector")
+
+
+class RegistryError(RuntimeError):
+    """Base error of the model registry."""
+
+
+class CorruptRegistryError(RegistryError):
+    """The registry file exists but is not a valid registry; it is left untouched."""
+
+
+class ModelEntry(BaseModel):
+    """One registered model.
+
+    Attributes:
+        id: ``sha256`` of the weights file, first 16 hex digits (same weights, same id).
+        weights: path of the weights, relative to the registry's directory when inside it.
+        metrics: evaluation metrics (e.g. :meth:`pyroblur.evaluation.metrics.EvaluationReport.flat`).
+        primary_metric: the metric name the promotion decision used.
+        primary_value: the candidate's value of ``primary_metric`` (higher is better).
+        config_digest: digest of the training config that produced the model.
+        data_digest: digest of the dataset the metrics were measured on.
+        created_at: registration time (UTC).
+        status: ``champion`` (at most one), ``challenger`` or ``retired``.
+    """
+
+    # NaN metrics (e.g. AP of a class without ground truth) round-trip as JSON NaN constants
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    id: str
+    weights: str
+    metrics: dict[str, float]
+    primary_metric: str
+    primary_value: float
+    config_digest: str
+    data_digest: str
+    created_at: datetime
+    status: Status
+
+
+class RegistryFile(BaseModel):
+    """The whole registry file."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    schema_version: int = SCHEMA_VERSION
+    models: list[ModelEntry] = Field(default_factory=list)
+
+    def champion(self) -> ModelEntry | None:
+        """The champion entry, or ``None``."""
+        champions = [m for m in self.models if m.status == "champion"]
+        return champions[-1] if champions else None
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        """The entry with this id, or ``None``."""
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+class Candidate(BaseModel):
+    """A trained model offered for promotion.
+
+    Attributes:
+        weights: path of the ``.pt`` weights file.
+        metrics: its metrics; must contain the primary metric.
+        config_digest: digest of the training config.
+        data_digest: digest of the evaluation data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: Path
+    metrics: dict[str, float]
+    config_digest: str = ""
+    data_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of :func:`promote_if_better`.
+
+    Attributes:
+        promoted: whether the candidate is now the champion.
+        reason: one human-readable sentence with both values.
+        candidate_id: registry id of the candidate.
+        candidate_value: candidate's value of ``primary_metric``.
+        champion_id: id of the champion before the decision (``None`` if there was none).
+        champion_value: that champion's value of ``primary_metric`` (``None`` if none).
+        primary_metric: the metric compared.
+        min_improvement: the margin required (absolute, in the metric's units).
+    """
+
+    promoted: bool
+    reason: str
+    candidate_id: str
+    candidate_value: float
+    champion_id: str | None
+    champion_value: float | None
+    primary_metric: str
+    min_improvement: float
+
+
+@contextlib.contextmanager
+def _locked(registry_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``<registry>.lock`` (the registry itself gets replaced)."""
+    registry_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = registry_path.with_name(registry_path.name + ".lock")
+    with lock_path.open("a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _read(registry_path: Path) -> RegistryFile:
+    if not registry_path.exists():
+        return RegistryFile()
+    try:
+        reg = RegistryFile.model_validate_json(registry_path.read_bytes())
+    except ValidationError as exc:
+        raise CorruptRegistryError(
+            f"model registry {registry_path} is not a valid registry file (left untouched; "
+            f"fix or move it away): {exc.errors()[0]['msg'] if exc.errors() else exc}"
+        ) from exc
+    if reg.schema_version != SCHEMA_VERSION:
+        raise CorruptRegistryError(
+            f"model registry {registry_path} has schema_version {reg.schema_version}, this code reads {SCHEMA_VERSION}"
+        )
+    if sum(m.status == "champion" for m in reg.models) > 1:
+        raise CorruptRegistryError(f"model registry {registry_path} has more than one champion")
+    return reg
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: temp file in the same dir, fsync, os.replace."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # make the rename itself durable
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_registry(registry_path: Path) -> RegistryFile:
+    """Read the registry (empty if the file does not exist).
+
+    No lock and no file is created: writers replace the file atomically, so a reader sees the
+    old or the new registry, never a mix, and looking up a champion leaves the disk as it was.
+
+    Raises:
+        CorruptRegistryError: the file exists but does not parse.
+    """
+    return _read(Path(registry_path))
+
+
+def _resolve(registry_path: Path, weights: str) -> Path:
+    p = Path(weights)
+    return p if p.is_absolute() else registry_path.parent / p
+
+
+def champion_weights(registry_path: Path) -> Path | None:
+    """Absolute path of the champion's weights, or ``None`` when there is no champion.
+
+    Raises:
+        CorruptRegistryError: the registry file exists but does not parse.
+    """
+    registry_path = Path(registry_path)
+    champion = load_registry(registry_path).champion()
+    if champion is None:
+        return None
+    path = _resolve(registry_path, champion.weights)
+    if not path.exists():
+        logger.warning("champion %s weights %s are missing", champion.id, path)
+    return path
+
+
+def _store_weights(registry_path: Path, weights: Path, model_id: str) -> str:
+    """Copy weights into ``models/<id>/`` (atomically) and return the relative path."""
+    dest_dir = registry_path.parent / "models" / model_id
+    dest = dest_dir / weights.name
+    if not dest.exists():
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", dir=dest_dir)
+        os.close(fd)
+        shutil.copyfile(weights, tmp)
+        os.replace(tmp, dest)
+    return dest.relative_to(registry_path.parent).as_posix()
+
+
+def promote_if_better(
+    registry_path: Path,
+    candidate: Candidate,
+    primary_metric: str,
+    min_improvement: float = 0.0,
+    champion_metrics: Mapping[str, float] | None = None,
+    copy_weights: bool = True,
+) -> Decision:
+    """Register ``candidate`` and make it the champion if it beats the champion by the margin.
+
+    Rules: the first model becomes champion; otherwise the candidate is promoted only if
+    ``candidate - champion >= min_improvement`` on ``primary_metric`` (higher is better) and
+    the candidate's value is finite. A champion that lacks the metric is never replaced (the
+    decision says so). The old champion becomes ``retired``; a losing candidate is kept as
+    ``challenger``. Offering weights that are already registered changes nothing and repeats
+    their standing (safe for task retries).
+
+    Args:
+        registry_path: the registry JSON file (created if missing, with its directory).
+        candidate: the new model and its metrics.
+        primary_metric: metric name in ``candidate.metrics`` to compare, e.g. ``"mAP50-95"``.
+        min_improvement: required absolute margin in the metric's units (e.g. 0.005).
+        champion_metrics: the champion's metrics re-measured on the candidate's evaluation
+            data; when given they replace the stored ones for this comparison (use it when the
+            test set changed, since stored numbers from other data are not comparable).
+        copy_weights: copy the weights into the registry's ``models/`` folder.
+
+    Returns:
+        The :class:`Decision`, with both values and the reason.
+
+    Raises:
+        KeyError: ``primary_metric`` is missing from the candidate's metrics.
+        FileNotFoundError: the candidate's weights do not exist.
+        CorruptRegistryError: the registry file exists but does not parse (it is not touched).
+    """
+    registry_path = Path(registry_path)
+    if primary_metric not in candidate.metrics:
+        raise KeyError(
+            f"candidate metrics lack the primary metric {primary_metric!r}; have {sorted(candidate.metrics)}"
+        )
+    weights = Path(candidate.weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"candidate weights {weights} do not exist")
+    model_id = sha256_file(weights)[:16]
+    value = float(candidate.metrics[primary_metric])
+
+    with _locked(registry_path):
+        reg = _read(registry_path)
+        champion = reg.champion()
+        champ_value = _champion_value(champion, primary_metric, champion_metrics)
+        common = {
+            "candidate_id": model_id,
+            "candidate_value": value,
+            "champion_id": champion.id if champion else None,
+            "champion_value": champ_value,
+            "primary_metric": primary_metric,
+            "min_improvement": min_improvement,
+        }
+
+        existing = reg.get(model_id)
+        if existing is not None:
+            decision = Decision(
+                promoted=existing.status == "champion",
+                reason=f"model {model_id} is already registered as {existing.status}; nothing changed",
+                **common,
+            )
+            logger.info(decision.reason)
+            return decision
+
+        if champion is not None and data_digest_differs(champion, candidate, champion_metrics):
+            logger.warning(
+                "champion %s was measured on data %s, candidate on %s: the values may not be "
+                "comparable (pass champion_metrics re-measured on the same data)",
+                champion.id,
+                champion.data_digest,
+                candidate.data_digest,
+            )
+        promoted, reason = _decide(value, champ_value, champion, primary_metric, min_improvement)
+        decision = Decision(promoted=promoted, reason=reason, **common)
+
+        stored = _store_weights(registry_path, weights, model_id) if copy_weights else str(weights.resolve())
+        entry = ModelEntry(
+            id=model_id,
+            weights=stored,
+            metrics={k: float(v) for k, v in candidate.metrics.items()},
+            primary_metric=primary_metric,
+            primary_value=value,
+            config_digest=candidate.config_digest,
+            data_digest=candidate.data_digest,
+            created_at=datetime.now(UTC),
+            status="champion" if promoted else "challenger",
+        )
+        if promoted and champion is not None:
+            champion.status = "retired"
+        reg.models.append(entry)
+        _write_atomic(registry_path, reg.model_dump_json(indent=2) + "\n")
+
+    logger.info("registry %s: %s", registry_path, reason)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        log_to_mlflow(entry, decision, _resolve(registry_path, entry.weights))
+    return decision
+
+
+def data_digest_differs(
+    champion: ModelEntry,
+    candidate: Candidate,
+    champion_metrics: Mapping[str, float] | None,
+) -> bool:
+    """True when the stored champion numbers come from other evaluation data."""
+    return (
+        champion_metrics is None
+        and bool(champion.data_digest)
+        and bool(candidate.data_digest)
+        and champion.data_digest != candidate.data_digest
+    )
+
+
+def _champion_value(
+    champion: ModelEntry | None,
+    primary_metric: str,
+    champion_metrics: Mapping[str, float] | None,
+) -> float | None:
+    if champion is None:
+        return None
+    source = champion_metrics if champion_metrics is not None else champion.metrics
+    value = source.get(primary_metric)
+    return None if value is None else float(value)
+
+
+def _decide(
+    value: float,
+    champ_value: float | None,
+    champion: ModelEntry | None,
+    metric: str,
+    margin: float,
+) -> tuple[bool, str]:
+    if not math.isfinite(value):
+        return (
+            False,
+            f"candidate {metric} is {value}, not a finite number: not promoted",
+        )
+    if champion is None:
+        return (
+            True,
+            f"no champion yet: candidate becomes champion with {metric}={value:.4f}",
+        )
+    if champ_value is None or not math.isfinite(champ_value):
+        return False, (
+            f"champion {champion.id} has no finite {metric} to compare with "
+            f"(candidate {value:.4f}): champion kept; re-measure it or pass champion_metrics"
+        )
+    gain = value - champ_value
+    if gain >= margin:
+        return True, (
+            f"candidate {metric}={value:.4f} beats champion {champion.id} {metric}={champ_value:.4f} "
+            f"by {gain:+.4f} >= {margin:.4f}: promoted"
+        )
+    return False, (
+        f"candidate {metric}={value:.4f} vs champion {champion.id} {metric}={champ_value:.4f}: "
+        f"gain {gain:+.4f} < required {margin:.4f}: champion kept"
+    )
+
+
+def _mlflow_key(name: str) -> str:
+    """MLflow metric names allow alphanumerics, ``_ - . space / :``; map the rest to ``_``."""
+    return re.sub(r"[^\w\-. /:]", "_", name)
+
+
+def log_to_mlflow(entry: ModelEntry, decision: Decision, weights: Path) -> None:
+    """Mirror one registration to MLflow (``MLFLOW_TRACKING_URI``); failures are warnings.
+
+    Logs params (digests, primary metric), finite metrics, the weights as an artifact, registers
+    a model version of ``PYROBLUR_MLFLOW_MODEL_NAME`` (default ``pyroblur-detector``) and, when
+    promoted, points its ``champion`` alias at that version.
+    """
+    try:
+        import mlflow
+    except ImportError:
+        logger.warning(
+            "MLFLOW_TRACKING_URI is set but mlflow is not installed: "
+            "`pip install mlflow-skinny` to mirror the registry to MLflow"
+        )
+        return
+    try:
+        with mlflow.start_run(run_name=f"pyroblur-{entry.id}") as run:
+            mlflow.log_params(
+                {
+                    "model_id": entry.id,
+                    "config_digest": entry.config_digest,
+                    "data_digest": entry.data_digest,
+                    "primary_metric": entry.primary_metric,
+                    "min_improvement": decision.min_improvement,
+                }
+            )
+            mlflow.log_metrics({_mlflow_key(k): v for k, v in entry.metrics.items() if math.isfinite(v)})
+            mlflow.set_tags({"pyroblur.status": entry.status, "pyroblur.reason": decision.reason})
+            mlflow.log_artifact(str(weights), artifact_path="weights")
+            uri = f"runs:/{run.info.run_id}/weights/{weights.name}"
+        version = mlflow.register_model(uri, MLFLOW_MODEL_NAME)
+        if decision.promoted:
+            mlflow.MlflowClient().set_registered_model_alias(MLFLOW_MODEL_NAME, "champion", version.version)
+    except Exception as exc:  # noqa: BLE001 - MLflow is a mirror: never fail the promotion over it
+        logger.warning(
+            "MLflow logging failed (%s: %s); the JSON registry is unaffected",
+            type(exc).__name__,
+            exc,
+        )

@@ -1,0 +1,1 @@
+"""Training with ultralytics: device and model resolution, resumable runs."""
