@@ -21,26 +21,21 @@ CHILD = textwrap.dedent(
     import pyroblur.registry.store as reg
 
     registry, weights, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    real_fdopen, real_replace = os.fdopen, os.replace
+    real_write_bytes, real_replace = Path.write_bytes, os.replace
 
-    class HalfWriter:
-        def __init__(self, fh): self.fh = fh
-        def __enter__(self): return self
-        def __exit__(self, *a): return False
-        def write(self, text):
-            self.fh.write(text[: len(text) // 2]); self.fh.flush()
+    def write_bytes(self, data):
+        if when == "mid-write" and ".partial-" in self.name:
+            with open(self, "wb") as fh:
+                fh.write(data[: len(data) // 2]); fh.flush()
             os._exit(9)  # killed in the middle of writing the temporary file
-
-    def fdopen(fd, *a, **k):
-        fh = real_fdopen(fd, *a, **k)
-        return HalfWriter(fh) if when == "mid-write" else fh
+        return real_write_bytes(self, data)
 
     def replace(src, dst):
         if when == "before-rename":
             os._exit(9)  # killed after the temp file is complete, before the rename
         real_replace(src, dst)
 
-    os.fdopen, os.replace = fdopen, replace
+    Path.write_bytes, os.replace = write_bytes, replace
     reg.promote_if_better(registry, reg.Candidate(weights=weights, metrics={"mAP50-95": 0.9}), "mAP50-95")
     os._exit(0)
     """

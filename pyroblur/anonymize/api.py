@@ -35,9 +35,9 @@ from pyroblur.anonymize.video import (
     anonymize_video,
     output_suffix,
     probe_video,
-    temp_path,
 )
 from pyroblur.core.detections import Detections
+from pyroblur.core.io import IMAGE_SUFFIXES, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 #: Image suffixes read and written with OpenCV (lower case).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 #: Test-only switch: the detections of this frame index (0-based) of every video are dropped.
 ENV_TEST_DROP_FRAME = "PYROBLUR_TEST_DROP_FRAME"
 
@@ -353,16 +352,6 @@ def _det_json(dets: Detections, remembered: np.ndarray | None = None) -> list[di
     return rows
 
 
-def _write_atomic(dst: Path, data: bytes) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dst)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _sidecar_path(dst: Path) -> Path:
     return dst.with_name(dst.name + ".json")
 
@@ -438,7 +427,7 @@ def anonymize_file(
         ok, buf = cv2.imencode(dst.suffix, out, params)
         if not ok:
             raise ValueError(f"OpenCV cannot encode {dst.suffix!r}")
-        _write_atomic(dst, buf.tobytes())
+        write_atomic(dst, buf.tobytes())
         if sidecar is not None:
             doc = {
                 "input": str(src),
@@ -447,7 +436,7 @@ def anonymize_file(
                 "height": bgr.shape[0],
                 "detections": _det_json(dets),
             }
-            _write_atomic(sidecar, json.dumps(doc, indent=1).encode())
+            write_atomic(sidecar, json.dumps(doc, indent=1).encode())
         result = FileResult(input=src, output=dst, kind="image", boxes=len(dets), sidecar=sidecar)
     elif kind == "video":
         try:
@@ -489,7 +478,7 @@ def anonymize_file(
                 "fps": info.fps,
                 "frames": frames,
             }
-            _write_atomic(sidecar, json.dumps(doc).encode())
+            write_atomic(sidecar, json.dumps(doc).encode())
         result = FileResult(
             input=src,
             output=dst,

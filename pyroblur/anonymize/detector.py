@@ -16,6 +16,7 @@ import numpy as np
 
 from pyroblur import CLASSES
 from pyroblur.core.detections import Detections
+from pyroblur.core.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +33,6 @@ class Detector(Protocol):
     """
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]: ...
-
-
-def resolve_device(device: str | None = None) -> str:
-    """Pick an inference device: ``"auto"``/``None`` means the first CUDA GPU, else Apple
-    MPS, else the CPU. Anything else (``"cpu"``, ``"cuda:1"``, ``"0"``) is passed through."""
-    if device not in (None, "", "auto"):
-        return str(device)
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda:0"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def filter_detections(

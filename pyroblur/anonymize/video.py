@@ -19,7 +19,6 @@ import re
 import subprocess
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +29,7 @@ import numpy as np
 from pyroblur.anonymize.detector import Detector
 from pyroblur.anonymize.temporal import TemporalMemory
 from pyroblur.core.detections import Detections
+from pyroblur.core.io import temp_path
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,6 @@ def output_suffix(suffix: str) -> str:
     H.264, else ``.mkv`` (e.g. ``.webm`` or ``.mpg`` inputs)."""
     s = suffix.lower()
     return suffix if s in _H264_CONTAINERS else ".mkv"
-
-
-def temp_path(final: Path) -> Path:
-    """A hidden sibling of ``final`` with the same suffix (so tools infer the format)."""
-    return final.with_name(f".{final.stem}.partial-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
 @dataclass(frozen=True)

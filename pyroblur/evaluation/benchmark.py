@@ -22,13 +22,13 @@ import numpy as np
 from pyroblur import CLASSES
 from pyroblur.config import BenchmarkConfig
 from pyroblur.core.detections import Detections
+from pyroblur.core.devices import resolve_device
+from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
 from pyroblur.manifests import BenchmarkManifest, ClassMetrics
-from pyroblur.training.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyroblur.core.hashing import sha256_file
+from pyroblur.core.io import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -171,27 +172,6 @@ def _read(registry_path: Path) -> RegistryFile:
     if sum(m.status == "champion" for m in reg.models) > 1:
         raise CorruptRegistryError(f"model registry {registry_path} has more than one champion")
     return reg
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same dir, fsync, os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # make the rename itself durable
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def load_registry(registry_path: Path) -> RegistryFile:
@@ -335,7 +315,7 @@ def promote_if_better(
         if promoted and champion is not None:
             champion.status = "retired"
         reg.models.append(entry)
-        _write_atomic(registry_path, reg.model_dump_json(indent=2) + "\n")
+        write_atomic(registry_path, reg.model_dump_json(indent=2) + "\n")
 
     logger.info("registry %s: %s", registry_path, reason)
     if os.environ.get("MLFLOW_TRACKING_URI"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroblur.config import TrainConfig
+from pyroblur.core.devices import resolve_device
 from pyroblur.core.hashing import sha256_file
 from pyroblur.manifests import TrainManifest
 
@@ -20,15 +21,6 @@ DONE = "pyroblur-done.json"
 
 class WeightsUnavailableError(RuntimeError):
     """The configured weights are neither on disk nor downloadable."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> first CUDA GPU if any, else ``cpu``; anything else is passed through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_model(cfg: TrainConfig) -> str:

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from pyroblur import CLASSES
+from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.data.download import DownloadPolicy
 from pyroblur.data.formats import parse_coco, parse_yolo_labels
 from pyroblur.core.records import SampleRecord, save_records
@@ -18,7 +19,6 @@ from pyroblur.data.sources.models import HttpOptions
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 INDEX_NAME = "index.jsonl"
 
 
