@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pyroblur.anonymize import AnonymizeOptions, Detector, FileResult, Skipped, anonymize_file, build_detector
 from pyroblur.anonymize.api import UnreadableInputError
-from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
+from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure, retry_transient
 
 _detectors: dict[tuple, Detector] = {}
 _lock = threading.Lock()
@@ -40,6 +40,7 @@ def get_detector(options: AnonymizeOptions) -> Detector:
     retries=RETRIES,
     retry_delay_seconds=RETRY_DELAY,
     retry_jitter_factor=0.2,
+    retry_condition_fn=retry_transient,
     # Output files are the result; re-running a file is cheap and always correct.
     cache_policy=NO_CACHE,
     persist_result=False,

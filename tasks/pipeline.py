@@ -25,7 +25,7 @@ from pyroblur.manifests import (
     TrainManifest,
 )
 from tasks._cache import StagePolicy, stage_digest
-from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure
+from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure, retry_transient
 
 # Every module whose code decides what a download yields (checksums live in the source modules).
 _SOURCES = (
@@ -63,6 +63,7 @@ def _opts(stage: str, modules: tuple[str, ...]) -> dict:
         "retries": RETRIES,
         "retry_delay_seconds": RETRY_DELAY,
         "retry_jitter_factor": 0.2,
+        "retry_condition_fn": retry_transient,  # permanent errors fail on the first attempt
         "persist_result": True,
     }
 

@@ -118,7 +118,7 @@ def test_permanent_failure_fails_the_flow_with_the_task_error(tmp_path, prefect_
     assert "pipeline failed: injected permanent failure in stage 'curate'" in proc.stderr
     runs = {tr["name"].split("-")[0]: tr for tr in task_runs_of_last_flow(prefect_server)}
     assert runs["curate"]["state"]["name"] == "Failed"
-    assert runs["curate"]["run_count"] == 4  # first attempt + 3 retries
+    assert runs["curate"]["run_count"] == 1  # a permanent error is not retried (retry_transient)
     assert "train" not in runs
 
 
