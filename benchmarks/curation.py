@@ -114,7 +114,8 @@ def main() -> None:
     t_start = time.perf_counter() - t
 
     from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-    from pyroblur.curation.curate import balance_and_split, run_curation
+    from pyroblur.curation.importer import run_curation
+    from pyroblur.curation.split import balance_and_split
 
     name = f"bench-curation-{uuid.uuid4().hex[:6]}"
     cfg = CurationConfig(dataset_name=name)

@@ -60,7 +60,7 @@ class CurateManifest(Manifest):
     near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
 
     def verify(self) -> bool:
-        from pyroblur.curation.curate import dataset_stamp
+        from pyroblur.curation.dataset import dataset_stamp
 
         return dataset_stamp(self.dataset_name, "curate") == self.digest
 
@@ -75,7 +75,7 @@ class SplitManifest(Manifest):
     warnings: list[str] = Field(default_factory=list)
 
     def verify(self) -> bool:
-        from pyroblur.curation.curate import dataset_stamp
+        from pyroblur.curation.dataset import dataset_stamp
 
         return dataset_stamp(self.dataset_name, "split") == self.digest
 
@@ -134,7 +134,7 @@ class BenchmarkManifest(Manifest):
         if not (Path(self.report_json).exists() and Path(self.weights).exists()):
             return False
         if self.dataset_name:  # the predictions and TP/FP/FN must still be in the dataset
-            from pyroblur.curation.curate import dataset_stamp
+            from pyroblur.curation.dataset import dataset_stamp
 
             return dataset_stamp(self.dataset_name, "benchmark") == self.digest
         return True

@@ -48,11 +48,11 @@ _SOURCES = (
         )
     ),
 )
-_CURATE = ("pyroblur.curation.curate", "pyroblur.curation.validation", "pyroblur.curation.dedup")
-_SPLIT = ("pyroblur.curation.curate", "pyroblur.curation.balance")
-_EXPORT = ("pyroblur.curation.curate", "pyroblur.curation.export")
+_CURATE = ("pyroblur.curation.importer", "pyroblur.curation.validation", "pyroblur.curation.dedup")
+_SPLIT = ("pyroblur.curation.split", "pyroblur.curation.balance")
+_EXPORT = ("pyroblur.curation.dataset", "pyroblur.curation.export")
 _TRAIN = ("pyroblur.training.trainer",)
-_BENCH = ("pyroblur.evaluation.benchmark", "pyroblur.evaluation.metrics", "pyroblur.curation.predictions")
+_BENCH = ("pyroblur.evaluation.benchmark", "pyroblur.evaluation.metrics", "pyroblur.curation.dataset")
 _PROMOTE = ("pyroblur.evaluation.benchmark", "pyroblur.registry.store")
 
 
@@ -101,7 +101,7 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
 @task(**_opts("curate", _CURATE))
 def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
-    from pyroblur.curation.curate import report_rows, run_curation
+    from pyroblur.curation.importer import report_rows, run_curation
 
     maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
@@ -119,7 +119,7 @@ def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
 @task(**_opts("balance_split", _SPLIT))
 def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest) -> SplitManifest:
     """Balance to N images per class and split train/val/test without leakage."""
-    from pyroblur.curation.curate import balance_and_split
+    from pyroblur.curation.split import balance_and_split
 
     maybe_inject_failure("balance_split")
     manifest = balance_and_split(
@@ -134,7 +134,7 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
 @task(**_opts("export", _EXPORT))
 def export(selection: SplitManifest) -> ExportManifest:
     """Write the selected images as a YOLO dataset under ``<data>/exports/<digest>``."""
-    from pyroblur.curation.curate import export_items
+    from pyroblur.curation.dataset import export_items
     from pyroblur.curation.export import save_yolo_dataset
 
     maybe_inject_failure("export")
@@ -161,7 +161,7 @@ def benchmark(
 ) -> BenchmarkManifest:
     """Evaluate on the held-out test split, write predictions + TP/FP/FN into FiftyOne, and
     publish the report as a markdown artifact."""
-    from pyroblur.curation.predictions import record_predictions
+    from pyroblur.curation.dataset import record_predictions
     from pyroblur.evaluation.benchmark import benchmark as run_benchmark
     from pyroblur.evaluation.benchmark import to_markdown
 

@@ -27,7 +27,8 @@ from conftest import ARTIFACTS, free_port
 from curation_data import box, photo, record, save_jpeg
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation.curate import balance_and_split, curate
+from pyroblur.curation.importer import curate
+from pyroblur.curation.split import balance_and_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

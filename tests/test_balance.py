@@ -2,13 +2,13 @@ from collections import Counter
 
 import pytest
 
-from pyroblur.curation.balance import Candidate, balance, split
+from pyroblur.curation.balance import ImageChoice, balance, split
 
 
 def cands(n_face, n_plate, n_both, n_none=0):
     out = []
     for prefix, classes, n in (("f", {0}, n_face), ("p", {1}, n_plate), ("b", {0, 1}, n_both), ("n", set(), n_none)):
-        out += [Candidate(key=f"{prefix}{i}", classes=frozenset(classes), group=f"{prefix}{i}") for i in range(n)]
+        out += [ImageChoice(key=f"{prefix}{i}", classes=frozenset(classes), group=f"{prefix}{i}") for i in range(n)]
     return out
 
 
@@ -56,7 +56,7 @@ def test_negative_fraction():
 def test_split_ratios_stratified_and_groups_kept_together():
     pool = cands(400, 300, 100)
     # plant duplicate groups of 3 across classes
-    grouped = [Candidate(c.key, c.classes, f"grp{i // 3}") for i, c in enumerate(pool)]
+    grouped = [ImageChoice(c.key, c.classes, f"grp{i // 3}") for i, c in enumerate(pool)]
     assign = split(grouped, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     assert set(assign) == {c.key for c in grouped}
     by_group = {}
@@ -106,5 +106,5 @@ def test_split_is_deterministic_and_every_split_gets_each_class():
 
 
 def test_one_big_group_goes_to_one_split():
-    pool = [Candidate(key=f"k{i}", classes=frozenset({0}), group="same") for i in range(30)]
+    pool = [ImageChoice(key=f"k{i}", classes=frozenset({0}), group="same") for i in range(30)]
     assert len(set(split(pool, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0).values())) == 1

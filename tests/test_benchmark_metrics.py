@@ -8,8 +8,8 @@ import pytest
 from pyroblur import CLASSES
 from pyroblur.config import CurationConfig
 from pyroblur.core.detections import Detections
-from pyroblur.curation.curate import curate
 from pyroblur.curation.export import ExportItem, save_yolo_dataset
+from pyroblur.curation.importer import curate
 from pyroblur.data.sources.models import SyntheticSource
 from pyroblur.data.sources.synthetic import fetch
 from pyroblur.evaluation.benchmark import box_parity, load_yolo_split, score

@@ -17,15 +17,9 @@ import pytest
 from curation_data import box, dataset_dump, jpeg_bytes, noise_image, record, save_jpeg
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation.curate import (
-    _insert,
-    balance_and_split,
-    curate,
-    dataset_stamp,
-    report_rows,
-    run_curation,
-    sample_doc,
-)
+from pyroblur.curation.dataset import dataset_stamp, insert_docs
+from pyroblur.curation.importer import curate, report_rows, run_curation, sample_doc
+from pyroblur.curation.split import balance_and_split
 
 pytestmark = pytest.mark.integration  # needs FiftyOne's mongod
 
@@ -285,16 +279,16 @@ def test_raw_documents_match_add_samples(tmp_path):
     p = save_jpeg(noise_image(5, SIZE), tmp_path / "a.jpg")
     rec = record(p, SIZE, [box(-4, 10, 30, 30, blur=2), box(10, 10, 11, 30, cls=1)], source_split="train")
     cfg = CurationConfig()
-    from pyroblur.curation.curate import inspect_images
+    from pyroblur.curation.importer import inspect_images
 
     (info,), _ = inspect_images([str(p)])
     doc, _ = sample_doc(rec, info, cfg, "key")
 
     raw = fo.Dataset()
-    from pyroblur.curation.curate import _ensure_schema
+    from pyroblur.curation.dataset import ensure_schema
 
-    _ensure_schema(raw)
-    _insert(raw, [dict(doc)])
+    ensure_schema(raw)
+    insert_docs(raw, [dict(doc)])
     ours = raw._sample_collection.find_one()
 
     ref = fo.Dataset()

@@ -17,7 +17,9 @@ from curation_data import box, noise_image, photo, record, save_jpeg
 from PIL import Image, ImageEnhance
 
 from pyroblur.config import BalanceConfig, CurationConfig, SplitConfig
-from pyroblur.curation.curate import SPLITS, balance_and_split, curate
+from pyroblur.curation.dataset import SPLITS
+from pyroblur.curation.importer import curate
+from pyroblur.curation.split import balance_and_split
 
 pytestmark = pytest.mark.integration  # needs FiftyOne's mongod
 
@@ -195,7 +197,7 @@ def test_fewer_available_takes_all_and_warns(skewed):
 def test_export_of_the_split_uses_fixed_class_order(planted, tmp_path):
     import yaml
 
-    from pyroblur.curation.curate import export_items
+    from pyroblur.curation.dataset import export_items
     from pyroblur.curation.export import save_yolo_dataset
 
     name, _, _ = planted

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pyroblur.curation.export import ExportItem, read_stamp, save_yolo_dataset, to_yolo_lines
+from pyroblur.curation.export import ExportItem, item_boxes, read_stamp, save_yolo_dataset
+from pyroblur.data.formats.yolo import to_yolo_labels
 
 
 @pytest.mark.parametrize(
@@ -17,8 +18,9 @@ from pyroblur.curation.export import ExportItem, read_stamp, save_yolo_dataset, 
         ),
     ],
 )
-def test_to_yolo_lines(xyxy, cls, expected):
-    assert to_yolo_lines(np.array(xyxy, np.float32), np.array(cls), 100, 50) == expected
+def test_export_item_labels(xyxy, cls, expected):
+    item = ExportItem("a.jpg", "a", "train", 100, 50, np.array(xyxy, np.float32).reshape(-1, 4), np.array(cls))
+    assert to_yolo_labels(item_boxes(item), 100, 50) == expected
 
 
 def test_save_yolo_dataset(tmp_path):

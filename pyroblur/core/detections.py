@@ -65,9 +65,11 @@ class Detections:
 
     @classmethod
     def from_fiftyone(cls, detections: Any, width: int, height: int, classes: tuple[str, ...]) -> Detections:
-        """Adapter from ``fo.Detections`` (relative ``[x, y, w, h]`` boxes) to pixels."""
+        """Adapter from ``fo.Detections`` or a list of ``fo.Detection`` (relative ``[x, y, w, h]``
+        boxes) to pixels of a ``width`` x ``height`` image; labels not in ``classes`` are skipped."""
         rows, ids, scores = [], [], []
-        for det in getattr(detections, "detections", None) or []:
+        items = detections.detections if hasattr(detections, "detections") else detections
+        for det in items or []:
             if det.label not in classes:
                 continue
             x, y, w, h = det.bounding_box

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ImageChoice:
     """One curated image: ``key`` is stable (content sha256), ``group`` its duplicate group."""
 
     key: str
@@ -38,7 +38,7 @@ def _order(keys: list[str], seed: int, salt: str) -> list[str]:
 
 
 def balance(
-    candidates: list[Candidate],
+    candidates: list[ImageChoice],
     per_class: int,
     num_classes: int,
     seed: int,
@@ -87,14 +87,14 @@ def balance(
     return Selection(sorted(chosen), achieved, warnings)
 
 
-def split(candidates: list[Candidate], ratios: dict[str, float], seed: int) -> dict[str, str]:
+def split(candidates: list[ImageChoice], ratios: dict[str, float], seed: int) -> dict[str, str]:
     """Assign each candidate key to a split; whole duplicate groups go to one split.
 
     Groups are stratified by their class signature (which classes they contain) and, within a
     stratum, ordered by a seeded hash and cut at the cumulative ratios, so the result does not
     depend on input order and classes are spread over all splits.
     """
-    groups: dict[str, list[Candidate]] = defaultdict(list)
+    groups: dict[str, list[ImageChoice]] = defaultdict(list)
     for c in candidates:
         groups[c.group].append(c)
     strata: dict[tuple[int, ...], list[str]] = defaultdict(list)

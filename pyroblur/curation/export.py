@@ -13,6 +13,8 @@ import yaml
 from tqdm import tqdm
 
 from pyroblur import CLASSES
+from pyroblur.core.records import BoxRecord
+from pyroblur.data.formats.yolo import to_yolo_labels
 
 STAMP = ".pyroblur-export.json"
 
@@ -30,14 +32,14 @@ class ExportItem:
     class_id: np.ndarray
 
 
-def to_yolo_lines(xyxy: np.ndarray, class_id: np.ndarray, width: int, height: int) -> str:
-    """YOLO label text: ``cls cx cy w h`` per line, coordinates normalized to [0, 1]."""
-    lines = []
-    for (x1, y1, x2, y2), cls in zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(class_id).reshape(-1)):
-        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-        w, h = (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-    return "\n".join(lines) + ("\n" if lines else "")
+def item_boxes(item: ExportItem) -> list[BoxRecord]:
+    """The item's pixel boxes as records (for the one YOLO label writer, ``to_yolo_labels``)."""
+    return [
+        BoxRecord(class_id=int(c), x1=float(x1), y1=float(y1), x2=float(x2), y2=float(y2))
+        for (x1, y1, x2, y2), c in zip(
+            np.asarray(item.xyxy).reshape(-1, 4), np.asarray(item.class_id).reshape(-1), strict=True
+        )
+    ]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -64,7 +66,7 @@ def save_yolo_dataset(items: list[ExportItem], out: Path, digest: str) -> dict[s
         counts[item.split] = counts.get(item.split, 0) + 1
         suffix = Path(item.filepath).suffix.lower() or ".jpg"
         _link_or_copy(Path(item.filepath), img_dir / f"{item.name}{suffix}")
-        (lbl_dir / f"{item.name}.txt").write_text(to_yolo_lines(item.xyxy, item.class_id, item.width, item.height))
+        (lbl_dir / f"{item.name}.txt").write_text(to_yolo_labels(item_boxes(item), item.width, item.height))
     data = {"path": str(out), "names": dict(enumerate(CLASSES))}
     for split in ("train", "val", "test"):
         if split in counts:
