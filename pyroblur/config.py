@@ -169,6 +169,14 @@ class OrchestrationConfig(_Section):
         None, description="POST a JSON notice here when a run fails (the PYROBLUR_WEBHOOK_URL env var wins)."
     )
     poll_seconds: float = Field(5.0, gt=0, description="How often a run polls the state of the GPU stage's run.")
+    stage_start_timeout_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="Fail the run (GpuStageTimeout) when no gpu worker has started the GPU stage's run in this time.",
+    )
+    stage_timeout_hours: float = Field(
+        48.0, gt=0, description="Fail the run (GpuStageTimeout) when the GPU stage's run has not finished in this time."
+    )
 
 
 class PipelineConfig(_Section):
