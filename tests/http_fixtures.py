@@ -14,9 +14,12 @@ it is served normally. Available faults:
 * ``"drop"``: send the headers and half of the requested bytes, then close the socket;
 * ``"ignore_range"``: answer ``200`` with the whole file even when a Range was asked;
 * ``"wrong"``: serve the right number of bytes with different content;
-* an ``int`` (``503``, ``404``, ...): answer with that status and no body.
+* an ``int`` (``503``, ``404``, ...): answer with that status and no body;
+* a ``(status, {header: value})`` tuple: the same with headers (e.g. ``Retry-After``).
 
-Every request is recorded in ``srv.requests`` as ``(path, Range header or None)``.
+``srv.headers[path]`` adds headers to every normal answer of ``path`` (e.g. Hugging Face's
+``X-Linked-Etag`` / ``X-Repo-Commit``). Every request is recorded in ``srv.requests`` as
+``(path, Range header or None)`` and its headers in ``srv.request_headers`` as ``(path, dict)``.
 """
 
 from __future__ import annotations
@@ -43,10 +46,14 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         with srv.lock:
             srv.requests.append((path, range_header))
+            srv.request_headers.append((path, dict(self.headers.items())))
             queue = srv.faults.get(path)
             fault = queue.popleft() if queue else "ok"
-        if isinstance(fault, int):
-            self.send_response(fault)
+        if isinstance(fault, int | tuple):
+            status, extra = (fault, {}) if isinstance(fault, int) else fault
+            self.send_response(status)
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -73,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        for name, value in srv.headers.get(path, {}).items():
+            self.send_header(name, value)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
@@ -98,8 +107,10 @@ class FileServer:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
-        self.faults: dict[str, deque[str | int]] = defaultdict(deque)
+        self.faults: dict[str, deque[str | int | tuple[int, dict[str, str]]]] = defaultdict(deque)
+        self.headers: dict[str, dict[str, str]] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.request_headers: list[tuple[str, dict[str, str]]] = []
         self.lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
@@ -117,7 +128,7 @@ class FileServer:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def script(self, path: str, *faults: str | int) -> None:
+    def script(self, path: str, *faults: str | int | tuple[int, dict[str, str]]) -> None:
         """Queue faults for the next requests of ``path``."""
         self.faults[path].extend(faults)
 

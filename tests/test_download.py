@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from pyroblur.core.errors import PermanentError, is_transient
 from pyroblur.data import download as dl
 from pyroblur.data.download import (
     ChecksumMismatchError,
     DownloadPolicy,
+    HostUnreachableError,
     HTTPStatusError,
     InsufficientDiskSpaceError,
     PlannedDownload,
@@ -124,12 +126,76 @@ def test_persistent_503_exhausts_retries_and_keeps_part(server: FileServer, tmp_
     assert p.dest.with_name("f.bin.part").stat().st_size > 0  # next run resumes
 
 
-def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
+def test_connection_refused_fails_at_once_naming_host_and_offline_remedy(tmp_path: Path) -> None:
     with FileServer() as srv:
         url = srv.url("/f.bin")
     p = PlannedDownload(url=url, dest=tmp_path / "f.bin")
-    with pytest.raises(RetriesExhaustedError, match="ConnectionError"):
-        download(p, policy=DownloadPolicy(retries=1, backoff_s=0.01, progress=False))
+    with pytest.raises(HostUnreachableError) as err:
+        download(p, policy=DownloadPolicy(retries=5, backoff_s=30, progress=False))  # a retry would wait 30 s
+    assert not is_transient(err.value) and isinstance(err.value, PermanentError)
+    assert "cannot reach 127.0.0.1 (connection refused)" in str(err.value)
+    assert str(p.dest) in str(err.value) and "`local` source" in str(err.value)
+
+
+def test_dns_failure_is_permanent_and_names_every_missing_file(tmp_path: Path) -> None:
+    # .invalid never resolves (RFC 6761): the same answer as a machine without network.
+    planned = [
+        PlannedDownload(url=f"https://no-such-host.invalid/data/{n}", dest=tmp_path / n) for n in ("a.zip", "b.zip")
+    ]
+    (tmp_path / "b.zip").write_bytes(b"already here")  # present files are not listed as missing
+    with pytest.raises(HostUnreachableError) as err:
+        download_all(planned, policy=DownloadPolicy(retries=5, backoff_s=30, progress=False))
+    assert err.value.host == "no-such-host.invalid" and err.value.missing == [tmp_path / "a.zip"]
+    assert "DNS lookup failed" in str(err.value) and str(tmp_path / "a.zip") in str(err.value)
+
+
+def test_timeouts_and_5xx_are_transient(server: FileServer, tmp_path: Path) -> None:
+    server.script("/f.bin", 503, 503, 503, 503)
+    with pytest.raises(RetriesExhaustedError) as err:
+        download(plan(server, tmp_path), policy=FAST)
+    assert is_transient(err.value)
+
+
+def test_429_honours_retry_after(server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(dl.time, "sleep", waits.append)
+    server.script("/f.bin", (429, {"Retry-After": "7"}), (503, {"Retry-After": "0"}))
+    download(plan(server, tmp_path), policy=FAST)
+    assert waits == [7.0, FAST.backoff_s * 2]  # the server's wait, then our own backoff
+    assert len(server.requests_for("/f.bin")) == 3
+
+
+def test_retry_after_longer_than_allowed_gives_up_transiently(server: FileServer, tmp_path: Path) -> None:
+    server.script("/f.bin", (429, {"Retry-After": "3600"}))
+    with pytest.raises(RetriesExhaustedError, match="wait 3600 s") as err:
+        download(plan(server, tmp_path), policy=FAST)
+    assert is_transient(err.value) and len(server.requests_for("/f.bin")) == 1
+
+
+def test_token_sent_as_bearer_only_when_set(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MY_HF_TOKEN", raising=False)
+    download(plan(server, tmp_path, token_env="MY_HF_TOKEN"), policy=FAST)
+    assert "Authorization" not in server.request_headers[-1][1]
+    monkeypatch.setenv("MY_HF_TOKEN", "hf_secret")
+    download(plan(server, tmp_path / "2", token_env="MY_HF_TOKEN"), policy=FAST)
+    assert server.request_headers[-1][1]["Authorization"] == "Bearer hf_secret"
+    assert all("hf_secret" not in p.read_text() for p in (tmp_path / "2").glob("*.json"))
+
+
+def test_unpinned_download_is_checked_against_the_hub_published_sha256(server: FileServer, tmp_path: Path) -> None:
+    server.headers["/f.bin"] = {"X-Linked-Etag": f'"{SHA}"', "X-Repo-Commit": "c" * 40}
+    p = plan(server, tmp_path, sha256=None, size=None)
+    download(p, policy=FAST)
+    stamp = json.loads(stamp_path(p.dest).read_text())
+    assert stamp["published_sha256"] == SHA and stamp["commit"] == "c" * 40
+    # The same URL now serves other bytes than the Hub announces: named, removed, not retried.
+    server.headers["/f.bin"] = {"X-Linked-Etag": '"' + "0" * 64 + '"'}
+    q = plan(server, tmp_path / "again", sha256=None, size=None)
+    with pytest.raises(ChecksumMismatchError, match="again/f.bin") as err:
+        download(q, policy=FAST)
+    assert not is_transient(err.value) and not q.dest.exists()
 
 
 def test_verified_file_is_not_fetched_again(server: FileServer, tmp_path: Path) -> None:
