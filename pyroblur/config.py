@@ -61,6 +61,25 @@ class BalanceConfig(_Section):
         0.05, ge=0, le=0.5, description="Extra images with neither class, as a fraction of the selection."
     )
     seed: int = Field(0, description="Seed of the selection and of the split.")
+    min_images_per_class: dict[Literal["val", "test"], int] = Field(
+        default_factory=lambda: {"val": 80, "test": 80},
+        description="Fewest images containing each class that the val and test splits may hold "
+        "(sized for 1000 images per class split 0.8/0.1/0.1, with room for duplicate groups). "
+        "Below it the run fails before training, naming the split, class and count.",
+    )
+    allow_small_evidence: bool = Field(
+        False,
+        description="Warn instead of failing when val/test are below min_images_per_class; the "
+        "model is trained but never promoted (its evidence gates fail).",
+    )
+
+    @field_validator("min_images_per_class")
+    @classmethod
+    def _non_negative_minimums(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 0}
+        if bad:
+            raise ValueError(f"minimums must be >= 0, got {bad}")
+        return v
 
 
 class SplitConfig(_Section):
@@ -135,6 +154,28 @@ class TrainConfig(_Section):
         return v
 
 
+class WiderSuiteConfig(_Section):
+    """A WIDER FACE evaluation suite: images and the official ground-truth ``.mat`` files.
+
+    Paths are relative to the data root unless absolute. ``fabricate`` makes a small offline
+    suite in the official layout (rendered synthetic faces; not WIDER's images) when missing.
+    """
+
+    name: str = Field("wider_val", description="Suite name in reports.")
+    images: str = Field(
+        "raw/wider_face/WIDER_val/images", description="Folder of <event>/<file>.jpg images (data-root relative)."
+    )
+    ground_truth: str = Field(
+        "raw/wider_eval/ground_truth",
+        description="Folder holding wider_face_val.mat and wider_{easy,medium,hard}_val.mat (data-root relative).",
+    )
+    fabricate: int = Field(
+        0, ge=0, description="Images of a fabricated suite to generate when missing (0 = use real files)."
+    )
+    image_size: int = Field(256, ge=64, le=4096, description="Side of fabricated images, pixels.")
+    seed: int = Field(1000, description="Seed of the fabricated suite.")
+
+
 class BenchmarkConfig(_Section):
     """Evaluation on the held-out test split and promotion."""
 
@@ -145,7 +186,37 @@ class BenchmarkConfig(_Section):
     onnx: bool = Field(True, description="Export to ONNX and check it reproduces the PyTorch boxes.")
     onnx_min_parity: float = Field(0.95, ge=0, le=1, description="Warn below this fraction of reproduced boxes.")
     primary_metric: str = Field("map50_95", description="Metric compared for promotion (e.g. map50_95, face/map50).")
-    min_improvement: float = Field(0.0, ge=0, description="Promote only if better by at least this.")
+    min_improvement: float = Field(
+        0.0, ge=0, description="Promote only if strictly better and by at least this (a tie never promotes)."
+    )
+    recall_floors: dict[Literal["face", "license_plate"], float] = Field(
+        default_factory=lambda: {"face": 0.9, "license_plate": 0.9},
+        description="Promotion gate: per class, the fewest test boxes (fraction) that the anonymized "
+        "region must cover at anonymization's operating point (its confidence thresholds and box "
+        "enlargement). A class missing here has no floor.",
+    )
+    covered_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="A ground-truth box counts as covered when at least this fraction of its pixels "
+        "lies inside the anonymized region.",
+    )
+    leak_clip_images: int = Field(
+        4, ge=0, description="Test images turned into the moving clip that counts leaks (0 = no leak figures)."
+    )
+    leak_clip_frames: int = Field(16, ge=2, description="Frames of the moving clip made from each image.")
+    wider: WiderSuiteConfig | None = Field(
+        None, description="External WIDER FACE suite scored with the official Easy/Medium/Hard protocol."
+    )
+
+    @field_validator("recall_floors")
+    @classmethod
+    def _floors_are_fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: f for k, f in v.items() if not 0 <= f <= 1}
+        if bad:
+            raise ValueError(f"recall floors are fractions in [0, 1], got {bad}")
+        return v
 
 
 class OrchestrationConfig(_Section):

@@ -1,17 +1,14 @@
 """Small results that tasks return (and Prefect persists): paths, digests, counts, metrics.
 
-Each manifest can ``verify()`` that what it describes still exists as described, so a cached
-result is never returned for outputs that were deleted or replaced.
+Plain data: checking that a cached manifest's outputs still exist lives in the orchestration
+layer (tasks/_verify.py), which calls library functions.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from pydantic import BaseModel, Field
-
-from pyroblur.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +17,6 @@ class Manifest(BaseModel):
     """Base: ``digest`` identifies the content; downstream cache keys use it."""
 
     digest: str
-
-    def verify(self) -> bool:  # pragma: no cover - overridden
-        return True
 
 
 class SourceOutput(BaseModel):
@@ -36,14 +30,6 @@ class SourceOutput(BaseModel):
 
 class DownloadManifest(Manifest):
     sources: list[SourceOutput]
-
-    def verify(self) -> bool:
-        for src in self.sources:
-            index = Path(src.index_path)
-            if not index.exists() or sha256_file(index) != src.index_sha256:
-                log.info("cache check: %s changed or is gone", index)
-                return False
-        return True
 
 
 class CurateManifest(Manifest):
@@ -59,10 +45,20 @@ class CurateManifest(Manifest):
     exact_duplicates: int = Field(0, description="byte-identical copies rejected as 'duplicate'")
     near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
 
-    def verify(self) -> bool:
-        from pyroblur.curation.dataset import dataset_stamp
 
-        return dataset_stamp(self.dataset_name, "curate") == self.digest
+class Evidence(BaseModel):
+    """How many images per class each held-out split has, against the configured minimum.
+
+    ``shortfalls`` holds one sentence per (split, class) below its minimum, naming the split,
+    the class, the count and the setting; a run only gets past balancing with shortfalls when
+    ``allowed`` (``balance.allow_small_evidence``), and promotion then fails its evidence gates.
+    """
+
+    counts: dict[str, dict[str, int]] = Field(description="split -> class -> images containing it")
+    minimums: dict[str, int] = Field(description="split -> minimum images per class")
+    setting: str = Field("balance.min_images_per_class", description="the config key of the minimums")
+    allowed: bool = Field(False, description="whether a shortfall was allowed to go on (with a warning)")
+    shortfalls: list[str] = Field(default_factory=list)
 
 
 class SplitManifest(Manifest):
@@ -73,22 +69,14 @@ class SplitManifest(Manifest):
     achieved: dict[str, int] = Field(description="class -> selected images containing it")
     requested: int
     warnings: list[str] = Field(default_factory=list)
-
-    def verify(self) -> bool:
-        from pyroblur.curation.dataset import dataset_stamp
-
-        return dataset_stamp(self.dataset_name, "split") == self.digest
+    evidence: Evidence | None = Field(None, description="held-out images per class against the minimum")
 
 
 class ExportManifest(Manifest):
     path: str
     data_yaml: str
     images: dict[str, int]
-
-    def verify(self) -> bool:
-        from pyroblur.curation.export import read_stamp
-
-        return read_stamp(Path(self.path)) == self.digest
+    evidence: Evidence | None = Field(None, description="carried from the split, for the promotion gates")
 
 
 class TrainManifest(Manifest):
@@ -99,10 +87,6 @@ class TrainManifest(Manifest):
     device: str
     seconds: float
     final_metrics: dict[str, float] = Field(default_factory=dict)
-
-    def verify(self) -> bool:
-        w = Path(self.weights)
-        return w.exists() and sha256_file(w) == self.digest
 
 
 class ClassMetrics(BaseModel):
@@ -130,15 +114,6 @@ class BenchmarkManifest(Manifest):
     pr_curve: str | None = None
     dataset_name: str | None = Field(None, description="FiftyOne dataset holding the predictions")
 
-    def verify(self) -> bool:
-        if not (Path(self.report_json).exists() and Path(self.weights).exists()):
-            return False
-        if self.dataset_name:  # the predictions and TP/FP/FN must still be in the dataset
-            from pyroblur.curation.dataset import dataset_stamp
-
-            return dataset_stamp(self.dataset_name, "benchmark") == self.digest
-        return True
-
 
 class PromotionManifest(Manifest):
     """The registry's decision about one model (``digest`` is the candidate's registry id)."""
@@ -150,12 +125,3 @@ class PromotionManifest(Manifest):
     candidate_value: float
     champion_id: str | None = None
     champion_value: float | None = None
-
-    def verify(self) -> bool:
-        from pyroblur.registry.store import load_registry
-
-        path = Path(self.registry)
-        try:
-            return path.exists() and load_registry(path).get(self.digest) is not None
-        except Exception:  # noqa: BLE001 - an unreadable registry means the record is stale
-            return False

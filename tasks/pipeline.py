@@ -24,42 +24,15 @@ from pyroblur.manifests import (
     SplitManifest,
     TrainManifest,
 )
-from tasks._cache import StagePolicy, stage_digest
+from tasks._cache import StagePolicy
 from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure, retry_transient
-
-# Every module whose code decides what a download yields (checksums live in the source modules).
-_SOURCES = (
-    "pyroblur.core.records",
-    "pyroblur.data.download",
-    "pyroblur.data.archive",
-    *(f"pyroblur.data.formats.{m}" for m in ("_num", "wider", "coco", "yolo")),
-    *(
-        f"pyroblur.data.sources.{m}"
-        for m in (
-            "__init__",
-            "models",
-            "_common",
-            "synthetic",
-            "wider_face",
-            "hf_coco",
-            "roboflow",
-            "local",
-            "open_images",
-        )
-    ),
-)
-_CURATE = ("pyroblur.curation.importer", "pyroblur.curation.validation", "pyroblur.curation.dedup")
-_SPLIT = ("pyroblur.curation.split", "pyroblur.curation.balance")
-_EXPORT = ("pyroblur.curation.dataset", "pyroblur.curation.export")
-_TRAIN = ("pyroblur.training.trainer",)
-_BENCH = ("pyroblur.evaluation.benchmark", "pyroblur.evaluation.metrics", "pyroblur.curation.dataset")
-_PROMOTE = ("pyroblur.evaluation.benchmark", "pyroblur.registry.store")
+from tasks._keys import stage_digest
 
 
-def _opts(stage: str, modules: tuple[str, ...]) -> dict:
+def _opts(stage: str) -> dict:
     return {
         "name": stage,
-        "cache_policy": StagePolicy(stage=stage, modules=modules),
+        "cache_policy": StagePolicy(stage=stage),
         "retries": RETRIES,
         "retry_delay_seconds": RETRY_DELAY,
         "retry_jitter_factor": 0.2,
@@ -68,7 +41,7 @@ def _opts(stage: str, modules: tuple[str, ...]) -> dict:
     }
 
 
-@task(**_opts("download", _SOURCES))
+@task(**_opts("download"))
 def download(sources: list[SourceConfig]) -> DownloadManifest:
     """Download or generate every source into ``<data>/raw/<name>``; index their records."""
     from pyroblur.data.sources import fetch_source
@@ -98,14 +71,14 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
     return DownloadManifest(digest=digest_of([o.index_sha256 for o in outs]), sources=outs)
 
 
-@task(**_opts("curate", _CURATE))
+@task(**_opts("curate"))
 def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
     from pyroblur.curation.importer import report_rows, run_curation
 
     maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
-    run = run_curation(records, cfg, stage_digest("curate", _CURATE, cfg, downloads))
+    run = run_curation(records, cfg, stage_digest(curate, cfg, downloads))
     manifest = run.manifest
     get_run_logger().info("FiftyOne import %s; seconds %s", run.imported, run.seconds)
     create_table_artifact(
@@ -116,14 +89,14 @@ def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     return manifest
 
 
-@task(**_opts("balance_split", _SPLIT))
+@task(**_opts("balance_split"))
 def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest) -> SplitManifest:
     """Balance to N images per class and split train/val/test without leakage."""
     from pyroblur.curation.split import balance_and_split
 
     maybe_inject_failure("balance_split")
     manifest = balance_and_split(
-        curated.dataset_name, bal, spl, stage_digest("balance_split", _SPLIT, bal, spl, curated)
+        curated.dataset_name, bal, spl, stage_digest(balance_split, bal, spl, curated)
     )
     log = get_run_logger()
     for w in manifest.warnings:
@@ -131,31 +104,34 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
     return manifest
 
 
-@task(**_opts("export", _EXPORT))
+@task(**_opts("export"))
 def export(selection: SplitManifest) -> ExportManifest:
     """Write the selected images as a YOLO dataset under ``<data>/exports/<digest>``."""
     from pyroblur.curation.dataset import export_items
     from pyroblur.curation.export import save_yolo_dataset
 
     maybe_inject_failure("export")
-    digest = stage_digest("export", _EXPORT, selection)
+    digest = stage_digest(export, selection)
     out = get_paths().exports / digest[:16]
-    counts = save_yolo_dataset(export_items(selection.dataset_name), out, digest)
-    return ExportManifest(digest=digest, path=str(out), data_yaml=str(out / "data.yaml"), images=counts)
+    allowed = bool(selection.evidence and selection.evidence.allowed)
+    counts = save_yolo_dataset(export_items(selection.dataset_name), out, digest, allow_train_as_val=allowed)
+    return ExportManifest(
+        digest=digest, path=str(out), data_yaml=str(out / "data.yaml"), images=counts, evidence=selection.evidence
+    )
 
 
-@task(**_opts("train", _TRAIN))
+@task(**_opts("train"))
 def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
     """Train with ultralytics; a retry resumes from the run folder's last checkpoint."""
     from pyroblur.training.trainer import train as run_train
 
-    run_dir = get_paths().runs / stage_digest("train", _TRAIN, cfg, dataset)[:16]
+    run_dir = get_paths().runs / stage_digest(train, cfg, dataset)[:16]
     get_run_logger().info("training run folder: %s", run_dir)
     maybe_inject_failure("train")
     return run_train(Path(dataset.data_yaml), cfg, run_dir)
 
 
-@task(**_opts("benchmark", _BENCH))
+@task(**_opts("benchmark"))
 def benchmark(
     cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifest, imgsz: int, dataset_name: str | None = None
 ) -> BenchmarkManifest:
@@ -166,7 +142,7 @@ def benchmark(
     from pyroblur.evaluation.benchmark import to_markdown
 
     maybe_inject_failure("benchmark")
-    digest = stage_digest("benchmark", _BENCH, cfg, model, dataset, imgsz, dataset_name)
+    digest = stage_digest(benchmark, cfg, model, dataset, imgsz, dataset_name)
     out = get_paths().reports / digest[:16]
     manifest, images, preds = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
     if dataset_name:  # predictions + per-sample TP/FP/FN for the App
@@ -179,7 +155,7 @@ def benchmark(
     return manifest
 
 
-@task(**_opts("promote", _PROMOTE))
+@task(**_opts("promote"))
 def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportManifest, imgsz: int) -> PromotionManifest:
     """Champion/challenger: register the model, promote it only if better by the margin.
 

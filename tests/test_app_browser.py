@@ -119,7 +119,7 @@ def curated_dataset(tmp_path):
     recs.append(record(tmp_path / "imgs" / "broken.jpg", (96, 64)))
     name = f"pyroblur-app-{uuid.uuid4().hex[:6]}"
     m = curate(recs, CurationConfig(dataset_name=name), "c")
-    balance_and_split(name, BalanceConfig(samples_per_class=10), SplitConfig(), "s")
+    balance_and_split(name, BalanceConfig(samples_per_class=10, allow_small_evidence=True), SplitConfig(), "s")
     return name, m.num_imported
 
 

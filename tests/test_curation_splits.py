@@ -105,7 +105,7 @@ def test_pairs_never_straddle_splits(planted):
     for seed in (0, 1, 2):
         balance_and_split(
             name,
-            BalanceConfig(samples_per_class=1000, seed=seed),
+            BalanceConfig(samples_per_class=1000, seed=seed, allow_small_evidence=True),
             SplitConfig(train=0.5, val=0.25, test=0.25),
             f"s{seed}",
         )
@@ -201,7 +201,7 @@ def test_export_of_the_split_uses_fixed_class_order(planted, tmp_path):
     from pyroblur.curation.export import save_yolo_dataset
 
     name, _, _ = planted
-    m = balance_and_split(name, BalanceConfig(samples_per_class=1000), SplitConfig(), "e")
+    m = balance_and_split(name, BalanceConfig(samples_per_class=1000, allow_small_evidence=True), SplitConfig(), "e")
     items = export_items(name)
     counts = save_yolo_dataset(items, tmp_path / "yolo", "digest")
     assert counts == {s: n for s, n in m.images.items() if n}

@@ -14,6 +14,8 @@ import pytest
 from pyroblur.registry.store import (
     Candidate,
     CorruptRegistryError,
+    Gate,
+    UngatedChampionError,
     champion_weights,
     load_registry,
     promote_if_better,
@@ -55,6 +57,7 @@ def test_first_model_becomes_champion_and_weights_are_copied(tmp_path: Path) -> 
     ("new_value", "margin", "promoted"),
     [
         (0.25, 0.0, False),  # worse
+        (0.30, 0.0, False),  # a tie is not better, even without a margin
         (0.30, 0.01, False),  # equal, margin required
         (0.305, 0.01, False),  # better, but less than the margin
         (0.31, 0.01, True),  # better by exactly the margin (within float rounding)
@@ -180,3 +183,42 @@ def test_mlflow_missing_is_a_warning(
         d = promote_if_better(tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC)
     assert d.promoted
     assert "mlflow is not installed" in caplog.text
+
+
+def test_every_entry_records_its_gates(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", 0.5), METRIC)
+    assert not d.promoted and [g.name for g in d.gates] == ["improvement"]
+    entries = load_registry(reg).models
+    assert all(e.gates for e in entries)
+    assert entries[0].gates[0].passed and not entries[1].gates[0].passed  # type: ignore[index]
+    assert entries[1].gates[0].threshold == 0.5 and entries[1].gates[0].value == 0.5  # type: ignore[index]
+
+
+def test_a_failed_extra_gate_keeps_the_champion(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    first = promote_if_better(reg, make_candidate(tmp_path, "a", 0.3), METRIC)
+    floor = Gate(name="recall_floor:face", value=0.5, threshold=0.9, passed=False, detail="face coverage 0.5 < 0.9")
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", 0.9), METRIC, gates=[floor])
+    assert not d.promoted and "face coverage 0.5 < 0.9" in d.reason and "not promoted" in d.reason
+    assert load_registry(reg).champion().id == first.candidate_id  # type: ignore[union-attr]
+    entry = load_registry(reg).get(d.candidate_id)
+    assert entry is not None and [g.name for g in entry.gates or []] == ["improvement", "recall_floor:face"]
+
+
+def test_champion_without_a_gate_record_is_refused(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    data = json.loads(reg.read_text())
+    del data["models"][0]["gates"]  # as written before gates existed
+    reg.write_text(json.dumps(data))
+    with pytest.raises(UngatedChampionError, match="no record of passed promotion gates") as err:
+        champion_weights(reg)
+    assert str(reg) in str(err.value) and "--model" in str(err.value)
+    data["models"][0]["gates"] = [
+        {"name": "recall_floor:face", "value": 0.1, "threshold": 0.9, "passed": False, "detail": "x"}
+    ]
+    reg.write_text(json.dumps(data))
+    with pytest.raises(UngatedChampionError, match="recall_floor:face"):
+        champion_weights(reg)

@@ -9,11 +9,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from pyroblur.core.errors import PermanentError
+from pyroblur.manifests import Evidence
+
 log = logging.getLogger(__name__)
+
+
+class InsufficientEvidenceError(PermanentError):
+    """A held-out split has fewer images of a class than the configured minimum."""
 
 
 @dataclass(frozen=True)
@@ -115,3 +123,48 @@ def split(candidates: list[ImageChoice], ratios: dict[str, float], seed: int) ->
             for m in groups[gid]:
                 out[m.key] = name
     return out
+
+
+def check_evidence(
+    counts: Mapping[str, Mapping[str, int]],
+    minimums: Mapping[str, int],
+    allow: bool = False,
+    setting: str = "balance.min_images_per_class",
+) -> Evidence:
+    """Compare the held-out images per class with their minimum; fail closed below it.
+
+    Args:
+        counts: ``split -> class name -> images containing that class``.
+        minimums: ``split -> minimum`` (splits without a minimum are not checked).
+        allow: below a minimum, warn and go on instead of raising (the evidence then records the
+            shortfall and promotion refuses the model).
+        setting: the config key named in the messages.
+
+    Raises:
+        InsufficientEvidenceError: a split holds fewer images of a class than its minimum and
+            ``allow`` is false; the message names every such split, class and count.
+    """
+    shortfalls = [
+        f"split '{split_name}' has {counts.get(split_name, {}).get(cls, 0)} images containing '{cls}', "
+        f"below {setting}.{split_name} = {minimum}"
+        for split_name, minimum in minimums.items()
+        for cls in sorted({c for per in counts.values() for c in per} | set(counts.get(split_name, {})))
+        if counts.get(split_name, {}).get(cls, 0) < minimum
+    ]
+    evidence = Evidence(
+        counts={s: dict(per) for s, per in counts.items()},
+        minimums=dict(minimums),
+        setting=setting,
+        allowed=allow,
+        shortfalls=shortfalls,
+    )
+    if shortfalls and not allow:
+        raise InsufficientEvidenceError(
+            "not enough held-out evidence to train and judge a model: " + "; ".join(shortfalls),
+            subject=setting,
+            hint="add data, raise balance.samples_per_class, lower the minimum, or set "
+            "balance.allow_small_evidence: true to train anyway (such a model is never promoted)",
+        )
+    for s in shortfalls:
+        log.warning("%s (allowed by balance.allow_small_evidence; this model will not be promoted)", s)
+    return evidence

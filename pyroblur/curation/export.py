@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -13,8 +14,11 @@ import yaml
 from tqdm import tqdm
 
 from pyroblur import CLASSES
+from pyroblur.core.errors import PermanentError
 from pyroblur.core.records import BoxRecord
 from pyroblur.data.formats.yolo import to_yolo_labels
+
+log = logging.getLogger(__name__)
 
 STAMP = ".pyroblur-export.json"
 
@@ -49,11 +53,33 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def save_yolo_dataset(items: list[ExportItem], out: Path, digest: str) -> dict[str, int]:
+def save_yolo_dataset(
+    items: list[ExportItem], out: Path, digest: str, allow_train_as_val: bool = False
+) -> dict[str, int]:
     """Write the dataset to ``out`` atomically (``out.part`` then rename) and stamp it.
 
     Returns images per split. ``data.yaml`` uses absolute paths and names {0: face, 1: license_plate}.
+    One split is never silently used for another: without val images the export fails, unless
+    ``allow_train_as_val`` (``balance.allow_small_evidence``) says to validate on the training
+    images, which is then logged as a warning and recorded in ``data.yaml`` and the stamp.
+
+    Raises:
+        PermanentError: there are training images but no validation images, and
+            ``allow_train_as_val`` is false.
     """
+    have = {item.split for item in items}
+    substituted: dict[str, str] = {}
+    if "train" in have and "val" not in have:
+        if not allow_train_as_val:
+            raise PermanentError(
+                "the selection has no validation images: training would have to validate on its own "
+                "training images, which hides overfitting",
+                subject="export val split",
+                hint="add data or lower split ratios so val gets images, or set "
+                "balance.allow_small_evidence: true to validate on train anyway (never promoted)",
+            )
+        log.warning("no validation images: validating on the training images (allowed by balance.allow_small_evidence)")
+        substituted["val"] = "train"
     tmp = out.with_name(out.name + ".part")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -71,10 +97,11 @@ def save_yolo_dataset(items: list[ExportItem], out: Path, digest: str) -> dict[s
     for split in ("train", "val", "test"):
         if split in counts:
             data[split] = f"images/{split}"
-    if "val" not in counts and "train" in counts:
-        data["val"] = "images/train"
+    for split, source in substituted.items():
+        data[split] = f"images/{source}"
+        data[f"pyroblur_{split}_is"] = source  # says so to anyone who reads data.yaml
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (tmp / STAMP).write_text(json.dumps({"digest": digest, "images": counts}))
+    (tmp / STAMP).write_text(json.dumps({"digest": digest, "images": counts, "substituted": substituted}))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -8,7 +8,7 @@ from collections import Counter
 
 from pyroblur import CLASSES
 from pyroblur.config import BalanceConfig, SplitConfig
-from pyroblur.curation.balance import ImageChoice, balance, split
+from pyroblur.curation.balance import ImageChoice, balance, check_evidence, split
 from pyroblur.curation.dataset import SPLITS, load_dataset, set_stamp, tag_split
 from pyroblur.manifests import SplitManifest
 
@@ -20,6 +20,10 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
 
     Candidates are the ``curated`` samples; an image's classes are those of its kept boxes.
     Near-duplicate groups go to one split as a whole (``dup_group``).
+
+    Raises:
+        InsufficientEvidenceError: val or test holds fewer images of a class than
+            ``bal.min_images_per_class`` and ``bal.allow_small_evidence`` is off.
     """
     ds = load_dataset(dataset_name)
     set_stamp(ds, "split", None)
@@ -47,6 +51,11 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
         images[s] += 1
         for c in cls_of[key]:
             per_split[s][CLASSES[c]] += 1
+    log.info("images per split and class: %s", per_split)
+    # Before any tag is written: a selection too small to judge a model stops here, named.
+    evidence = check_evidence(
+        {s: per_split[s] for s in ("val", "test")}, bal.min_images_per_class, bal.allow_small_evidence
+    )
     tag_split(ds, [key_to_id[k] for k in sel.keys], by_split)
     instances: Counter = Counter()
     for k in sel.keys:
@@ -61,5 +70,6 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
         instances={c: int(instances.get(c, 0)) for c in CLASSES},
         achieved={CLASSES[c]: n for c, n in sel.achieved.items()},
         requested=bal.samples_per_class,
-        warnings=sel.warnings,
+        warnings=[*sel.warnings, *evidence.shortfalls],
+        evidence=evidence,
     )

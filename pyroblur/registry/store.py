@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pyroblur.core.errors import PermanentError
 from pyroblur.core.hashing import sha256_file
 from pyroblur.core.io import write_atomic
 
@@ -44,12 +45,36 @@ SCHEMA_VERSION = 1
 MLFLOW_MODEL_NAME = os.environ.get("PYROBLUR_MLFLOW_MODEL_NAME", "pyroblur-detector")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError):
     """Base error of the model registry."""
 
 
 class CorruptRegistryError(RegistryError):
     """The registry file exists but is not a valid registry; it is left untouched."""
+
+
+class UngatedChampionError(RegistryError):
+    """The champion's entry has no record of passed promotion gates: it is not used by default."""
+
+
+class Gate(BaseModel):
+    """One promotion gate: what was measured, the bar it had to clear, and the verdict.
+
+    Attributes:
+        name: e.g. ``improvement``, ``evidence:test/face``, ``recall_floor:face``.
+        value: the measured value (``None`` when it could not be measured; that fails).
+        threshold: the bar, in the value's units (``None`` when there is none to clear).
+        passed: the verdict.
+        detail: one sentence with both numbers and the setting that set the bar.
+    """
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", frozen=True)
+
+    name: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    detail: str
 
 
 class ModelEntry(BaseModel):
@@ -65,6 +90,10 @@ class ModelEntry(BaseModel):
         data_digest: digest of the dataset the metrics were measured on.
         created_at: registration time (UTC).
         status: ``champion`` (at most one), ``challenger`` or ``retired``.
+        gates: every promotion gate with its value and verdict; ``None`` for entries written
+            before gates existed (such a champion is refused by :func:`champion_weights`).
+        test_digest: digest of the test split (images and labels) the gates were measured on.
+        report: path of the benchmark report the metrics come from.
     """
 
     # NaN metrics (e.g. AP of a class without ground truth) round-trip as JSON NaN constants
@@ -79,6 +108,13 @@ class ModelEntry(BaseModel):
     data_digest: str
     created_at: datetime
     status: Status
+    gates: list[Gate] | None = None
+    test_digest: str = ""
+    report: str = ""
+
+    def gates_passed(self) -> bool:
+        """True when the entry records gates and every one of them passed."""
+        return bool(self.gates) and all(g.passed for g in self.gates)
 
 
 class RegistryFile(BaseModel):
@@ -107,6 +143,8 @@ class Candidate(BaseModel):
         metrics: its metrics; must contain the primary metric.
         config_digest: digest of the training config.
         data_digest: digest of the evaluation data.
+        test_digest: digest of the test split (images and labels) itself.
+        report: path of the benchmark report.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -115,6 +153,8 @@ class Candidate(BaseModel):
     metrics: dict[str, float]
     config_digest: str = ""
     data_digest: str = ""
+    test_digest: str = ""
+    report: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +170,7 @@ class Decision:
         champion_value: that champion's value of ``primary_metric`` (``None`` if none).
         primary_metric: the metric compared.
         min_improvement: the margin required (absolute, in the metric's units).
+        gates: every gate with its value and verdict (``improvement`` first).
     """
 
     promoted: bool
@@ -140,6 +181,7 @@ class Decision:
     champion_value: float | None
     primary_metric: str
     min_improvement: float
+    gates: tuple[Gate, ...] = ()
 
 
 @contextlib.contextmanager
@@ -194,13 +236,25 @@ def _resolve(registry_path: Path, weights: str) -> Path:
 def champion_weights(registry_path: Path) -> Path | None:
     """Absolute path of the champion's weights, or ``None`` when there is no champion.
 
+    Fails closed: a champion whose entry does not record passed promotion gates (written before
+    gates existed, or edited by hand) is refused rather than used to anonymize.
+
     Raises:
         CorruptRegistryError: the registry file exists but does not parse.
+        UngatedChampionError: the champion lacks a passed gate record (the message says which).
     """
     registry_path = Path(registry_path)
     champion = load_registry(registry_path).champion()
     if champion is None:
         return None
+    if not champion.gates_passed():
+        failed = [g.name for g in champion.gates or [] if not g.passed]
+        why = f"failed gates {failed}" if failed else "no record of passed promotion gates"
+        raise UngatedChampionError(
+            f"champion {champion.id} has {why}, so it is not used by default",
+            subject=str(registry_path),
+            hint="promote a model through the gated pipeline (`pyroblur run`), or pass --model explicitly",
+        )
     path = _resolve(registry_path, champion.weights)
     if not path.exists():
         logger.warning("champion %s weights %s are missing", champion.id, path)
@@ -227,15 +281,20 @@ def promote_if_better(
     min_improvement: float = 0.0,
     champion_metrics: Mapping[str, float] | None = None,
     copy_weights: bool = True,
+    gates: Sequence[Gate] = (),
 ) -> Decision:
-    """Register ``candidate`` and make it the champion if it beats the champion by the margin.
+    """Register ``candidate`` and make it the champion only if every gate passes.
 
-    Rules: the first model becomes champion; otherwise the candidate is promoted only if
-    ``candidate - champion >= min_improvement`` on ``primary_metric`` (higher is better) and
-    the candidate's value is finite. A champion that lacks the metric is never replaced (the
-    decision says so). The old champion becomes ``retired``; a losing candidate is kept as
-    ``challenger``. Offering weights that are already registered changes nothing and repeats
-    their standing (safe for task retries).
+    The ``improvement`` gate is decided here, under the registry lock: the first model passes
+    it; otherwise the candidate must be *strictly* better than the champion on
+    ``primary_metric`` (higher is better) and by at least ``min_improvement`` (a tie is never
+    better, whatever the margin), with a finite value. A champion that lacks the metric is
+    never replaced. ``gates`` are the policy's other gates (evidence, recall floors; see
+    :mod:`pyroblur.registry.promotion`), measured by the caller; any failed gate keeps the
+    champion. Every gate is recorded in the entry, so :func:`champion_weights` can refuse a
+    champion without a passed record. The old champion becomes ``retired``; a losing
+    candidate is kept as ``challenger``. Offering weights that are already registered changes
+    nothing and repeats their standing (safe for task retries).
 
     Args:
         registry_path: the registry JSON file (created if missing, with its directory).
@@ -246,9 +305,10 @@ def promote_if_better(
             data; when given they replace the stored ones for this comparison (use it when the
             test set changed, since stored numbers from other data are not comparable).
         copy_weights: copy the weights into the registry's ``models/`` folder.
+        gates: further gates, each already decided.
 
     Returns:
-        The :class:`Decision`, with both values and the reason.
+        The :class:`Decision`, with both values, every gate and the reason.
 
     Raises:
         KeyError: ``primary_metric`` is missing from the candidate's metrics.
@@ -284,6 +344,7 @@ def promote_if_better(
             decision = Decision(
                 promoted=existing.status == "champion",
                 reason=f"model {model_id} is already registered as {existing.status}; nothing changed",
+                gates=tuple(existing.gates or ()),
                 **common,
             )
             logger.info(decision.reason)
@@ -297,8 +358,9 @@ def promote_if_better(
                 champion.data_digest,
                 candidate.data_digest,
             )
-        promoted, reason = _decide(value, champ_value, champion, primary_metric, min_improvement)
-        decision = Decision(promoted=promoted, reason=reason, **common)
+        all_gates = (improvement_gate(value, champ_value, champion, primary_metric, min_improvement), *gates)
+        promoted = all(g.passed for g in all_gates)
+        decision = Decision(promoted=promoted, reason=_reason(all_gates), gates=all_gates, **common)
 
         stored = _store_weights(registry_path, weights, model_id) if copy_weights else str(weights.resolve())
         entry = ModelEntry(
@@ -311,16 +373,32 @@ def promote_if_better(
             data_digest=candidate.data_digest,
             created_at=datetime.now(UTC),
             status="champion" if promoted else "challenger",
+            gates=list(all_gates),
+            test_digest=candidate.test_digest,
+            report=candidate.report,
         )
         if promoted and champion is not None:
             champion.status = "retired"
         reg.models.append(entry)
         write_atomic(registry_path, reg.model_dump_json(indent=2) + "\n")
 
-    logger.info("registry %s: %s", registry_path, reason)
+    logger.info("registry %s: %s", registry_path, decision.reason)
+    for g in all_gates:
+        logger.info("gate %-28s %s: %s", g.name, "pass" if g.passed else "FAIL", g.detail)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         log_to_mlflow(entry, decision, _resolve(registry_path, entry.weights))
     return decision
+
+
+def _reason(gates: Sequence[Gate]) -> str:
+    """The improvement gate's sentence, plus the sentences of the other gates that failed."""
+    head = gates[0].detail
+    failed = "; ".join(g.detail for g in gates[1:] if not g.passed)
+    if not failed:
+        return head
+    if gates[0].passed:
+        return f"{head.removesuffix(': promoted')}, but a gate failed: {failed}: not promoted"
+    return f"{head}; also failed: {failed}"
 
 
 def data_digest_differs(
@@ -349,37 +427,41 @@ def _champion_value(
     return None if value is None else float(value)
 
 
-def _decide(
+def improvement_gate(
     value: float,
     champ_value: float | None,
     champion: ModelEntry | None,
     metric: str,
     margin: float,
-) -> tuple[bool, str]:
+) -> Gate:
+    """The ``improvement`` gate: strictly better than the champion, by at least ``margin``."""
+
+    def gate(passed: bool, detail: str) -> Gate:
+        return Gate(name="improvement", value=value, threshold=threshold, passed=passed, detail=detail)
+
+    threshold = None if champ_value is None else champ_value + margin
     if not math.isfinite(value):
-        return (
-            False,
-            f"candidate {metric} is {value}, not a finite number: not promoted",
-        )
+        return gate(False, f"candidate {metric} is {value}, not a finite number: not promoted")
     if champion is None:
-        return (
-            True,
-            f"no champion yet: candidate becomes champion with {metric}={value:.4f}",
-        )
+        return gate(True, f"no champion yet: candidate becomes champion with {metric}={value:.4f}")
     if champ_value is None or not math.isfinite(champ_value):
-        return False, (
+        return gate(
+            False,
             f"champion {champion.id} has no finite {metric} to compare with "
-            f"(candidate {value:.4f}): champion kept; re-measure it or pass champion_metrics"
+            f"(candidate {value:.4f}): champion kept; re-measure it or pass champion_metrics",
         )
     gain = value - champ_value
-    if gain >= margin:
-        return True, (
+    # A tie is not an improvement even with margin 0: replacing a champion needs evidence.
+    if gain > 0 and gain >= margin - 1e-12:
+        return gate(
+            True,
             f"candidate {metric}={value:.4f} beats champion {champion.id} {metric}={champ_value:.4f} "
-            f"by {gain:+.4f} >= {margin:.4f}: promoted"
+            f"by {gain:+.4f} (> 0 and >= {margin:.4f}): promoted",
         )
-    return False, (
+    return gate(
+        False,
         f"candidate {metric}={value:.4f} vs champion {champion.id} {metric}={champ_value:.4f}: "
-        f"gain {gain:+.4f} < required {margin:.4f}: champion kept"
+        f"gain {gain:+.4f}, required > 0 and >= {margin:.4f}: champion kept",
     )
 
 
