@@ -160,6 +160,7 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+app.command("trigger")(__import__("flows.trigger", fromlist=["trigger_command"]).trigger_command)  # flows/trigger.py
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, State
 from pydantic import BaseModel
 
-from flows.training import PipelineResult, run_stage, training_pipeline
+from flows.training import PipelineResult, train_benchmark_promote, training_pipeline
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
 from pyroblur.manifests import ExportManifest
 from pyroblur.registry.lineage import unchanged_reason
 from tasks.notify import notify_failure
-from tasks.pipeline import benchmark, download, promote, train
+from tasks.pipeline import download
 from tasks.remote import GpuStageResult
 
 
@@ -33,14 +34,7 @@ def train_stage(
 ) -> GpuStageResult:
     """GPU stage: train on an exported dataset; with ``benchmark_config`` also benchmark and promote
     (predictions go into FiftyOne dataset ``dataset_name`` when given)."""
-    states: dict[str, str] = {}
-    model = run_stage(states, "train", train, train_config, dataset)
-    if benchmark_config is None:
-        return GpuStageResult(states=states, model=model)
-    imgsz = train_config.imgsz
-    report = run_stage(states, "benchmark", benchmark, benchmark_config, model, dataset, imgsz, dataset_name)
-    decision = run_stage(states, "promote", promote, benchmark_config, report, dataset, imgsz)
-    return GpuStageResult(states=states, model=model, report=report, promotion=decision)
+    return train_benchmark_promote({}, train_config, dataset, benchmark_config, dataset_name)
 
 
 class RetrainResult(BaseModel):
@@ -53,8 +47,12 @@ class RetrainResult(BaseModel):
 
 
 @flow(name="retrain_weekly", log_prints=False, on_failure=[notify_failure], on_crashed=[notify_failure])
-def retrain_weekly(config: PipelineConfig) -> RetrainResult:
-    """Refresh the sources; retrain, benchmark and promote only if they changed (or ``force``)."""
+def retrain_weekly(config: PipelineConfig) -> State[RetrainResult]:
+    """Refresh the sources; retrain, benchmark and promote only if they changed (or ``force``).
+
+    The decision is the final state's message (and an early stop its name, ``Skipped``), so the
+    run list and a notification show it without opening the logs.
+    """
     log = get_run_logger()
     downloads = download.with_options(refresh_cache=True)(config.sources)
     reason = unchanged_reason(downloads.digest)
@@ -63,18 +61,18 @@ def retrain_weekly(config: PipelineConfig) -> RetrainResult:
         create_markdown_artifact(
             key="pyroblur-retrain", markdown=f"# Weekly retrain\n\nStopped early: {reason}.\n", description=reason
         )
-        return RetrainResult(trained=False, reason=reason, sources_digest=downloads.digest)
+        result = RetrainResult(trained=False, reason=reason, sources_digest=downloads.digest)
+        return Completed(name="Skipped", message=f"stopped early: {reason}", data=result)
     why = "forced" if reason else "sources changed since the champion was trained (or no champion yet)"
     log.info("retraining: %s", why)
-    result = training_pipeline(config)
-    decision = result.promotion
-    log.info("promotion decision: %s: %s", "promoted" if decision.promoted else "not promoted", decision.reason)
+    pipeline = training_pipeline(config)
+    decision = pipeline.promotion
+    verdict = "promoted" if decision.promoted else "not promoted"
+    log.info("promotion decision: %s: %s", verdict, decision.reason)
     create_markdown_artifact(
         key="pyroblur-retrain",
-        markdown=(
-            f"# Weekly retrain\n\nRetrained: {why}.\n\n"
-            f"**{'Promoted' if decision.promoted else 'Not promoted'}**: {decision.reason}\n"
-        ),
+        markdown=f"# Weekly retrain\n\nRetrained: {why}.\n\n**{verdict.capitalize()}**: {decision.reason}\n",
         description="Weekly retrain decision",
     )
-    return RetrainResult(trained=True, reason=decision.reason, sources_digest=downloads.digest, pipeline=result)
+    result = RetrainResult(trained=True, reason=decision.reason, sources_digest=downloads.digest, pipeline=pipeline)
+    return Completed(message=f"retrained ({why}); {verdict}: {decision.reason}", data=result)

@@ -8,12 +8,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from pyroblur.config import PipelineConfig
-from pyroblur.manifests import BenchmarkManifest, PromotionManifest
+from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
+from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest
 from pyroblur.registry.lineage import record_sources
-from tasks.notify import notify_failure
+from tasks.notify import notify_failure, route_library_logs
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 from tasks.remote import GpuStageResult, run_gpu_stage
+
+route_library_logs()  # the library's log lines go into each run's logs in the UI
 
 #: Stages a run can stop after (``until``); the default runs them all.
 Stage = Literal["download", "curate", "balance_split", "export", "train", "promote"]
@@ -51,6 +53,31 @@ def run_stage(states: dict[str, str], name: str, task: Any, *args: Any) -> Any:
     return state.result()  # raises the task's own error when it failed for good
 
 
+def train_benchmark_promote(
+    states: dict[str, str],
+    train_config: TrainConfig,
+    dataset: ExportManifest,
+    benchmark_config: BenchmarkConfig | None,
+    dataset_name: str | None = None,
+    done: GpuStageResult | None = None,
+) -> GpuStageResult:
+    """train -> benchmark -> promote: the one place that sequence is written.
+
+    Stages ``done`` already has (what the GPU stage's run did remotely) are not run again; no
+    ``benchmark_config`` stops after training (the GPU stage when benchmarks run on the CPU).
+    """
+    done = done or GpuStageResult()
+    model = done.model or run_stage(states, "train", train, train_config, dataset)
+    if benchmark_config is None:
+        return GpuStageResult(states=dict(states), model=model)
+    imgsz = train_config.imgsz
+    report = done.report or run_stage(
+        states, "benchmark", benchmark, benchmark_config, model, dataset, imgsz, dataset_name
+    )
+    decision = done.promotion or run_stage(states, "promote", promote, benchmark_config, report, dataset, imgsz)
+    return GpuStageResult(states=dict(states), model=model, report=report, promotion=decision)
+
+
 @flow(name="training_pipeline", log_prints=False, on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> PipelineResult:
     """Build the dataset, train a detector and benchmark it, each stage cached on its inputs.
@@ -77,23 +104,12 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
     if stop_after("export"):
         return _finish(config, states)
     if stop_after("train"):
-        run_stage(states, "train", train, config.train, dataset)
+        train_benchmark_promote(states, config.train, dataset, None)
         return _finish(config, states)
     # On deployments the GPU stage can be its own deployment on the gpu pool (same tasks, same cache).
-    gpu = run_gpu_stage(states, config, dataset) if config.orchestration.train_deployment else GpuStageResult()
-    model = gpu.model or run_stage(states, "train", train, config.train, dataset)
-    report = gpu.report or run_stage(
-        states,
-        "benchmark",
-        benchmark,
-        config.benchmark,
-        model,
-        dataset,
-        config.train.imgsz,
-        config.curation.dataset_name,
+    gpu = run_gpu_stage(states, config, dataset) if config.orchestration.train_deployment else None
+    done = train_benchmark_promote(
+        states, config.train, dataset, config.benchmark, config.curation.dataset_name, done=gpu
     )
-    decision = gpu.promotion or run_stage(
-        states, "promote", promote, config.benchmark, report, dataset, config.train.imgsz
-    )
-    record_sources(decision.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
-    return _finish(config, states, report, decision)
+    record_sources(done.promotion.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
+    return _finish(config, states, done.report, done.promotion)

@@ -1,4 +1,8 @@
-"""Failure notification hook for flows (scheduled runs fail while nobody watches).
+"""What a person watching runs gets: the library's log lines in each run's logs, and a failure
+notice (scheduled runs fail while nobody watches).
+
+:func:`route_library_logs` sends the ``pyroblur`` loggers' records to the Prefect API, so they
+appear among the run's logs in the UI.
 
 ``on_failure=[notify_failure]`` logs one error line in the run's own log and, when a webhook
 URL is configured, POSTs a small JSON notice to it (Slack/Teams/Mattermost incoming webhooks
@@ -9,15 +13,43 @@ parameter. A hook never raises: a broken webhook must not hide the run's own fai
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import requests
 from prefect.client.schemas.objects import FlowRun, State
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.logging.loggers import flow_run_logger
 
 WEBHOOK_ENV = "PYROBLUR_WEBHOOK_URL"
 TIMEOUT_S = 10.0
+LIBRARY_LOGGER = "pyroblur"
+
+
+class _RunLogHandler(APILogHandler):
+    """Prefect's API log handler for records emitted inside a flow or task run only (outside a
+    run, e.g. a library call from the CLI or a test, there is no run to attach them to)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "flow_run_id", None) or FlowRunContext.get() or TaskRunContext.get():
+            super().emit(record)
+
+
+def route_library_logs() -> None:
+    """Send the library's log records to the run's logs in the UI, once per process.
+
+    Prefect does this for loggers named in ``PREFECT_LOGGING_EXTRA_LOGGERS`` only when that is
+    set before Prefect configures logging (the workers' environment sets it); a flow-run process
+    started without it gets the handler here. INFO is kept (the root logger's WARNING level
+    would drop "resuming training from ...").
+    """
+    library = logging.getLogger(LIBRARY_LOGGER)
+    if not any(isinstance(h, APILogHandler) for h in library.handlers):
+        library.addHandler(_RunLogHandler())
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.INFO)
 
 
 def webhook_url(parameters: dict[str, Any] | None) -> str | None:

@@ -1,31 +1,48 @@
-"""The GPU stage as its own deployment: what the pipeline sends and what it gets back.
+"""The GPU stage as its own deployment: what the pipeline sends, how long it waits, what it gets back.
 
 ``training_pipeline`` (on the cpu pool) calls :func:`run_gpu_stage` when
 ``config.orchestration.train_deployment`` is set. That creates a flow run of the
 ``train_stage`` flow (``flows/operations.py``) on the gpu pool with ``run_deployment``, waits for
-it, and returns its :class:`GpuStageResult`. The remote flow calls the *same* ``train`` task
-(and ``benchmark`` + ``promote`` when the benchmark device is a GPU), so the content-based cache
-keys are the ones an in-process run uses. Both sides share the data root (``PYROBLUR_DATA_DIR``)
-and Prefect's result storage: the child's result is read back from it.
+it (bounded: ``orchestration.stage_start_timeout_minutes`` to be picked up by a gpu worker,
+``orchestration.stage_timeout_hours`` in all) and returns its :class:`GpuStageResult`. The
+remote flow calls the *same* tasks, so the content-based cache keys are the ones an in-process
+run uses. Both sides share the data root (``PYROBLUR_DATA_DIR``) and Prefect's result storage:
+the child's result is read back from it.
+
+A gpu worker that dies mid-run leaves its flow run Running: the ``pyroblur-crash-silent-runs``
+automation (``deployments/setup.py``, created by ``make deploy``) marks it Crashed when its
+heartbeats stop, and the wait here then ends with :class:`GpuStageError`.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Cancelling, Completed, Failed
 from pydantic import BaseModel, Field
 
-from pyroblur.config import BenchmarkConfig, PipelineConfig
+from pyroblur.config import BenchmarkConfig, OrchestrationConfig, PipelineConfig
+from pyroblur.core.errors import PermanentError, TransientError
 from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest, TrainManifest
 
+RECOVERY_HINT = (
+    "see docs/operations.md, 'A worker died': start a gpu worker (make worker POOL=gpu), then press "
+    "Retry on this run; training resumes from its last checkpoint"
+)
 
-class RemoteStageError(RuntimeError):
-    """The GPU stage's flow run did not complete."""
+
+class GpuStageError(PermanentError):
+    """The GPU stage's flow run ended Failed, Crashed or Cancelled (its message is kept)."""
+
+
+class GpuStageTimeout(TransientError):
+    """The GPU stage's flow run was not started, or not finished, in the configured time."""
 
 
 class GpuStageResult(BaseModel):
@@ -71,6 +88,57 @@ def _settle_link(run: FlowRun, result: GpuStageResult | None) -> None:
         client.set_task_run_state(run.parent_task_run_id, state, force=True)
 
 
+def _give_up(flow_run_id: UUID, why: str) -> FlowRun:
+    """Stop waiting for a child run: one that never started is Cancelled at once (its slot and
+    queue place are freed); a Running one is asked to cancel (a live worker kills it; a dead
+    worker's run is Crashed by the heartbeat automation)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if run.state is not None and not run.state.is_final():
+            started = run.state.is_running()
+            state = Cancelling(message=why) if started else Cancelled(message=why)
+            client.set_flow_run_state(flow_run_id, state, force=True)
+        return client.read_flow_run(flow_run_id)
+
+
+def wait_for_run(flow_run_id: UUID, orch: OrchestrationConfig) -> FlowRun:
+    """Poll a flow run until it is final, with two bounds.
+
+    Raises:
+        GpuStageTimeout: not Running within ``stage_start_timeout_minutes`` (no gpu worker, pool
+            full) or not final within ``stage_timeout_hours``; the child is cancelled first.
+    """
+    start = time.monotonic()
+    start_limit = orch.stage_start_timeout_minutes * 60
+    total_limit = orch.stage_timeout_hours * 3600
+    started = False
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.is_final():
+                return run
+            started = started or (state is not None and state.is_running())
+            waited = time.monotonic() - start
+            if not started and waited > start_limit:
+                why = f"no gpu worker started it within {orch.stage_start_timeout_minutes:g} min"
+                _give_up(flow_run_id, why)
+                raise GpuStageTimeout(
+                    f"GPU stage flow run '{run.name}': {why}",
+                    subject=orch.train_deployment,
+                    hint="is a gpu worker running (make worker POOL=gpu) and is the pool's slot free?",
+                )
+            if waited > total_limit:
+                why = f"not finished within {orch.stage_timeout_hours:g} h"
+                _give_up(flow_run_id, why)
+                raise GpuStageTimeout(
+                    f"GPU stage flow run '{run.name}': {why}",
+                    subject=orch.train_deployment,
+                    hint="raise orchestration.stage_timeout_hours for longer trainings",
+                )
+            time.sleep(orch.poll_seconds)
+
+
 def run_gpu_stage(states: dict[str, str], config: PipelineConfig, dataset: ExportManifest) -> GpuStageResult:
     """Run the GPU stage as deployment ``config.orchestration.train_deployment`` and wait for it.
 
@@ -78,7 +146,8 @@ def run_gpu_stage(states: dict[str, str], config: PipelineConfig, dataset: Expor
     ``Cached``, as in an in-process run).
 
     Raises:
-        RemoteStageError: the remote run failed, crashed or was cancelled (its message is kept).
+        GpuStageError: the remote run failed, crashed or was cancelled (its message is kept).
+        GpuStageTimeout: see :func:`wait_for_run`.
     """
     orch = config.orchestration
     if not orch.train_deployment:
@@ -86,21 +155,31 @@ def run_gpu_stage(states: dict[str, str], config: PipelineConfig, dataset: Expor
     log = get_run_logger()
     params = gpu_stage_parameters(config, dataset)
     stages = "train, benchmark, promote" if params["benchmark_config"] else "train"
-    log.info("GPU stage (%s) runs as deployment %s", stages, orch.train_deployment)
-    run = run_deployment(orch.train_deployment, parameters=params, timeout=None, poll_interval=orch.poll_seconds)
+    created = run_deployment(orch.train_deployment, parameters=params, timeout=0)
+    log.info("GPU stage (%s) runs as flow run '%s' of deployment %s", stages, created.name, orch.train_deployment)
+    try:
+        run = wait_for_run(created.id, orch)
+    except GpuStageTimeout:
+        states["train"] = "TimedOut"
+        with get_client(sync_client=True) as client:
+            _settle_link(client.read_flow_run(created.id), None)
+        raise
     state = run.state
     if state is None or not state.is_completed():
         name = state.name if state else "unknown"
         _settle_link(run, None)
         states["train"] = name
-        raise RemoteStageError(
-            f"GPU stage flow run '{run.name}' ({orch.train_deployment}) ended {name}: {state.message if state else ''}"
+        raise GpuStageError(
+            f"GPU stage flow run '{run.name}' ended {name}: {state.message if state else ''}",
+            subject=orch.train_deployment,
+            hint=RECOVERY_HINT,
         )
     result = state.result()
     if not isinstance(result, GpuStageResult):
-        raise RemoteStageError(
-            f"GPU stage flow run '{run.name}' returned {type(result).__name__}, not GpuStageResult: "
-            "are both pools on the same code version and result storage?"
+        raise GpuStageError(
+            f"GPU stage flow run '{run.name}' returned {type(result).__name__}, not GpuStageResult",
+            subject=orch.train_deployment,
+            hint="are both pools on the same code version and result storage?",
         )
     states.update(result.states)
     _settle_link(run, result)
