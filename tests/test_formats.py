@@ -11,6 +11,7 @@ import pytest
 
 from pyroblur.core.records import BoxRecord
 from pyroblur.data.formats import (
+    detection_problem,
     parse_coco,
     parse_wider_annotations,
     parse_yolo_labels,
@@ -260,13 +261,13 @@ COCO_CASES = [
 
 @pytest.mark.parametrize("data, expected", COCO_CASES)
 def test_parse_coco(data: dict, expected: list) -> None:
-    assert [tuple(i) for i in parse_coco(data, PLATES)] == expected
+    assert [tuple(i)[:4] for i in parse_coco(data, PLATES)] == expected
 
 
 COCO_ERRORS = [
     pytest.param(
         _coco([{"id": 9, "image_id": 0, "category_id": 0, "bbox": [1, 2, 3, 4]}]),
-        "'license-plates' is not in class_map",
+        "categories ['license-plates'] are used but not in class_map",
         id="unknown-name",
     ),
     pytest.param(
@@ -313,6 +314,54 @@ def test_parse_coco_errors(data: dict, message: str) -> None:
     assert message in str(err.value)
 
 
+def test_parse_coco_bad_annotation_tags_its_image_only() -> None:
+    data = _coco(
+        [
+            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 2, "image_id": 0, "category_id": 1, "bbox": [1, 2, float("nan"), 4]},
+            {"id": 3, "image_id": 0, "category_id": 42, "bbox": [1, 2, 3, 4]},
+            {"id": 4, "image_id": 77, "category_id": 1, "bbox": [1, 2, 3, 4]},
+        ]
+    )
+    data["annotations"].append({"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]})
+    first, ok = parse_coco(data, PLATES, bad="tag")
+    assert first.issues == ("bad_labels",) and first.boxes == []  # no half-labelled image
+    assert ok.issues == () and len(ok.boxes) == 1
+    with pytest.raises(ValueError, match="w is nan"):
+        parse_coco(data, PLATES)
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        pytest.param({"images": [], "annotations": [], "categories": []}, None, id="empty-detection"),
+        pytest.param(
+            {"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "a car"}]},
+            "captions",
+            id="captions",
+        ),
+        pytest.param(
+            {
+                "images": [],
+                "annotations": [{"bbox": [0, 0, 1, 1], "keypoints": []}],
+                "categories": [{"id": 1, "name": "person", "keypoints": ["nose"]}],
+            },
+            "keypoint",
+            id="person-keypoints",
+        ),
+        pytest.param(
+            {"images": [], "annotations": [{"segments_info": []}], "categories": [{"id": 1, "name": "x"}]},
+            "panoptic",
+            id="panoptic",
+        ),
+        pytest.param([1, 2], "not a JSON object", id="list"),
+    ],
+)
+def test_detection_problem(data: object, problem: str | None) -> None:
+    got = detection_problem(data)
+    assert got is None if problem is None else problem in got
+
+
 def test_parse_coco_unknown_drop_and_bad_class_map() -> None:
     data = _coco([{"id": 9, "image_id": 0, "category_id": 0, "bbox": [1, 2, 3, 4]}])
     assert parse_coco(data, PLATES, unknown="drop")[0].boxes == []
@@ -357,7 +406,20 @@ YOLO_ERRORS = [
     pytest.param("0 nan 0.5 0.2 0.2\n", "a.txt:1", "NaN", id="nan"),
     pytest.param("0 0.5 0.5 inf 0.2\n", "a.txt:1", "infinity", id="inf"),
     pytest.param("0 0.5 0.5 -0.2 0.2\n", "a.txt:1", "negative", id="negative"),
+    pytest.param("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.3 0.1 0.2 0.4\n", "a.txt:2", "mixes box lines", id="mixed"),
 ]
+
+
+def test_parse_yolo_polygon_is_marked_and_pose_keeps_its_box() -> None:
+    # 7 values = class + 3 points: a (triangle) polygon, as ultralytics reads it; marked as such.
+    (tri,) = parse_yolo_labels("0 0.1 0.2 0.3 0.2 0.2 0.6\n", W, H, {0: 1})
+    assert tri.attributes == {"polygon": True}
+    assert (tri.x1, tri.y1, tri.x2, tri.y2) == pytest.approx((20, 20, 60, 60))
+    # A pose line (box + 3 keypoints x, y, visibility) with kpt_shape [3, 3]: the box only.
+    (pose,) = parse_yolo_labels("0 0.5 0.5 0.2 0.2 " + "0.5 0.5 2 " * 3, W, H, {0: 0}, kpt_values=9)
+    assert pose.attributes == {} and (pose.x1, pose.x2) == pytest.approx((80, 120))
+    # A UTF-8 byte-order mark (ultralytics reads labels as utf-8-sig) is not part of the class id.
+    assert len(parse_yolo_labels("\ufeff0 0.5 0.5 0.2 0.2\n", W, H, {0: 0})) == 1
 
 
 @pytest.mark.parametrize("text, where, what", YOLO_ERRORS)

@@ -12,13 +12,14 @@ they are; rejecting them is curation's decision. NaN/inf values and malformed li
 a :class:`ValueError` naming the file and line.
 """
 
-from pyroblur.data.formats.coco import CocoImage, parse_coco
+from pyroblur.data.formats.coco import CocoImage, detection_problem, parse_coco
 from pyroblur.data.formats.wider import WIDER_ATTRIBUTES, parse_wider_annotations
 from pyroblur.data.formats.yolo import parse_yolo_labels, to_yolo_labels
 
 __all__ = [
     "WIDER_ATTRIBUTES",
     "CocoImage",
+    "detection_problem",
     "parse_coco",
     "parse_wider_annotations",
     "parse_yolo_labels",

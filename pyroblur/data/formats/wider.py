@@ -15,8 +15,8 @@ is not a face. Coordinates are pixels with ``w``/``h`` as width/height; they bec
 from __future__ import annotations
 
 from pyroblur import FACE
-from pyroblur.data.formats._num import finite
 from pyroblur.core.records import BoxRecord
+from pyroblur.data.formats._num import finite
 
 __all__ = ["WIDER_ATTRIBUTES", "parse_wider_annotations"]
 

@@ -1,15 +1,19 @@
 """YOLO txt labels: one ``class cx cy w h`` line per box, **normalized** to [0, 1].
 
-Polygon lines (``class x1 y1 x2 y2 ...``, as some Roboflow exports write) are read as
-their bounding box.
+Polygon lines (``class x1 y1 x2 y2 ...``: more than 6 values, an even number of
+coordinates, as segmentation exports write) are read as their bounding box, as ultralytics'
+``verify_image_label`` does (``segments2boxes``); such boxes carry ``attributes["polygon"] = True``
+so the reading is visible downstream. A file mixing box and polygon lines is rejected, as
+ultralytics rejects it. Pose lines (``class cx cy w h`` + ``kpt_values`` keypoint values) keep
+their box when ``kpt_values`` is given (data.yaml's ``kpt_shape``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pyroblur.data.formats._num import finite
 from pyroblur.core.records import BoxRecord
+from pyroblur.data.formats._num import finite
 
 __all__ = ["parse_yolo_labels", "to_yolo_labels"]
 
@@ -21,6 +25,7 @@ def parse_yolo_labels(
     class_map: Mapping[int, int | None],
     *,
     source_name: str = "<labels>",
+    kpt_values: int | None = None,
 ) -> list[BoxRecord]:
     """Parse YOLO label text of an image of ``width`` x ``height`` pixels.
 
@@ -33,12 +38,18 @@ def parse_yolo_labels(
     if width <= 0 or height <= 0:
         raise ValueError(f"{source_name}: image size must be positive, got {width}x{height}")
     boxes: list[BoxRecord] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    kinds: set[str] = set()
+    for lineno, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         where = f"{source_name}:{lineno}"
         parts = stripped.split()
+        if kpt_values and len(parts) == 5 + kpt_values:
+            parts = parts[:5]  # a pose label: its box, without the keypoints
+        kinds.add("box" if len(parts) == 5 else "polygon")
+        if len(kinds) > 1:
+            raise ValueError(f"{where}: the file mixes box lines and polygon lines (ultralytics rejects such files)")
         if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
             raise ValueError(
                 f"{where}: expected 'class cx cy w h' (or a polygon), got {len(parts)} values: {stripped!r}"
@@ -68,6 +79,7 @@ def parse_yolo_labels(
                 y1=y1 * height,
                 x2=x2 * width,
                 y2=y2 * height,
+                attributes={"polygon": True} if len(parts) != 5 else {},
             )
         )
     return boxes
