@@ -1,23 +1,101 @@
-"""``pyroblur`` command line: one command per stage, calling the same flows the deployments run."""
+"""``pyroblur`` command line: one command per stage, calling the same flows the deployments run.
+
+Every error is one line on stderr (``error: ...``) naming the file, key or URL, and the exit code
+says what kind it was (``pyroblur.core.errors``): 0 success, 1 the work failed or could not
+start, 2 configuration/usage error or failed precondition, 3 unreadable or hostile input
+(anonymize: some files skipped), 130/143 stopped by SIGINT/SIGTERM. ``--debug`` (or
+``PYROBLUR_DEBUG=1``) adds the traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+import signal
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 
-from pyroblur.config import ConfigError, PipelineConfig, load_config
+from pyroblur.config import PipelineConfig, load_config
+from pyroblur.core.errors import EXIT_CONFIG, exit_code_of, one_line
+from pyroblur.core.runtime import Interrupted, configure_environment, stop_children
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
-    help="PyroBlur: train a face + license-plate detector with Prefect and FiftyOne, and anonymize with it.",
+    help="PyroBlur: train a face + license-plate detector with Prefect and FiftyOne, and anonymize with it.\n\n"
+    "Exit codes: 0 success; 1 the work failed or could not start; 2 bad config, option or precondition; "
+    "3 unreadable or hostile input (anonymize: some files skipped); 130/143 stopped by SIGINT/SIGTERM.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
 )
+
+_DEBUG = {"on": os.environ.get("PYROBLUR_DEBUG", "") not in ("", "0", "false")}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks for errors (also PYROBLUR_DEBUG=1).")
+    ] = False,
+) -> None:
+    """PyroBlur command line."""
+    if debug:
+        _DEBUG["on"] = True
+
+
+def _fail(exc: BaseException) -> None:
+    """Print ``exc`` as one line (plus the traceback with --debug) and exit with its code."""
+    if _DEBUG["on"]:
+        traceback.print_exception(exc)
+    code = exit_code_of(exc)
+    signum = getattr(exc, "signum", None) or getattr(exc, "signal", None)
+    if isinstance(signum, int):
+        code = 128 + signum
+        text = f"stopped by {signal.Signals(signum).name}; work in progress was abandoned cleanly"
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted; work in progress was abandoned cleanly"
+    else:
+        text = one_line(exc)
+    typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command: any error becomes one line and its documented exit code; a signal stops
+    the child processes we started. Typer reads the signature through ``functools.wraps``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+            if not isinstance(exc, Exception):  # a signal or Ctrl+C: leave nothing running
+                stop_children()
+            _fail(exc)
+
+    return wrapper
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` with :func:`guarded` applied."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        app.command(*args, **kwargs)(guarded(fn))
+        return fn
+
+    return register
+
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Pipeline config YAML (see configs/).", show_default=True)
@@ -29,14 +107,10 @@ SetOpt = Annotated[
 
 
 def _load(config: Path, overrides: list[str] | None) -> PipelineConfig:
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    return load_config(config, overrides or [])  # a ConfigError exits 2 through guarded()
 
 
-@app.command()
+@_command()
 def run(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     set_: SetOpt = None,
@@ -56,21 +130,28 @@ def run(
     results; changing one config section re-runs that stage and the ones after it.
     """
     cfg = _load(config, set_)
-    from pyroblur.core.runtime import configure_environment
-
     configure_environment()
     from typing import get_args
 
     from flows.training import Stage, training_pipeline
+    from pyroblur.core.io import remove_partials
+    from pyroblur.core.runtime import isolate_ephemeral_api_server
+    from pyroblur.core.settings import get_paths
 
     if until not in get_args(Stage):
         typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_CONFIG)
+    removed = remove_partials(get_paths().root, older_than=120)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+    isolate_ephemeral_api_server()
     try:
         result = training_pipeline(cfg, until=until)
     except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
-        typer.secho(f"pipeline failed: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        if _DEBUG["on"]:
+            traceback.print_exception(exc)
+        typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(exit_code_of(exc)) from None
     typer.echo("\nstage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
@@ -86,14 +167,14 @@ def run(
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))
 
 
-@app.command("check-config")
+@_command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="Config YAML to validate.")]) -> None:
     """Validate a config file and print it with every default filled in."""
     cfg = _load(config, None)
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
-@app.command()
+@_command()
 def download(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     set_: SetOpt = None,
@@ -125,7 +206,7 @@ def download(
         typer.echo(f"[{src.name}] {len(records)} images")
 
 
-@app.command("app")
+@_command("app")
 def open_app(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: curation.dataset_name).")] = None,
@@ -137,8 +218,6 @@ def open_app(
 ) -> None:
     """Open the FiftyOne App on the curated dataset (saved views: curated, rejected, duplicates, train, val, test)."""
     name = dataset or _load(config, None).curation.dataset_name
-    from pyroblur.core.runtime import configure_environment
-
     configure_environment()
     from pyroblur.curation.app import AppError, serve
 
@@ -146,7 +225,7 @@ def open_app(
         session = serve(name, address=address, port=port, view=view)
     except AppError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_CONFIG) from None
     typer.echo(f"FiftyOne App serving '{name}' at http://{address}:{port} (Ctrl+C to stop)")
     session.wait(-1)
 
@@ -156,17 +235,43 @@ def _register_optional_commands() -> None:
         from pyroblur.anonymize.cli import anonymize_command
     except ImportError:
         return
-    app.command("anonymize")(anonymize_command)
+    app.command("anonymize")(guarded(_anonymize_preflight(anonymize_command)))
+
+
+def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Before anonymizing: remove temporary files an interrupted run left in OUTPUT."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pyroblur.core.io import remove_partials
+
+        output = kwargs.get("output")
+        if output is not None:
+            folder = Path(output) if Path(output).is_dir() else Path(output).parent
+            removed = remove_partials(folder, older_than=120)
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), folder)
+        return command(*args, **kwargs)
+
+    return wrapper
 
 
 _register_optional_commands()
 app.command("trigger")(__import__("flows.trigger", fromlist=["trigger_command"]).trigger_command)  # flows/trigger.py
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM outside a flow run: unwind like Ctrl+C, so ``finally`` blocks remove temporary
+    files and children are stopped (inside a flow run Prefect's own handler marks it Crashed)."""
+    raise Interrupted(signum)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_environment()  # before ultralytics or Prefect are imported: offline, no auto-install
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     app()
 
 

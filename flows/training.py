@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
+from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig, preflight
 from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest
 from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure, route_library_logs
@@ -84,6 +84,7 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
 
     ``until`` stops after that stage (e.g. ``curate`` to inspect the data in FiftyOne first).
     """
+    preflight(config, until=until)  # registry, packages, weights, devices: fail in seconds, not after training
     states: dict[str, str] = {}
     last = get_args(Stage).index(until)
 

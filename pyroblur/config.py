@@ -16,11 +16,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pyroblur.core.errors import ConfigurationError
+from pyroblur.core.yamlsafe import UnsafeYamlError, load_yaml
 from pyroblur.data.sources.models import SourceConfig, SyntheticSource
 
+#: Config files larger than this are refused before parsing (real ones are a few KB).
+MAX_CONFIG_BYTES = 1_000_000
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
+
+class ConfigError(ConfigurationError, ValueError):
+    """A config file that cannot be used; the message names the file and the key (exit code 2)."""
 
 
 class _Section(BaseModel):
@@ -324,26 +329,142 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node = node.setdefault(part, {})
             else:
                 raise ConfigError(f"override '{item}': cannot descend into '{part}'")
+        value = _parse_yaml(raw, f"override '{item}'")
         if isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node):
-            node[int(parts[-1])] = yaml.safe_load(raw)
+            node[int(parts[-1])] = value
         elif isinstance(node, dict):
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = value
         else:
             raise ConfigError(f"override '{item}': cannot set '{parts[-1]}'")
     return data
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load and validate a YAML config file (optionally with ``key=value`` overrides)."""
+    """Load and validate a YAML config file (optionally with ``key=value`` overrides).
+
+    Every way a file can be unusable is one :class:`ConfigError` naming it: missing, a folder,
+    unreadable, too large, not UTF-8, not YAML, an alias bomb, empty, or invalid.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file (give a .yaml file, e.g. configs/pyroblur.yaml)")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_CONFIG_BYTES:,})")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    data = _parse_yaml(text, str(path))
+    if data is None:
+        raise ConfigError(
+            f"{path}: the config file is empty; copy configs/pyroblur.yaml (or configs/demo.yaml) and edit it"
+        )
     if overrides:
         data = apply_overrides(data or {}, overrides)
     return parse_config(data, str(path))
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML through the alias-budgeted loader; every failure is a :class:`ConfigError`."""
+    try:
+        return load_yaml(text, source=source)
+    except UnsafeYamlError as exc:
+        raise ConfigError(str(exc)) from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())  # PyYAML's message spans lines; keep it on one
+        raise ConfigError(f"{source}: not valid YAML: {first}") from None
+
+
+#: Python packages that a source kind needs beyond the core dependencies.
+_SOURCE_PACKAGES = {"roboflow": "roboflow"}
+
+
+def preflight(cfg: PipelineConfig, *, until: str = "promote") -> None:
+    """Check what a run needs before any expensive stage, so a bad precondition fails in
+    seconds, named, instead of after training.
+
+    Checks: the data root is writable; the model registry (if any) is a valid registry; every
+    source's optional package is installed; the training weights exist or may be downloaded;
+    the training and benchmark devices exist on this machine (unless the GPU stage runs as its
+    own deployment, or ``until`` stops before training). Raises :class:`ConfigError` (exit 2).
+    """
+    import importlib.util
+    import os
+
+    from pyroblur.core.settings import get_paths
+
+    paths = get_paths()
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"data root {paths.root} cannot be created: {exc.strerror or exc} (set PYROBLUR_DATA_DIR)"
+        ) from None
+    if not os.access(paths.root, os.W_OK | os.X_OK):
+        raise ConfigError(f"data root {paths.root} is not writable (set PYROBLUR_DATA_DIR)")
+
+    if paths.registry.exists():
+        from pyroblur.registry.store import RegistryError, load_registry
+
+        try:
+            load_registry(paths.registry)
+        except (RegistryError, OSError, ValueError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+
+    for src in cfg.sources:
+        package = _SOURCE_PACKAGES.get(src.kind)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"source '{src.name}' (kind {src.kind}) needs the Python package '{package}', which is not "
+                f"installed (pip install {package}, or remove the source)"
+            )
+
+    stages = ("download", "curate", "balance_split", "export", "train", "promote")
+    if until in stages and stages.index(until) < stages.index("train"):
+        return
+    model = cfg.train.model
+    if not model.endswith((".yaml", ".yml")) and not Path(model).exists() and not cfg.train.allow_download:
+        raise ConfigError(
+            f"train.model: weights file '{model}' not found and train.allow_download is false "
+            "(give the file's full path, or a .yaml such as yolo11n.yaml to train from scratch)"
+        )
+    if cfg.orchestration.train_deployment:
+        return  # the GPU stage runs on another machine; its devices are checked there
+    for key, device in (("train.device", cfg.train.device), ("benchmark.device", cfg.benchmark.device)):
+        problem = device_problem(device)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (``cpu``, ``auto``, ``0``, ``0,1``, ``cuda:1``, ``mps``) cannot be used
+    on this machine, or ``None`` when it can."""
+    spec = str(device).strip().lower()
+    if spec in ("", "auto", "cpu", "-1"):
+        return None
+    import torch
+
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "device 'mps' is not available on this machine"
+    indices = []
+    for part in spec.replace("cuda:", "").replace("cuda", "0").split(","):
+        part = part.strip()
+        if not part.isdigit():
+            return f"device '{device}' is not one of auto, cpu, mps, a GPU index (0, 0,1) or cuda:N"
+        indices.append(int(part))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in indices if i >= count]
+    if missing:
+        have = f"{count} CUDA GPU(s)" if count else "no CUDA GPU"
+        return f"device '{device}' asks for GPU {missing[0]} but this machine has {have} (use 'cpu' or 'auto')"
+    return None

@@ -63,13 +63,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def remove_partials(folder: Path) -> list[Path]:
-    """Delete leftover temporary files under ``folder`` (recursively); return what was removed."""
+def remove_partials(folder: Path, *, older_than: float | None = None) -> list[Path]:
+    """Delete leftover temporary files under ``folder`` (recursively); return what was removed.
+
+    ``older_than`` (seconds) spares files modified more recently: another live process may
+    still be writing them (a video being encoded into the same folder).
+    """
+    import time
+
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
+    cutoff = None if older_than is None else time.time() - older_than
     for p in folder.rglob(f".*{PARTIAL_MARK}*"):
         if p.is_file() and is_partial(p):
+            if cutoff is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    if p.stat().st_mtime > cutoff:
+                        continue
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 removed.append(p)
