@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,47 @@ class ClassMetrics(BaseModel):
     instances: int
 
 
+class OperatingPoint(BaseModel):
+    """How anonymization decides what to hide; coverage and leaks are measured at this point."""
+
+    conf: dict[str, float] = Field(description="class -> confidence threshold")
+    enlarge: float = Field(description="boxes scaled around their centre before hiding")
+    memory_frames: int = Field(0, description="video: frames a box is kept after last seen")
+    covered_fraction: float = Field(description="a box is covered when this fraction of its pixels is hidden")
+
+
+class ClassPrivacy(BaseModel):
+    """What anonymization at the operating point leaves visible, for one class.
+
+    ``coverage`` is ``covered / boxes`` on the test images (``None`` without boxes of the
+    class). The clip fields come from a short clip of moving test images run through the
+    detector and the video path's temporal memory: ``leaks`` counts (object, frame) pairs left
+    uncovered, ``longest_leak`` the longest run of consecutive uncovered frames of one object.
+    """
+
+    boxes: int = 0
+    covered: int = 0
+    coverage: float | None = None
+    mean_hidden_area: float | None = Field(None, description="mean fraction of a box's pixels hidden")
+    clip_objects: int = 0
+    clip_pairs: int = Field(0, description="(object, frame) pairs with the object in view")
+    leaks: int = 0
+    longest_leak: int = 0
+    objects_leaking: int = 0
+
+
+class WiderResult(BaseModel):
+    """WIDER FACE official-protocol AP (``[0, 1]``) of one suite."""
+
+    name: str
+    images: int
+    faces: int
+    easy: float
+    medium: float
+    hard: float
+    fabricated: bool = Field(False, description="a generated suite in WIDER's layout, not WIDER's images")
+
+
 class BenchmarkManifest(Manifest):
     weights: str
     report_json: str
@@ -113,6 +154,30 @@ class BenchmarkManifest(Manifest):
     onnx: dict[str, float | str] = Field(default_factory=dict)
     pr_curve: str | None = None
     dataset_name: str | None = Field(None, description="FiftyOne dataset holding the predictions")
+    test_digest: str = Field("", description="digest of the test images and labels scored")
+    operating_point: OperatingPoint | None = None
+    privacy: dict[str, ClassPrivacy] = Field(default_factory=dict, description="class -> coverage and leaks")
+    wider: WiderResult | None = None
+
+
+class Gate(BaseModel):
+    """One promotion gate: what was measured, the bar it had to clear, and the verdict.
+
+    Attributes:
+        name: e.g. ``improvement``, ``evidence:test/face``, ``recall_floor:face``.
+        value: the measured value (``None`` when it could not be measured; that fails).
+        threshold: the bar, in the value's units (``None`` when there is none to clear).
+        passed: the verdict.
+        detail: one sentence with both numbers and the setting that set the bar.
+    """
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", frozen=True)
+
+    name: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    detail: str
 
 
 class PromotionManifest(Manifest):
@@ -125,3 +190,5 @@ class PromotionManifest(Manifest):
     candidate_value: float
     champion_id: str | None = None
     champion_value: float | None = None
+    gates: list[Gate] = Field(default_factory=list, description="every gate with its value and verdict")
+    test_digest: str = ""

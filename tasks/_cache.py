@@ -1,48 +1,64 @@
 """Content-based cache keys that never return a stale result.
 
-The key of a stage is: the stage's config section + the upstream manifests (whose ``digest``
-fields are content digests) + the source of the task and of the library modules it calls.
-Before Prefect looks the key up, the policy reads the cached manifest and calls its
-``verify()``; when its outputs are gone or changed (FiftyOne dataset deleted, export folder
-removed, weights replaced), the cached record is deleted so the stage runs again.
+The key of a stage is ``<stage>-<digest>``: the digest of the task's code closure (its body,
+the helpers it uses and every project module it reaches through imports, computed from the
+import graph by ``pyroblur.core.codegraph``) and its inputs (config section + upstream
+manifests, whose ``digest`` fields are content digests).
+
+A record under that key may describe outputs that were deleted or replaced since (FiftyOne
+dataset deleted, export folder removed, weights overwritten). Computing a key deletes nothing:
+the policy reads the record through Prefect's public ``ResultStore.exists``/``read`` and, when
+its outputs are no longer intact (``tasks._verify.outputs_intact``), steps to a *derived* key,
+``<key>~<digest of the stale record>``. The derived key is deterministic, so the next run finds
+the fresh result there, with local and remote result storage alike; if that one goes stale too,
+the walk continues (bounded) from it.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from prefect.cache_policies import CachePolicy, TaskSource
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
-from prefect.filesystems import LocalFileSystem
 
 from pyroblur.core.hashing import digest_of
+from tasks._keys import stage_digest
+from tasks._verify import outputs_intact
 
 log = logging.getLogger(__name__)
 
-
-def code_digest(modules: tuple[str, ...]) -> str:
-    """Digest of the source of library modules (a code change must miss the cache)."""
-    names = [m.removesuffix(".__init__") for m in modules]
-    return digest_of([inspect.getsource(importlib.import_module(m)) for m in names])
+#: How many stale records in a row the key walks past before giving up on this input
+#: (each hop is one deletion of outputs behind a cached result; 32 is far beyond normal use).
+MAX_HOPS = 32
 
 
-def stage_digest(stage: str, modules: tuple[str, ...], *inputs: Any) -> str:
-    """Digest of a stage's inputs and code; also names its output folder."""
-    return digest_of(stage, code_digest(modules), *inputs)
+def _fingerprint(record: Any) -> str:
+    result = getattr(record, "result", None)
+    try:
+        return digest_of(result)[:12]
+    except Exception:  # noqa: BLE001 - an unhashable or unreadable result still gets a stable name
+        return digest_of(repr(result))[:12]
 
 
-def _invalidate(store: Any, key: str) -> bool:
-    removed = False
-    for storage in (store.result_storage, store.metadata_storage):
-        if isinstance(storage, LocalFileSystem):
-            Path(storage._resolve_path(key)).unlink(missing_ok=True)
-            removed = True
-    return removed
+def resolve_key(store: Any, base: str, intact: Any = outputs_intact) -> str:
+    """The first key, from ``base`` along the derived chain, with no record or an intact one."""
+    key = base
+    for _ in range(MAX_HOPS):
+        if store is None or not store.exists(key):
+            return key
+        try:
+            record = store.read(key)
+            ok = bool(intact(record.result))
+        except Exception as exc:  # noqa: BLE001 - unreadable record = stale
+            log.warning("cached result %s unreadable (%s); recomputing", key, exc)
+            record, ok = None, False
+        if ok:
+            return key
+        log.info("cached result %s describes outputs that are gone or changed; recomputing", key)
+        key = f"{base}~{_fingerprint(record) if record is not None else 'unreadable'}-{key[-8:]}"
+    return key
 
 
 @dataclass
@@ -50,7 +66,6 @@ class StagePolicy(CachePolicy):
     """Cache policy of one pipeline stage (see module docstring)."""
 
     stage: str = ""
-    modules: tuple[str, ...] = field(default_factory=tuple)
 
     def compute_key(
         self,
@@ -59,22 +74,5 @@ class StagePolicy(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        source = TaskSource().compute_key(task_ctx, inputs, flow_parameters) or ""
-        key = f"{self.stage}-{digest_of(stage_digest(self.stage, self.modules, *inputs.values()), source)}"
-        store = getattr(task_ctx, "result_store", None)
-        if store is None or not store.exists(key):
-            return key
-        try:
-            ok = bool(store.read(key).result.verify())
-        except Exception as exc:  # noqa: BLE001 - unreadable record = stale
-            log.warning("cached result %s unreadable (%s); recomputing", key, exc)
-            ok = False
-        if not ok:
-            if _invalidate(store, key):
-                log.info("stage %s: cached outputs are gone or changed; recomputing", self.stage)
-            else:  # remote result storage: cannot delete, so step around the stale record
-                import uuid
-
-                log.warning("stage %s: stale cache record in remote storage; using a fresh key", self.stage)
-                return f"{key}-refresh-{uuid.uuid4().hex}"
-        return key
+        base = f"{self.stage}-{stage_digest(task_ctx.task, *inputs.values())}"
+        return resolve_key(getattr(task_ctx, "result_store", None), base)

@@ -157,56 +157,27 @@ def benchmark(
 
 @task(**_opts("promote"))
 def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportManifest, imgsz: int) -> PromotionManifest:
-    """Champion/challenger: register the model, promote it only if better by the margin.
-
-    When the champion was measured on other test data, it is re-evaluated on this run's test
-    split first, so both numbers come from the same images.
-    """
+    """Champion/challenger: register the model; it becomes champion only if every gate passes
+    (pyroblur.registry.promotion). A champion measured on other test data is re-benchmarked on
+    this run's test split first, so both numbers come from the same images."""
     from pyroblur.evaluation.benchmark import benchmark as run_benchmark
-    from pyroblur.evaluation.benchmark import flat_metrics
-    from pyroblur.registry.store import Candidate, load_registry, promote_if_better
+    from pyroblur.evaluation.report import flat_metrics
+    from pyroblur.registry import promotion
 
     maybe_inject_failure("promote")
-    log = get_run_logger()
-    registry = get_paths().registry
-    champion_metrics = None
-    champ = load_registry(registry).champion() if registry.exists() else None
-    if champ is not None and champ.data_digest != dataset.digest:
-        champ_weights = Path(champ.weights)
-        if not champ_weights.is_absolute():
-            champ_weights = registry.parent / champ_weights
-        log.info("re-evaluating champion %s on this run's test split", champ.id)
-        out = get_paths().reports / f"champion-{champ.id}-{dataset.digest[:12]}"
-        champ_cfg = cfg.model_copy(update={"onnx": False})
-        champion_metrics = flat_metrics(
-            run_benchmark(champ_weights, Path(dataset.data_yaml), imgsz, champ_cfg, out, dataset.digest)[0]
-        )
-    decision = promote_if_better(
-        registry,
-        Candidate(weights=Path(report.weights), metrics=flat_metrics(report), data_digest=dataset.digest),
-        cfg.primary_metric,
-        cfg.min_improvement,
-        champion_metrics=champion_metrics,
-    )
-    log.info("promotion: %s", decision.reason)
+    registry, champion_metrics = get_paths().registry, None
+    if (stale := promotion.champion_to_remeasure(registry, dataset.digest)) is not None:
+        out = get_paths().reports / f"champion-{stale[0].id}-{dataset.digest[:12]}"
+        champ_cfg = cfg.model_copy(update={"onnx": False, "leak_clip_images": 0, "wider": None})
+        champ = run_benchmark(stale[1], Path(dataset.data_yaml), imgsz, champ_cfg, out, dataset.digest)[0]
+        champion_metrics = flat_metrics(champ)
+    decision = promotion.decide(
+        registry, report, flat_metrics(report), dataset.digest, dataset.evidence,
+        cfg.primary_metric, cfg.min_improvement, cfg.recall_floors, champion_metrics,
+    )  # fmt: skip
+    manifest = promotion.to_manifest(decision, registry, report.test_digest)
+    get_run_logger().info("promotion: %s", decision.reason)
     create_markdown_artifact(
-        key="pyroblur-promotion",
-        markdown=(
-            f"# Champion / challenger\n\n| | model | {cfg.primary_metric} |\n|---|---|---:|\n"
-            f"| challenger | `{decision.candidate_id}` | {decision.candidate_value:.4f} |\n"
-            f"| champion before | `{decision.champion_id or '-'}` | "
-            f"{'-' if decision.champion_value is None else f'{decision.champion_value:.4f}'} |\n\n"
-            f"**{'Promoted' if decision.promoted else 'Not promoted'}**: {decision.reason}\n"
-        ),
-        description="Promotion decision",
+        key="pyroblur-promotion", markdown=promotion.to_markdown(manifest), description="Promotion decision"
     )
-    return PromotionManifest(
-        digest=decision.candidate_id,
-        registry=str(registry),
-        promoted=decision.promoted,
-        reason=decision.reason,
-        primary_metric=cfg.primary_metric,
-        candidate_value=decision.candidate_value,
-        champion_id=decision.champion_id,
-        champion_value=decision.champion_value,
-    )
+    return manifest

@@ -1,0 +1,147 @@
+"""Imports point one way (flows -> tasks -> pyroblur) and the project has no import cycle.
+
+Read from the source files with ``ast`` (every import statement, lazy ones inside functions
+too), so a lazy ``import prefect`` deep in a library function is caught as well.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ("pyroblur", "tasks", "flows")
+FORBIDDEN_IN_LIBRARY = ("prefect", "flows", "tasks")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for top in PROJECT:
+        for path in (ROOT / top).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            parts = list(rel.parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in the file; relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            found.append((mod, node.lineno))
+            found += [(f"{mod}.{a.name}", node.lineno) for a in node.names if f"{mod}.{a.name}" in MODULES]
+    return found
+
+
+def _project_edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {m: set() for m in MODULES}
+    for name, path in MODULES.items():
+        for mod, _ in _imports(name, path):
+            # importing a.b.c imports a and a.b too
+            parts = mod.split(".")
+            for i in range(1, len(parts) + 1):
+                target = ".".join(parts[:i])
+                if target in MODULES and target != name:
+                    edges[name].add(target)
+    return edges
+
+
+def test_the_walk_sees_the_whole_library():
+    assert {"pyroblur.core.codegraph", "pyroblur.curation.dataset", "flows.cli", "tasks.pipeline"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.split(".")[0] == "pyroblur"))
+def test_library_module_imports_no_prefect_flows_or_tasks(name):
+    bad = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {mod}"
+        for mod, line in _imports(name, MODULES[name])
+        if mod.split(".")[0] in FORBIDDEN_IN_LIBRARY
+    ]
+    assert not bad, "the library must not import Prefect or the orchestration layer:\n" + "\n".join(bad)
+
+
+def test_tasks_never_import_flows():
+    bad = [
+        f"{name}:{line} imports {mod}"
+        for name in MODULES
+        if name.split(".")[0] == "tasks"
+        for mod, line in _imports(name, MODULES[name])
+        if mod.split(".")[0] == "flows"
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (as a path a -> ... -> a), or None; parent-package edges excluded."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    color = dict.fromkeys(edges, WHITE)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        color[node] = GREY
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if color[nxt] == GREY:
+                return stack[stack.index(nxt) :] + [nxt]
+            if color[nxt] == WHITE and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        color[node] = BLACK
+        return None
+
+    for node in sorted(edges):
+        if color[node] == WHITE and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_in_the_project():
+    edges = _project_edges()
+    # A package's __init__ importing its own submodules is how packages expose names, and the
+    # submodule importing its package is implied by Python itself: not a design cycle.
+    for name in edges:
+        edges[name] = {t for t in edges[name] if not (t.startswith(name + ".") or name.startswith(t + "."))}
+    cycle = _find_cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_each_package_says_what_it_owns():
+    for init in sorted((ROOT / "pyroblur").rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and doc.strip(), f"{init.relative_to(ROOT)} needs a one-line docstring saying what it owns"
+
+
+def test_one_definition_of_image_suffixes():
+    defs = [
+        f"{p.relative_to(ROOT)}"
+        for p in (ROOT / "pyroblur").rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and any(
+            isinstance(t, ast.Name) and t.id == "IMAGE_SUFFIXES"
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        )
+    ]
+    assert defs == ["pyroblur/core/io.py"], defs
