@@ -252,7 +252,10 @@ def test_default_model_is_the_registry_champion(tmp_path) -> None:
     champion = api.resolve_weights(None, registry)
     assert champion.is_file() and champion.read_bytes() == weights.read_bytes()
     registry.write_text("{ not json")
-    with pytest.raises(api.NoModelError, match="Could not read"):
+    # The registry's own error passes through: it names the file and says what to do.
+    from pyroblur.registry.store import RegistryError
+
+    with pytest.raises(RegistryError, match="registry.json"):
         api.resolve_weights(None, registry)
 
 

@@ -1,12 +1,12 @@
-"""Pure anonymization ops, temporal memory and detection filtering: table-driven, empty
-inputs first."""
+"""Pure anonymization ops, ellipse masks, tiling and union merging, and detection filtering:
+table-driven, empty inputs first. (Track-based gap filling: tests/test_anonymize_tracking.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pyroblur.anonymize.detector import filter_detections
+from pyroblur.anonymize.detector import UnionDetector, filter_detections, merge_overlapping, tile_origins
 from pyroblur.anonymize.ops import (
     Mode,
     anonymize_image,
@@ -16,8 +16,8 @@ from pyroblur.anonymize.ops import (
     mosaic_region,
     solid_region,
 )
-from pyroblur.anonymize.temporal import TemporalMemory, box_iou
 from pyroblur.core.detections import Detections
+from pyroblur.evaluation.metrics import box_iou
 
 H, W = 120, 160
 
@@ -229,40 +229,58 @@ def test_box_iou() -> None:
 
 
 @pytest.mark.parametrize(
-    ("memory", "frames", "expected_counts"),
+    ("width", "height", "tile", "expected"),
     [
-        (0, [_d((0, 0, 10, 10)), _d()], [1, 0]),  # off: nothing carried
-        (2, [_d(), _d()], [0, 0]),  # empty in, empty out
-        (2, [_d((0, 0, 10, 10)), _d(), _d(), _d()], [1, 1, 1, 0]),  # kept exactly 2 frames
-        (3, [_d((0, 0, 10, 10)), _d((1, 0, 11, 10)), _d()], [1, 1, 1]),  # matched: one track
-        (3, [_d((0, 0, 10, 10)), _d((50, 50, 60, 60))], [1, 2]),  # unmatched: both hidden
+        (100, 80, 128, []),  # fits in one tile: no tiling
+        (128, 128, 128, []),
+        (256, 100, 128, [(0, 0), (96, 0), (128, 0)]),  # last window flush with the edge
+        (200, 200, 128, [(0, 0), (72, 0), (0, 72), (72, 72)]),
     ],
 )
-def test_temporal_memory_counts(memory, frames, expected_counts) -> None:
-    mem = TemporalMemory(memory)
-    counts = [len(mem.update(f)[0]) for f in frames]
-    assert counts == expected_counts
+def test_tile_origins(width, height, tile, expected) -> None:
+    origins = tile_origins(width, height, tile)
+    assert origins == expected
+    for x, y in origins:  # every window inside the frame
+        assert 0 <= x <= width - min(tile, width) and 0 <= y <= height - min(tile, height)
 
 
-def test_temporal_memory_follows_motion_and_flags_remembered() -> None:
-    mem = TemporalMemory(3, predict_motion=True, grow_per_frame=0.0)
-    for x in (0, 10, 20):
-        out, remembered = mem.update(_d((x, 0, x + 20, 20)))
-        assert not remembered.any()
-    out, remembered = mem.update(_d())
-    assert remembered.tolist() == [True]
-    # Moving 10 px/frame: the remembered box is predicted near x=30, not left at x=20.
-    assert 25 <= out.xyxy[0, 0] <= 31
+def test_tiles_cover_every_pixel() -> None:
+    covered = np.zeros((300, 500), bool)
+    for x, y in tile_origins(500, 300, 128):
+        covered[y : y + 128, x : x + 128] = True
+    assert covered.all()
 
 
-def test_temporal_memory_keeps_classes_apart() -> None:
-    mem = TemporalMemory(2)
-    mem.update(_d((0, 0, 10, 10), cls=0))
-    out, remembered = mem.update(_d((0, 0, 10, 10), cls=1))
-    assert sorted(out.class_id.tolist()) == [0, 1]
-    assert remembered.tolist() == [False, True]
+def test_merge_overlapping_takes_the_union_per_class() -> None:
+    assert len(merge_overlapping(Detections.empty())) == 0
+    dets = Detections(
+        np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32),
+        np.array([0, 0, 1, 0]),
+        np.array([0.9, 0.5, 0.8, 0.7], np.float32),
+    )
+    out = merge_overlapping(dets)
+    rows = sorted(zip(out.class_id.tolist(), out.xyxy.tolist(), strict=True))
+    # The two overlapping faces become their union; the plate at the same place stays apart.
+    assert rows == [(0, [0, 0, 11, 10]), (0, [50, 50, 60, 60]), (1, [0, 0, 10, 10])]
 
 
-def test_temporal_memory_rejects_negative() -> None:
+def test_union_detector_keeps_every_member_box() -> None:
+    a = lambda frames: [_d((0, 0, 10, 10)) for _ in frames]  # noqa: E731
+    b = lambda frames: [_d((100, 100, 120, 120), cls=1) for _ in frames]  # noqa: E731
+    out = UnionDetector([a, b])([np.zeros((4, 4, 3), np.uint8)] * 2)
+    assert len(out) == 2 and all(sorted(d.class_id.tolist()) == [0, 1] for d in out)
     with pytest.raises(ValueError):
-        TemporalMemory(-1)
+        UnionDetector([])
+
+
+def test_ellipse_hides_the_inscribed_ellipse_only(image) -> None:
+    box = np.array([[40, 20, 120, 100]], np.float32)
+    out = anonymize_image(image, box, Mode.solid, color=(255, 255, 255), ellipse=True)
+    changed = (out != image).any(axis=2)
+    assert changed[60, 80] and out[60, 80].tolist() == [255, 255, 255]  # centre hidden
+    assert not changed[21, 41], "box corner changed: not an ellipse"
+    assert not changed[:20].any() and not changed[:, :40].any(), "pixels outside the box changed"
+    # Per-box flags: the second box (a plate) stays a full rectangle.
+    two = np.array([[0, 0, 30, 30], [100, 80, 150, 110]], np.float32)
+    out = anonymize_image(image, two, Mode.solid, color=(255, 255, 255), ellipse=np.array([True, False]))
+    assert (out[0, 0] == image[0, 0]).all() and out[80, 100].tolist() == [255, 255, 255]

@@ -2,10 +2,14 @@
 
 Layers, each usable alone:
 
-* :mod:`.ops` pure pixel operations (blur, mosaic, solid, box enlargement, feathering);
-* :mod:`.detector` the :class:`Detector` protocol and the ultralytics implementation;
-* :mod:`.temporal` temporal memory that carries boxes over missed frames;
-* :mod:`.video` ffmpeg decode/encode through pipes, audio kept, atomic output;
+* :mod:`.ops` pure pixel operations (blur, mosaic, solid, ellipses, box enlargement, feathering);
+* :mod:`.detector` the :class:`Detector` protocol, the ultralytics implementation (full frame
+  plus tiles) and the union of detectors; :mod:`.centerface` CenterFace through onnxruntime;
+* :mod:`.temporal` track-based gap filling (ByteTrack) with a bounded look-ahead;
+* :mod:`.video` ffmpeg decode/encode through pipes, audio kept, truncation reported;
+* :mod:`.options` options and reports; :mod:`.planning` input -> output paths;
+  :mod:`.models` champion lookup and detector construction; :mod:`.images` still images;
+  :mod:`.files` one file end to end; :mod:`.audit` audit records and resume checks;
 * :mod:`.api` :func:`anonymize_path` for a file or a folder tree, with a :class:`Report`;
 * :mod:`.cli` the ``pyroblur anonymize`` typer command.
 
@@ -15,6 +19,7 @@ Nothing here imports Prefect.
 from pyroblur.anonymize.api import (
     AnonymizeOptions,
     FileResult,
+    IncompleteOutputError,
     NoModelError,
     Report,
     Skipped,
@@ -26,20 +31,22 @@ from pyroblur.anonymize.api import (
     plan_outputs,
     resolve_weights,
 )
-from pyroblur.anonymize.detector import Detector, UltralyticsDetector
+from pyroblur.anonymize.detector import Detector, UltralyticsDetector, UnionDetector
 from pyroblur.anonymize.ops import Mode, anonymize_image
-from pyroblur.anonymize.temporal import TemporalMemory
+from pyroblur.anonymize.temporal import TrackFiller
 
 __all__ = [
     "AnonymizeOptions",
     "Detector",
     "FileResult",
+    "IncompleteOutputError",
     "Mode",
     "NoModelError",
     "Report",
     "Skipped",
-    "TemporalMemory",
+    "TrackFiller",
     "UltralyticsDetector",
+    "UnionDetector",
     "UnreadableInputError",
     "UnsafeOutputError",
     "anonymize_file",

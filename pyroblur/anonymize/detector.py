@@ -20,7 +20,15 @@ from pyroblur.core.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detector", "UltralyticsDetector", "filter_detections", "resolve_device"]
+__all__ = [
+    "Detector",
+    "UltralyticsDetector",
+    "UnionDetector",
+    "filter_detections",
+    "merge_overlapping",
+    "resolve_device",
+    "tile_origins",
+]
 
 
 @runtime_checkable
@@ -52,6 +60,78 @@ def filter_detections(
     return dets.filter(keep)
 
 
+def tile_origins(width: int, height: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int]]:
+    """Top-left corners (pixels) of ``tile`` x ``tile`` windows covering a frame, neighbours
+    overlapping by ``overlap`` of a tile so an object cut by one edge is whole in the next
+    (up to ``overlap * tile`` pixels). Empty when the frame fits in one tile."""
+    if max(width, height) <= tile:
+        return []
+    step = max(1, int(tile * (1 - overlap)))
+
+    def starts(size: int) -> list[int]:
+        if size <= tile:
+            return [0]
+        out = list(range(0, size - tile, step))
+        return out + [size - tile]  # the last window ends at the edge
+
+    return [(x, y) for y in starts(height) for x in starts(width)]
+
+
+def merge_overlapping(dets: Detections, iou: float = 0.5) -> Detections:
+    """Merge same-class boxes that overlap by ``iou`` or more into their union (pixels).
+
+    Used after tiled detection, where the full frame and up to four tiles report one
+    object: the union covers every report of it (fail closed), where NMS would keep one
+    box and drop the others.
+    """
+    if len(dets) < 2:
+        return dets
+    from pyroblur.evaluation.metrics import box_iou
+
+    order = np.argsort(-dets.confidence)
+    boxes, classes, scores = dets.xyxy[order].copy(), dets.class_id[order], dets.confidence[order]
+    used = np.zeros(len(boxes), bool)
+    out_boxes, out_cls, out_conf = [], [], []
+    overlaps = box_iou(boxes, boxes)
+    for i in range(len(boxes)):
+        if used[i]:
+            continue
+        group = (~used) & (classes == classes[i]) & (overlaps[i] >= iou)
+        group[i] = True
+        used |= group
+        members = boxes[group]
+        out_boxes.append(np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)]))
+        out_cls.append(classes[i])
+        out_conf.append(scores[i])
+    return Detections(np.array(out_boxes, np.float32), np.array(out_cls), np.array(out_conf, np.float32))
+
+
+class UnionDetector:
+    """Several detectors as one: every box of every member is kept (boxes of one object
+    from two members are merged into their union, never dropped)."""
+
+    def __init__(self, members: Sequence[Detector]) -> None:
+        if not members:
+            raise ValueError("UnionDetector needs at least one member")
+        self.members = list(members)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        results = [m(frames) for m in self.members]
+        out = []
+        for per_frame in zip(*results, strict=True):
+            rows = [d for d in per_frame if len(d)]
+            if not rows:
+                out.append(Detections.empty())
+                continue
+            merged = Detections(
+                np.concatenate([d.xyxy for d in rows]),
+                np.concatenate([d.class_id for d in rows]),
+                np.concatenate([d.confidence for d in rows]),
+            )
+            out.append(merge_overlapping(merged))
+        return out
+
+
 def trained_imgsz(model: Any, default: int = 640) -> int:
     """The input size (pixels) a YOLO model was trained or exported at, else ``default``."""
     size = (getattr(model, "overrides", None) or {}).get("imgsz")
@@ -75,6 +155,12 @@ class UltralyticsDetector:
         imgsz: inference size in pixels (longest side), ultralytics' ``imgsz``; ``None`` uses
             the size the model was trained (or exported) at.
         iou: NMS IoU threshold.
+        tiles: besides the full frame (downscaled to ``imgsz``), run the model on
+            overlapping ``imgsz`` x ``imgsz`` tiles at the frame's own resolution when the
+            frame is at least ``tile_min_ratio`` times larger, and merge. One input size
+            cannot see both a 200 px face (needs the whole frame) and a 20 px one (needs
+            full resolution); the cost grows with the number of tiles.
+        tile_batch: images per ``predict`` call when tiling (bounds memory).
 
     Batched inference: the caller passes a list of frames and the whole list runs as one
     batch (callers chunk by their ``batch_size``).
@@ -90,6 +176,9 @@ class UltralyticsDetector:
         classes: Sequence[int] | None = None,
         imgsz: int | None = None,
         iou: float = 0.5,
+        tiles: bool = False,
+        tile_min_ratio: float = 1.5,
+        tile_batch: int = 32,
     ) -> None:
         from ultralytics import YOLO
 
@@ -102,6 +191,9 @@ class UltralyticsDetector:
         self.conf = {i: 0.25 for i in range(len(CLASSES))} | dict(conf or {})
         self.classes = tuple(range(len(CLASSES)) if classes is None else classes)
         self.iou = iou
+        self.tiles = tiles
+        self.tile_min_ratio = tile_min_ratio
+        self.tile_batch = max(1, tile_batch)
         task = "detect" if self.weights.suffix.lower() == ".onnx" else None
         self.model = YOLO(str(self.weights), task=task)
         # Objects look as large as in training only at the training size: a model trained at
@@ -112,10 +204,11 @@ class UltralyticsDetector:
         # Ask the model only for its classes that map to ones we anonymize.
         self._model_classes = sorted(m for m, ours in self._to_ours.items() if ours in self.classes)
         logger.info(
-            "Loaded %s on %s (imgsz=%d, half=%s, classes=%s, conf=%s)",
+            "Loaded %s on %s (imgsz=%d, tiles=%s, half=%s, classes=%s, conf=%s)",
             self.weights,
             self.device,
             self.imgsz,
+            self.tiles,
             self.half,
             [CLASSES[c] for c in self.classes],
             self.conf,
@@ -147,13 +240,10 @@ class UltralyticsDetector:
         )
         return {i: i for i in range(len(CLASSES))}
 
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        if not frames:
-            return []
-        if not self._model_classes:
-            return [Detections.empty() for _ in frames]
+    def _predict(self, images: list[np.ndarray]) -> list[Detections]:
+        """One ``predict`` over ``images``; boxes in pixels of each image, our class ids."""
         results: list[Any] = self.model.predict(
-            list(frames),
+            list(images),
             conf=min(self.conf.get(c, 0.25) for c in self.classes),
             iou=self.iou,
             classes=self._model_classes,
@@ -173,4 +263,44 @@ class UltralyticsDetector:
                 dets = Detections(dets.xyxy, lut[dets.class_id], dets.confidence)
                 dets = filter_detections(dets, self.conf, self.classes)
             out.append(dets)
+        return out
+
+    def _tiles_of(self, frame: np.ndarray) -> list[tuple[int, int]]:
+        h, w = frame.shape[:2]
+        if not self.tiles or max(h, w) < self.tile_min_ratio * self.imgsz:
+            return []
+        return tile_origins(w, h, self.imgsz)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        if not frames:
+            return []
+        if not self._model_classes:
+            return [Detections.empty() for _ in frames]
+        origins = [self._tiles_of(f) for f in frames]
+        if not any(origins):
+            return self._predict(list(frames))
+        # Full frames and their tiles go through the model together, in bounded batches.
+        jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, image)
+        for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
+            jobs.append((i, 0, 0, frame))
+            jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
+        found: list[list[Detections]] = [[] for _ in frames]
+        for k in range(0, len(jobs), self.tile_batch):
+            chunk = jobs[k : k + self.tile_batch]
+            for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
+                if len(dets):
+                    found[i].append(
+                        Detections(dets.xyxy + np.array([x, y, x, y], np.float32), dets.class_id, dets.confidence)
+                    )
+        out = []
+        for parts in found:
+            if not parts:
+                out.append(Detections.empty())
+                continue
+            merged = Detections(
+                np.concatenate([d.xyxy for d in parts]),
+                np.concatenate([d.class_id for d in parts]),
+                np.concatenate([d.confidence for d in parts]),
+            )
+            out.append(merge_overlapping(merged))
         return out

@@ -148,6 +148,7 @@ def anonymize_image(
     blur_strength: float = 0.5,
     mosaic_cells: int = 8,
     color: tuple[int, int, int] = (0, 0, 0),
+    ellipse: np.ndarray | bool = False,
     inplace: bool = False,
 ) -> np.ndarray:
     """Hide every box of ``image``.
@@ -162,6 +163,8 @@ def anonymize_image(
         blur_strength: blur kernel as a fraction of the box size.
         mosaic_cells: mosaic blocks along the box's smaller side.
         color: BGR fill for ``solid``.
+        ellipse: hide only the ellipse inscribed in each (enlarged) box: one bool for all
+            boxes or a ``(N,)`` bool array (e.g. true for faces, false for plates).
         inplace: write into ``image`` instead of a copy.
 
     Returns:
@@ -173,8 +176,13 @@ def anonymize_image(
     boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
     if len(boxes) == 0 or h == 0 or w == 0:
         return out
-    boxes = integer_boxes(enlarge_boxes(boxes, enlarge, w, h), w, h)
-    for x1, y1, x2, y2 in boxes.tolist():
+    ellipses = np.broadcast_to(np.asarray(ellipse, bool), (len(boxes),))
+    enlarged = enlarge_boxes(boxes, enlarge, w, h)
+    # integer_boxes drops empty boxes: keep the ellipse flags aligned with the survivors.
+    rounded = np.concatenate([np.floor(enlarged[:, :2]), np.ceil(enlarged[:, 2:])], axis=1).astype(np.int64)
+    keep = (rounded[:, 2] > rounded[:, 0]) & (rounded[:, 3] > rounded[:, 1])
+    boxes, ellipses = integer_boxes(enlarged, w, h), ellipses[keep]
+    for (x1, y1, x2, y2), oval in zip(boxes.tolist(), ellipses.tolist(), strict=True):
         margin = round(feather * min(x2 - x1, y2 - y1)) if feather > 0 else 0
         # With a feather the filter runs over the box plus its margin so the soft edge
         # blends filtered pixels, not the original ones.
@@ -194,5 +202,13 @@ def anonymize_image(
             blended = hidden.astype(np.float32) * alpha + region.astype(np.float32) * (1 - alpha)
             hidden = np.clip(blended + 0.5, 0, 255).astype(out.dtype)
             # Inside the box the weight is exactly 1: keep those pixels bit-exact.
+        if oval:
+            mask = np.zeros(hidden.shape[:2], np.uint8)
+            cx, cy = (x1 + x2) / 2 - X1, (y1 + y2) / 2 - Y1
+            # Axes grown by the feather margin so a feathered ellipse still covers its box's ellipse.
+            axes = (max(1, round((x2 - x1) / 2 + margin)), max(1, round((y2 - y1) / 2 + margin)))
+            cv2.ellipse(mask, (round(cx), round(cy)), axes, 0, 0, 360, 1, thickness=-1)
+            keep_in = mask.astype(bool)
+            hidden = np.where(keep_in[..., None] if region.ndim == 3 else keep_in, hidden, region)
         out[Y1:Y2, X1:X2] = hidden
     return out

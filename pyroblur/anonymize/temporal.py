@@ -1,124 +1,260 @@
-"""Temporal memory for video: a face missed in one frame must not leak.
+"""Temporal gap filling for video: a face missed for a frame or two must not leak.
 
-:class:`TemporalMemory` keeps each box alive for ``memory_frames`` frames after it was last
-detected. Boxes are linked from frame to frame by IoU (greedy, same class), so a moving
-object is one track: its remembered box follows the last seen position, optionally moved
-on at the track's recent velocity and grown a little per missed frame so it still covers
-an object that kept moving.
+:class:`TrackFiller` links each frame's detections into tracks with ultralytics'
+ByteTrack (one tracker per class, so a face never continues a plate's track) and holds
+``max_gap`` frames back (a look-ahead buffer). When a frame leaves the buffer it gets:
+
+* every detection of that frame, unchanged: a detection is never removed or moved;
+* for each track detected before *and* after it within ``max_gap + 1`` frames, a box
+  interpolated linearly between those two detections (the gap is filled);
+* for each track whose last detection lies at most ``max_gap`` frames back with no later
+  one in sight, a *hold*: the last detected box, moved on at the track's measured centre
+  velocity, same size;
+* for each track whose first detection lies at most ``max_gap`` frames ahead, the same
+  hold backwards (an object is usually visible a little before the detector first fires).
+
+A filled box is never larger than ``max_scale`` times its track's largest detected box
+(width and height separately). The old scheme grew remembered boxes 5 % per frame without
+bound: one face box reached 3.3 times the frame's area. Interpolated and held boxes have
+sizes between detected ones, so the bound only clips a box that a numeric corner case
+would otherwise let through; it is checked, not assumed.
+
+Boxes are in pixels, ``(x1, y1, x2, y2)``; frames are numbered from 0 in decode order.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
 from pyroblur.core.detections import Detections
-from pyroblur.evaluation.metrics import box_iou
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TemporalMemory", "box_iou"]
+__all__ = ["FilledFrame", "TrackFiller", "bound_box", "fill_video_detections"]
+
+
+@dataclass
+class FilledFrame:
+    """The boxes to hide in one frame.
+
+    ``detections`` holds this frame's detector output first (rows ``[:n_detected]``, in the
+    detector's order) followed by filled boxes; ``filled`` is true for the filled rows and
+    ``track_id`` gives each row's track (-1 for a detection no track claimed).
+    """
+
+    index: int
+    detections: Detections
+    filled: np.ndarray
+    track_id: np.ndarray
+    n_detected: int
 
 
 @dataclass
 class _Track:
-    box: np.ndarray  # (4,) pixels, last detected position
     class_id: int
-    confidence: float
-    velocity: np.ndarray  # (4,) pixels per frame
-    missed: int = 0
+    frames: list[int] = field(default_factory=list)  # detection frames, ascending
+    boxes: list[np.ndarray] = field(default_factory=list)  # (4,) pixels, one per frame above
+    max_wh: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
+
+    def add(self, frame: int, box: np.ndarray) -> None:
+        self.frames.append(frame)
+        self.boxes.append(box)
+        self.max_wh = np.maximum(self.max_wh, box[2:] - box[:2])
+
+    def velocity(self, end: int, forward: bool, window: int = 5) -> np.ndarray:
+        """Centre motion (pixels/frame) over up to ``window`` detections at the track's end
+        (``forward``) or start; zero for a track seen once."""
+        frames = self.frames[-window:] if forward else self.frames[:window]
+        boxes = self.boxes[-window:] if forward else self.boxes[:window]
+        if len(frames) < 2 or frames[-1] == frames[0]:
+            return np.zeros(2, np.float32)
+        centres = np.array([(b[:2] + b[2:]) / 2 for b in boxes], np.float32)
+        return ((centres[-1] - centres[0]) / (frames[-1] - frames[0])).astype(np.float32)
 
 
-class TemporalMemory:
-    """Carry boxes across frames.
+def bound_box(box: np.ndarray, max_wh: np.ndarray, max_scale: float) -> np.ndarray:
+    """Shrink ``box`` around its centre so that width and height are at most
+    ``max_scale * max_wh`` (pixels); a box within the bound comes back unchanged."""
+    box = np.asarray(box, np.float32)
+    wh = box[2:] - box[:2]
+    limit = np.asarray(max_wh, np.float32) * max_scale
+    if (wh <= limit).all():
+        return box
+    centre = (box[:2] + box[2:]) / 2
+    half = np.minimum(wh, limit) / 2
+    return np.concatenate([centre - half, centre + half]).astype(np.float32)
 
-    Args:
-        memory_frames: how many frames a box stays after it was last detected (0 = off).
-        iou_threshold: minimum IoU for a detection to continue a track.
-        predict_motion: move remembered boxes at the track's velocity (pixels/frame).
-        grow_per_frame: enlarge remembered boxes by this fraction of their size per missed
-            frame (e.g. 0.05 = 5 %), a margin for motion the velocity did not capture.
 
-    Use one instance per video, calling :meth:`update` once per frame in order.
+class _ClassTracker:
+    """ultralytics' BYTETracker for one class, fed with :class:`Detections` rows.
+
+    Every detection starts or continues a track (thresholds at 0: our detector thresholds
+    already chose what to hide), and IoU alone decides matches: fusing a low score into
+    the cost would split one slow face into many short tracks.
     """
 
-    def __init__(
-        self,
-        memory_frames: int = 5,
-        iou_threshold: float = 0.3,
-        *,
-        predict_motion: bool = True,
-        grow_per_frame: float = 0.05,
-    ) -> None:
-        if memory_frames < 0:
-            raise ValueError(f"memory_frames must be >= 0, got {memory_frames}")
-        self.memory_frames = memory_frames
-        self.iou_threshold = iou_threshold
-        self.predict_motion = predict_motion
-        self.grow_per_frame = grow_per_frame
-        self._tracks: list[_Track] = []
+    def __init__(self, buffer: int) -> None:
+        from ultralytics.engine.results import Boxes
+        from ultralytics.trackers.byte_tracker import BYTETracker
 
-    def reset(self) -> None:
-        self._tracks = []
-
-    def _predicted(self, t: _Track) -> np.ndarray:
-        box = t.box + (t.velocity * t.missed if self.predict_motion else 0)
-        if self.grow_per_frame and t.missed:
-            centre = (box[:2] + box[2:]) / 2
-            half = (box[2:] - box[:2]) / 2 * (1 + self.grow_per_frame * t.missed)
-            box = np.concatenate([centre - half, centre + half])
-        return box.astype(np.float32)
-
-    def update(self, dets: Detections) -> tuple[Detections, np.ndarray]:
-        """Feed this frame's detections; get the boxes to hide.
-
-        Returns:
-            ``(detections, remembered)``: this frame's detections plus remembered boxes of
-            tracks not seen in this frame, and a bool ``(N,)`` mask that is true for the
-            remembered rows.
-        """
-        if self.memory_frames == 0:
-            return dets, np.zeros(len(dets), bool)
-        for t in self._tracks:
-            t.missed += 1
-        prev = [self._predicted(t) for t in self._tracks]
-        iou = box_iou(np.array(prev).reshape(-1, 4), dets.xyxy)
-        matched_track: set[int] = set()
-        matched_det: set[int] = set()
-        # Greedy matching, best IoU first: a handful of boxes per frame, no need for Hungarian.
-        for ti, di in sorted(np.argwhere(iou >= self.iou_threshold), key=lambda p: -iou[p[0], p[1]]):
-            if ti in matched_track or di in matched_det:
-                continue
-            t = self._tracks[ti]
-            if t.class_id != int(dets.class_id[di]):
-                continue
-            new = dets.xyxy[di].astype(np.float32)
-            step = (new - t.box) / max(1, t.missed)
-            t.velocity = 0.5 * t.velocity + 0.5 * step
-            t.box, t.confidence, t.missed = new, float(dets.confidence[di]), 0
-            matched_track.add(ti)
-            matched_det.add(di)
-        for di in range(len(dets)):
-            if di not in matched_det:
-                self._tracks.append(
-                    _Track(
-                        box=dets.xyxy[di].astype(np.float32),
-                        class_id=int(dets.class_id[di]),
-                        confidence=float(dets.confidence[di]),
-                        velocity=np.zeros(4, np.float32),
-                    )
-                )
-        self._tracks = [t for t in self._tracks if t.missed <= self.memory_frames]
-        kept = [t for t in self._tracks if t.missed > 0]
-        if not kept:
-            return dets, np.zeros(len(dets), bool)
-        merged = Detections(
-            np.concatenate([dets.xyxy, np.stack([self._predicted(t) for t in kept])]),
-            np.concatenate([dets.class_id, [t.class_id for t in kept]]),
-            np.concatenate([dets.confidence, [t.confidence for t in kept]]),
+        self._boxes_type = Boxes
+        args = SimpleNamespace(
+            track_high_thresh=0.0,
+            track_low_thresh=0.0,
+            new_track_thresh=0.0,
+            track_buffer=max(1, buffer),
+            match_thresh=0.9,
+            fuse_score=False,
         )
-        remembered = np.zeros(len(merged), bool)
-        remembered[len(dets) :] = True
-        return merged, remembered
+        self.tracker = BYTETracker(args)
+
+    def update(self, xyxy: np.ndarray, conf: np.ndarray, cls: int, shape: tuple[int, int]) -> np.ndarray:
+        """Track ids (``-1`` where none) for the rows of this frame."""
+        data = np.zeros((len(xyxy), 6), np.float32)
+        if len(xyxy):
+            data[:, :4] = xyxy
+            # Confidence 0 would fall below every tracker threshold; keep it strictly positive.
+            data[:, 4] = np.maximum(conf, 1e-3)
+            data[:, 5] = cls
+        self.tracker.update(self._boxes_type(data, shape))
+        ids = np.full(len(xyxy), -1, np.int64)
+        frame = self.tracker.frame_id
+        for t in self.tracker.tracked_stracks:
+            # Unconfirmed tracks carry an id too: a face seen once then missed once is still
+            # worth holding, so we read them as well as the confirmed ones.
+            if getattr(t, "frame_id", None) == frame and t.idx is not None and 0 <= int(t.idx) < len(ids):
+                ids[int(t.idx)] = int(t.track_id)
+        return ids
+
+
+class TrackFiller:
+    """Fill detection gaps in a stream of frames (see the module docstring).
+
+    Args:
+        max_gap: frames of look-ahead; the longest gap filled by interpolation and the
+            longest hold at a track's start or end (0 = off: detections pass through).
+        max_scale: a filled box is at most this times its track's largest detected box.
+
+    Use one instance per video: :meth:`push` each frame's detections in order and pass on
+    what it returns, then :meth:`flush` at the end. At most ``max_gap`` frames are held.
+    """
+
+    def __init__(self, max_gap: int = 5, *, max_scale: float = 1.1) -> None:
+        if max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0, got {max_gap}")
+        if max_scale < 1.0:
+            raise ValueError(f"max_scale must be >= 1, got {max_scale}")
+        self.max_gap = max_gap
+        self.max_scale = max_scale
+        self._trackers: dict[int, _ClassTracker] = {}
+        self._tracks: dict[tuple[int, int], _Track] = {}
+        self._pending: deque[tuple[int, Detections, np.ndarray]] = deque()
+        self._next = 0
+        self.filled_total = 0
+
+    def push(self, dets: Detections, shape: tuple[int, int] = (0, 0)) -> list[FilledFrame]:
+        """Add the next frame's detections (``shape`` is ``(height, width)``); returns the
+        frames now complete (oldest first), possibly none."""
+        index = self._next
+        self._next += 1
+        if self.max_gap == 0:
+            return [FilledFrame(index, dets, np.zeros(len(dets), bool), np.full(len(dets), -1), len(dets))]
+        ids = np.full(len(dets), -1, np.int64)
+        for cls in np.unique(dets.class_id).tolist() + [c for c in self._trackers if c not in dets.class_id]:
+            rows = np.flatnonzero(dets.class_id == cls)
+            tracker = self._trackers.get(cls)
+            if tracker is None:
+                tracker = self._trackers[cls] = _ClassTracker(2 * self.max_gap + 2)
+            cls_ids = tracker.update(dets.xyxy[rows], dets.confidence[rows], int(cls), shape)
+            for row, tid in zip(rows.tolist(), cls_ids.tolist(), strict=True):
+                if tid < 0:
+                    continue
+                key = (int(cls), tid)
+                track = self._tracks.setdefault(key, _Track(int(cls)))
+                track.add(index, dets.xyxy[row].astype(np.float32))
+                ids[row] = tid
+        self._pending.append((index, dets, ids))
+        out = []
+        while self._pending and self._pending[0][0] + self.max_gap <= index:
+            out.append(self._emit(*self._pending.popleft()))
+        self._prune(out[-1].index if out else None)
+        return out
+
+    def flush(self) -> list[FilledFrame]:
+        """The frames still held back (call once, after the last :meth:`push`)."""
+        out = [self._emit(*item) for item in self._pending]
+        self._pending.clear()
+        return out
+
+    def _prune(self, emitted: int | None) -> None:
+        """Forget detections no future frame can use (older than the last emitted frame
+        minus the gap), so memory stays bounded on long videos."""
+        if emitted is None:
+            return
+        horizon = emitted - self.max_gap - 1
+        for key in list(self._tracks):
+            t = self._tracks[key]
+            keep = next((i for i, f in enumerate(t.frames) if f >= horizon), len(t.frames))
+            # Keep the last detection before the horizon: it anchors a gap still open.
+            keep = max(0, keep - 1)
+            if keep:
+                del t.frames[:keep], t.boxes[:keep]
+            if t.frames and t.frames[-1] < horizon - 1:
+                del self._tracks[key]
+
+    def _emit(self, index: int, dets: Detections, ids: np.ndarray) -> FilledFrame:
+        boxes, classes, confs, tids = [], [], [], []
+        present = {(int(c), int(t)) for c, t in zip(dets.class_id, ids, strict=True) if t >= 0}
+        for key, t in self._tracks.items():
+            if key in present or not t.frames:
+                continue
+            before = [i for i, f in enumerate(t.frames) if f < index]
+            after = [i for i, f in enumerate(t.frames) if f > index]
+            new: list[np.ndarray] = []
+            a = before[-1] if before else None
+            b = after[0] if after else None
+            if a is not None and b is not None and t.frames[b] - t.frames[a] - 1 <= self.max_gap:
+                fa, fb = t.frames[a], t.frames[b]
+                w = (index - fa) / (fb - fa)
+                new.append((1 - w) * t.boxes[a] + w * t.boxes[b])
+            else:
+                if a is not None and index - t.frames[a] <= self.max_gap:
+                    v = _Track(t.class_id, t.frames[: a + 1], t.boxes[: a + 1]).velocity(index, forward=True)
+                    shift = np.tile(v * (index - t.frames[a]), 2)
+                    new.append(t.boxes[a] + shift)
+                if b is not None and t.frames[b] - index <= self.max_gap:
+                    v = _Track(t.class_id, t.frames[b:], t.boxes[b:]).velocity(index, forward=False)
+                    shift = np.tile(v * (t.frames[b] - index), 2)
+                    new.append(t.boxes[b] - shift)
+            for box in new:
+                boxes.append(bound_box(box, t.max_wh, self.max_scale))
+                classes.append(t.class_id)
+                confs.append(0.0)  # filled, not detected: no score of its own
+                tids.append(key[1])
+        n = len(dets)
+        if not boxes:
+            return FilledFrame(index, dets, np.zeros(n, bool), ids, n)
+        self.filled_total += len(boxes)
+        merged = Detections(
+            np.concatenate([dets.xyxy, np.stack(boxes)]),
+            np.concatenate([dets.class_id, classes]),
+            np.concatenate([dets.confidence, confs]),
+        )
+        filled = np.zeros(len(merged), bool)
+        filled[n:] = True
+        return FilledFrame(index, merged, filled, np.concatenate([ids, tids]).astype(np.int64), n)
+
+
+def fill_video_detections(per_frame: list[Detections], max_gap: int = 5, **kwargs: Any) -> list[FilledFrame]:
+    """:class:`TrackFiller` over a whole list of frames' detections (tests, benchmarks)."""
+    filler = TrackFiller(max_gap, **kwargs)
+    out: list[FilledFrame] = []
+    for d in per_frame:
+        out += filler.push(d)
+    return out + filler.flush()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pyroblur.anonymize.detector import Detector
-from pyroblur.anonymize.temporal import TemporalMemory
+from pyroblur.anonymize.temporal import FilledFrame, TrackFiller
 from pyroblur.core.detections import Detections
 from pyroblur.core.io import temp_path
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "VIDEO_SUFFIXES",
     "FrameRecord",
+    "VideoOutcome",
     "VideoError",
     "VideoInfo",
     "anonymize_video",
@@ -223,6 +224,8 @@ class _Encoder:
     audio streams into ``dst``."""
 
     def __init__(self, dst: Path, info: VideoInfo, audio_from: Path, crf: int = 18) -> None:
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
         pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
         if dst.suffix.lower() in _MP4_FAMILY and not set(info.audio_codecs) <= _MP4_AUDIO:
             audio = ["-c:a", "aac", "-b:a", "192k"]
@@ -308,11 +311,32 @@ class _Encoder:
 @dataclass
 class FrameRecord:
     """Boxes hidden in one frame: ``detections`` in pixels, ``remembered`` true for rows
-    that came from temporal memory rather than from the detector."""
+    filled from a track rather than detected in this frame; ``residual`` what the residual
+    check still found in the anonymized frame (``None`` when not checked)."""
 
     index: int
     detections: Detections
     remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    residual: Detections | None = None
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """What :func:`anonymize_video` wrote: ``frames`` written and ``expected`` (from the
+    container's duration and rate; ``None`` when it does not say). ``complete`` is false
+    when clearly fewer frames could be decoded than the container announced."""
+
+    info: VideoInfo
+    frames: int
+    expected: int | None
+
+    @property
+    def complete(self) -> bool:
+        if self.expected is None:
+            return True
+        # Duration x rate is an estimate (rounding, a last frame's duration, an audio stream
+        # a little longer): a shortfall of more than 2 frames or 2 % is a truncated input.
+        return self.frames >= self.expected - max(2, round(0.02 * self.expected))
 
 
 def _batches(frames: Iterator[np.ndarray], size: int, out: queue.Queue, stop: threading.Event) -> None:
@@ -344,11 +368,13 @@ def anonymize_video(
     hide: Callable[[np.ndarray, Detections], np.ndarray],
     *,
     batch_size: int = 8,
-    memory: TemporalMemory | None = None,
+    filler: TrackFiller | None = None,
     drop_frame: int | None = None,
     progress: bool = True,
     on_frame: Callable[[FrameRecord], None] | None = None,
-) -> tuple[VideoInfo, int]:
+    crf: int = 18,
+    verify: Detector | None = None,
+) -> VideoOutcome:
     """Anonymize ``src`` into ``dst`` (written atomically).
 
     Args:
@@ -357,20 +383,23 @@ def anonymize_video(
         detector: batched :class:`Detector`.
         hide: ``hide(frame, detections) -> frame`` applies the anonymization to one frame.
         batch_size: frames per detector call.
-        memory: temporal memory (``None`` = none); reset here, one video per instance.
+        filler: track-based gap filling (``None`` = none), fresh per video: it holds
+            ``filler.max_gap`` frames back (memory: that many decoded frames).
         drop_frame: test switch: the detections of this frame index are discarded before
-            temporal memory, to prove that memory covers a missed frame.
+            gap filling, to prove that filling covers a missed frame.
         progress: show a tqdm bar (frames/s).
-        on_frame: called with each frame's :class:`FrameRecord` (e.g. to build a sidecar).
+        on_frame: called with each frame's :class:`FrameRecord` (e.g. for the audit record).
+        crf: H.264 quality, 0 (lossless) to 51; 18 is visually lossless.
+        verify: residual check: this detector runs on every anonymized frame and what it
+            still finds lands in :attr:`FrameRecord.residual`.
 
     Returns:
-        ``(info, frames_written)``.
+        A :class:`VideoOutcome`; a truncated input gives a shorter output with
+        ``complete`` false (the caller decides what that means).
     """
     from tqdm.auto import tqdm
 
     info = probe_video(src)
-    if memory is not None:
-        memory.reset()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dst)
     q: queue.Queue = queue.Queue(maxsize=2)
@@ -381,7 +410,8 @@ def anonymize_video(
         daemon=True,
     )
     encoder: _Encoder | None = None
-    n = 0
+    held: dict[int, np.ndarray] = {}  # frames waiting for the filler's look-ahead
+    n_in = n_out = 0
     bar = tqdm(
         total=info.frame_count_estimate,
         unit="frame",
@@ -389,8 +419,23 @@ def anonymize_video(
         disable=not progress,
         dynamic_ncols=True,
     )
+
+    def emit(ready: list[FilledFrame]) -> None:
+        nonlocal n_out
+        if not ready:
+            return
+        assert encoder is not None
+        out_frames = [hide(held.pop(f.index), f.detections) for f in ready]
+        residual = verify(out_frames) if verify is not None else [None] * len(out_frames)
+        for f, frame, res in zip(ready, out_frames, residual, strict=True):
+            encoder.write(frame)
+            if on_frame is not None:
+                on_frame(FrameRecord(f.index, f.detections, f.filled, res))
+            n_out += 1
+            bar.update(1)
+
     try:
-        encoder = _Encoder(tmp, info, src)
+        encoder = _Encoder(tmp, info, src, crf=crf)
         reader.start()
         while (batch := q.get()) is not None:
             if isinstance(batch, BaseException):
@@ -398,19 +443,21 @@ def anonymize_video(
             dets = detector(batch)
             if len(dets) != len(batch):
                 raise ValueError(f"detector returned {len(dets)} results for {len(batch)} frames")
+            ready: list[FilledFrame] = []
             for frame, d in zip(batch, dets, strict=True):
-                if drop_frame is not None and n == drop_frame:
-                    logger.warning("Test switch: dropping the detections of frame %d", n)
+                if drop_frame is not None and n_in == drop_frame:
+                    logger.warning("Test switch: dropping the detections of frame %d", n_in)
                     d = Detections.empty()
-                remembered = np.zeros(len(d), bool)
-                if memory is not None:
-                    d, remembered = memory.update(d)
-                encoder.write(hide(frame, d))
-                if on_frame is not None:
-                    on_frame(FrameRecord(n, d, remembered))
-                n += 1
-                bar.update(1)
-        if n == 0:
+                held[n_in] = frame
+                if filler is not None:
+                    ready += filler.push(d, frame.shape[:2])
+                else:
+                    ready.append(FilledFrame(n_in, d, np.zeros(len(d), bool), np.full(len(d), -1), len(d)))
+                n_in += 1
+            emit(ready)
+        if filler is not None:
+            emit(filler.flush())
+        if n_out == 0:
             raise VideoError(f"no frames decoded from {src}")
         encoder.finish()
         encoder = None
@@ -425,5 +472,8 @@ def anonymize_video(
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.1)
         tmp.unlink(missing_ok=True)
-    logger.info("Wrote %s: %d frames at %.3f fps", dst, n, info.fps)
-    return info, n
+    outcome = VideoOutcome(info, n_out, info.frame_count_estimate)
+    if not outcome.complete:
+        logger.warning("%s: only %d of %d expected frames could be decoded", src, n_out, outcome.expected)
+    logger.info("Wrote %s: %d frames at %.3f fps", dst, n_out, info.fps)
+    return outcome

@@ -1,0 +1,237 @@
+"""Anonymize one file (image or video): detection, hiding, gap filling, the residual
+check, the audit record and the sidecar, each delegated to its module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyroblur import CLASSES
+from pyroblur.anonymize.audit import audit_matches, audit_path, boxes_json, model_record, write_audit
+from pyroblur.anonymize.detector import Detector, filter_detections
+from pyroblur.anonymize.errors import IncompleteOutputError, UnreadableInputError
+from pyroblur.anonymize.images import anonymize_image_file
+from pyroblur.anonymize.ops import anonymize_image
+from pyroblur.anonymize.options import AnonymizeOptions, FileResult
+from pyroblur.anonymize.planning import file_kind
+from pyroblur.anonymize.temporal import TrackFiller
+from pyroblur.anonymize.video import FrameRecord, VideoError, anonymize_video, probe_video
+from pyroblur.core.detections import Detections
+from pyroblur.core.hashing import sha256_file
+from pyroblur.core.io import write_atomic
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ENV_TEST_DROP_FRAME", "anonymize_file", "filtered", "make_hider"]
+
+#: Test-only switch: the detections of this frame index (0-based) of every video are dropped.
+ENV_TEST_DROP_FRAME = "PYROBLUR_TEST_DROP_FRAME"
+
+
+def _drop_frame_from_env() -> int | None:
+    value = os.environ.get(ENV_TEST_DROP_FRAME, "").strip()
+    return int(value) if value else None
+
+
+def _det_json(dets: Detections, remembered: np.ndarray | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(len(dets)):
+        row: dict[str, Any] = {
+            "class": CLASSES[int(dets.class_id[i])],
+            "class_id": int(dets.class_id[i]),
+            "confidence": round(float(dets.confidence[i]), 4),
+            "xyxy": [round(float(v), 1) for v in dets.xyxy[i]],
+        }
+        if remembered is not None:
+            row["remembered"] = bool(remembered[i])
+        rows.append(row)
+    return rows
+
+
+def _sidecar_path(dst: Path) -> Path:
+    return dst.with_name(dst.name + ".json")
+
+
+def make_hider(options: AnonymizeOptions) -> Callable[[np.ndarray, Detections], np.ndarray]:
+    """``hide(frame, detections)`` with the mask settings of ``options`` (faces as
+    ellipses when ``options.ellipse``)."""
+
+    def hide(frame: np.ndarray, dets: Detections) -> np.ndarray:
+        return anonymize_image(
+            frame,
+            dets.xyxy,
+            options.mode,
+            enlarge=options.enlarge,
+            feather=options.feather,
+            blur_strength=options.blur_strength,
+            mosaic_cells=options.mosaic_cells,
+            color=options.color,
+            ellipse=(dets.class_id == 0) if options.ellipse else False,
+        )
+
+    return hide
+
+
+def filtered(detector: Detector, options: AnonymizeOptions) -> Detector:
+    """Apply the class selection and thresholds to any detector (an injected one too)."""
+
+    def detect(frames: list[np.ndarray]) -> list[Detections]:
+        return [filter_detections(d, options.conf, options.class_ids) for d in detector(frames)]
+
+    return detect
+
+
+def _residual_summary(per_frame: list[tuple[int, Detections]]) -> dict[str, Any]:
+    hits = [(i, d) for i, d in per_frame if len(d)]
+    return {
+        "checked_frames": len(per_frame),
+        "count": sum(len(d) for _, d in hits),
+        "frames": [{"frame": i, "boxes": boxes_json(d)} for i, d in hits[:200]],
+    }
+
+
+def anonymize_file(
+    src: Path,
+    dst: Path,
+    options: AnonymizeOptions,
+    detector: Detector,
+    *,
+    resume: bool = False,
+) -> FileResult:
+    """Anonymize one image or video into ``dst`` (atomic). Raises on any failure.
+
+    ``detector`` gets the class selection and per-class thresholds of ``options`` applied
+    on top of its own. With ``resume``, a file whose output and audit record already match
+    (see :func:`~pyroblur.anonymize.audit.audit_matches`) is not redone.
+
+    Raises:
+        UnreadableInputError: the input cannot be decoded.
+        IncompleteOutputError: ``options.strict`` and the residual check found something;
+            the output is then removed (fail closed).
+    """
+    start = time.perf_counter()
+    kind = file_kind(src)
+    model = model_record(options.weights, face_detector=options.face_detector)
+    if resume and options.audit and audit_matches(src, dst, options, model.get("sha256")):
+        logger.info("%s: output and audit record match, skipped (resume)", src)
+        doc = json.loads(audit_path(dst).read_text())
+        return FileResult(
+            input=src,
+            output=dst,
+            kind=kind or "image",
+            frames=doc.get("frames_written") or 1,
+            expected_frames=doc.get("frames_expected"),
+            residual=(doc.get("residual") or {}).get("count"),
+            audit=audit_path(dst),
+            resumed=True,
+        )
+    input_sha = sha256_file(src) if options.audit else None
+    detect = filtered(detector, options)
+    verify = detect if (options.verify or options.strict) else None
+    hide = make_hider(options)
+    sidecar = _sidecar_path(dst) if options.sidecar else None
+    audit_frames: list[dict[str, Any]] = []
+    residuals: list[tuple[int, Detections]] = []
+    if kind == "image":
+        dets, hidden, (h, w) = anonymize_image_file(src, dst, detect, hide, jpeg_quality=options.jpeg_quality)
+        if verify is not None:
+            residuals.append((0, verify([hidden])[0]))
+        audit_frames.append({"frame": 0, "boxes": boxes_json(dets)})
+        if sidecar is not None:
+            doc = {"input": str(src), "output": str(dst), "width": w, "height": h, "detections": _det_json(dets)}
+            write_atomic(sidecar, json.dumps(doc, indent=1).encode())
+        result = FileResult(input=src, output=dst, kind="image", boxes=len(dets), sidecar=sidecar)
+    elif kind == "video":
+        try:
+            probe_video(src)
+        except VideoError as exc:
+            raise UnreadableInputError(str(exc), subject=str(src)) from exc
+        side_frames: list[dict[str, Any]] = []
+        counts = {"boxes": 0, "remembered": 0}
+
+        def on_frame(rec: FrameRecord) -> None:
+            counts["boxes"] += len(rec.detections)
+            counts["remembered"] += int(rec.remembered.sum())
+            audit_frames.append({"frame": rec.index, "boxes": boxes_json(rec.detections, rec.remembered)})
+            if rec.residual is not None:
+                residuals.append((rec.index, rec.residual))
+            if sidecar is not None:
+                side_frames.append({"frame": rec.index, "detections": _det_json(rec.detections, rec.remembered)})
+
+        try:
+            outcome = anonymize_video(
+                src,
+                dst,
+                detect,
+                hide,
+                batch_size=options.batch_size,
+                filler=TrackFiller(options.memory_frames, max_scale=options.fill_scale)
+                if options.memory_frames
+                else None,
+                drop_frame=_drop_frame_from_env(),
+                progress=options.progress,
+                on_frame=on_frame,
+                crf=options.crf,
+                verify=verify,
+            )
+        except VideoError as exc:
+            raise UnreadableInputError(str(exc), subject=str(src)) from exc
+        info = outcome.info
+        if sidecar is not None:
+            doc = {
+                "input": str(src),
+                "output": str(dst),
+                "width": info.width,
+                "height": info.height,
+                "fps": info.fps,
+                "frames": side_frames,
+            }
+            write_atomic(sidecar, json.dumps(doc).encode())
+        result = FileResult(
+            input=src,
+            output=dst,
+            kind="video",
+            frames=outcome.frames,
+            expected_frames=outcome.expected,
+            complete=outcome.complete,
+            boxes=counts["boxes"],
+            remembered=counts["remembered"],
+            sidecar=sidecar,
+        )
+    else:
+        raise UnreadableInputError(f"unsupported file type {src.suffix!r}", subject=str(src))
+    residual = _residual_summary(residuals) if verify is not None else None
+    result.residual = residual["count"] if residual is not None else None
+    if options.audit:
+        result.audit = write_audit(
+            src,
+            dst,
+            options,
+            model,
+            frames=audit_frames,
+            written=result.frames,
+            expected=result.expected_frames,
+            complete=result.complete,
+            residual=residual,
+            input_sha256=input_sha,
+        )
+    if options.strict and result.residual:
+        # Fail closed: an output in which the detector still finds something is not published.
+        dst.unlink(missing_ok=True)
+        raise IncompleteOutputError(
+            f"the residual check still finds {result.residual} box(es) in the anonymized output; output removed",
+            subject=str(src),
+            hint=f"see {result.audit} for where; lower the thresholds, raise --enlarge or use --mode solid"
+            if result.audit
+            else "lower the thresholds, raise --enlarge or use --mode solid",
+        )
+    result.seconds = round(time.perf_counter() - start, 3)
+    logger.info("Anonymized %s -> %s (%d boxes)", src, dst, result.boxes)
+    return result

@@ -1,0 +1,98 @@
+"""Which model anonymizes: ``--model`` or the registry's champion, and the detector built
+from it (ours, CenterFace, or both in a union)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pyroblur.anonymize.detector import Detector, UltralyticsDetector
+from pyroblur.anonymize.errors import NoModelError
+from pyroblur.anonymize.options import AnonymizeOptions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_detector", "resolve_weights"]
+
+
+def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> Path:
+    """The weights to use: ``weights`` when given, else the registry's champion.
+
+    The registry's own errors (a corrupt file, a champion without passed promotion gates)
+    pass through unchanged: they name the registry and say what to do.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+        NoModelError: no weights given and the registry has no usable champion.
+        pyroblur.registry.store.RegistryError: the registry refuses its champion.
+    """
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"model weights not found: {weights}")
+        return weights
+    if registry_path is None:
+        from pyroblur.core.settings import get_paths
+
+        registry_path = get_paths().registry
+    from pyroblur.registry.store import champion_weights
+
+    champion = champion_weights(registry_path)
+    if champion is None:
+        raise NoModelError(
+            f"No --model given and no champion model in the registry {registry_path}. "
+            "Train and promote a model first (the training flow promotes a champion), "
+            "set PYROBLUR_DATA_DIR to the data folder that holds registry.json, "
+            "or pass --model path/to/weights.pt (or .onnx).",
+            subject=str(registry_path),
+        )
+    if not Path(champion).is_file():
+        raise NoModelError(
+            f"The champion in {registry_path} points to {champion}, which does not exist; "
+            "pass --model or promote another model.",
+            subject=str(registry_path),
+        )
+    return Path(champion)
+
+
+def build_detector(options: AnonymizeOptions) -> Detector:
+    """The detector ``options`` ask for.
+
+    ``face_detector="yolo"``: our YOLO model (``options.weights`` or the champion), with
+    tiled passes when ``options.tiles``; ``"centerface"``: CenterFace for faces and our
+    model for plates (when plates are asked for); ``"union"``: both for faces, ours for plates.
+
+    Raises:
+        NoModelError: no weights, or weights that do not load as a YOLO model.
+    """
+    need_yolo = options.face_detector != "centerface" or 1 in options.class_ids
+    detectors: list[Detector] = []
+    if need_yolo:
+        weights = resolve_weights(options.weights)
+        classes = options.class_ids
+        if options.face_detector == "centerface":
+            classes = tuple(c for c in classes if c != 0)
+        try:
+            yolo = UltralyticsDetector(
+                weights,
+                device=options.device,
+                half=options.half,
+                conf=options.conf,
+                classes=classes,
+                imgsz=options.imgsz,
+                tiles=options.tiles,
+            )
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for a bad file
+            raise NoModelError(
+                f"Could not load the model {weights}: {type(exc).__name__}: {exc}", subject=str(weights)
+            ) from exc
+        detectors.append(yolo)
+    if options.face_detector in ("centerface", "union") and 0 in options.class_ids:
+        from pyroblur.anonymize.centerface import CenterFaceDetector
+
+        detectors.append(CenterFaceDetector(conf=options.conf_face))
+    if len(detectors) == 1:
+        return detectors[0]
+    from pyroblur.anonymize.detector import UnionDetector
+
+    return UnionDetector(detectors)
