@@ -9,7 +9,8 @@ BASE: dict[str, Any] = {
     "name": "tiny",
     "sources": [{"kind": "synthetic", "name": "synthetic", "num_images": 60, "image_size": 96, "seed": 0}],
     "curation": {"dataset_name": "pyroblur-test-tiny"},
-    "balance": {"samples_per_class": 30, "seed": 0},
+    # 30 per class gives 3 val and 3 test images per class: the evidence minimum is sized for that.
+    "balance": {"samples_per_class": 30, "seed": 0, "min_images_per_class": {"val": 2, "test": 2}},
     "train": {
         "model": "yolo11n.yaml",
         "epochs": 1,
