@@ -130,3 +130,45 @@ def test_interrupted_extraction_leaves_previous_target(tmp_path: Path, monkeypat
         extract_archive(arc, target)
     assert (target / "x.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "out"]
+
+
+def _zip_bomb(path: Path, size: int) -> Path:
+    """A zip whose one member is ``size`` zero bytes (deflate packs ~1000x), written in chunks."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf, zf.open("zeros.bin", "w") as fh:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(size // len(chunk)):
+            fh.write(chunk)
+    return path
+
+
+def test_zip_bomb_is_refused_by_ratio_before_anything_is_written(tmp_path: Path) -> None:
+    arc = _zip_bomb(tmp_path / "bomb.zip", 256 << 20)  # 256 MiB of zeros in well under 1 MiB
+    assert arc.stat().st_size < (1 << 20)
+    with pytest.raises(UnsafeArchiveError, match=r"times its own size.*zip bomb") as err:
+        extract_archive(arc, tmp_path / "out")
+    assert str(arc) in str(err.value)
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [arc]
+    assert not err.value.transient and err.value.exit_code == 3
+
+
+def test_total_size_limit(tmp_path: Path, monkeypatch) -> None:
+    arc = make_zip(tmp_path / "a.zip", {"a.bin": b"a" * 5000, "b.bin": b"b" * 5000})
+    with pytest.raises(UnsafeArchiveError, match=r"over the limit of 8,000"):
+        extract_archive(arc, tmp_path / "out", max_bytes=8000)
+    monkeypatch.setenv("PYROBLUR_MAX_EXTRACT_BYTES", "9000")
+    with pytest.raises(UnsafeArchiveError, match="PYROBLUR_MAX_EXTRACT_BYTES"):
+        extract_archive(arc, tmp_path / "out")
+    monkeypatch.setenv("PYROBLUR_MAX_EXTRACT_BYTES", "20000")
+    assert (extract_archive(arc, tmp_path / "out") / "b.bin").stat().st_size == 5000
+
+
+def test_tar_bomb_is_refused_while_scanning(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for i in range(3):
+            info = tarfile.TarInfo(f"z{i}.bin")
+            info.size = 64 << 20
+            tf.addfile(info, io.BytesIO(b"\0" * info.size))
+    with pytest.raises(UnsafeArchiveError, match="times its own size"):
+        extract_archive(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

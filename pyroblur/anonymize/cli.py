@@ -132,11 +132,12 @@ def anonymize_command(
         str,
         typer.Option(help="auto (CUDA if present, else CPU), cpu, cuda:0, mps.", rich_help_panel=_DET),
     ] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Video frames per detector call.", rich_help_panel=_DET)] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Video frames per detector call.", rich_help_panel=_DET)] = 8,
     imgsz: Annotated[
         int | None,
         typer.Option(
             min=32,
+            max=4096,
             # Escaped: rich reads an unescaped [default: ...] as markup and drops it.
             help="Detector input size in pixels \\[default: the model's training size].",
             rich_help_panel=_DET,
@@ -195,6 +196,7 @@ def anonymize_command(
         int,
         typer.Option(
             min=0,
+            max=300,
             help="Video: fill detection gaps of up to this many frames along a track, and hold a track's box "
             "this long before its first and after its last detection (0 = off).",
             rich_help_panel=_HIDE,
@@ -286,8 +288,15 @@ def anonymize_command(
             sidecar=sidecar,
             progress=progress,
         )
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except ValidationError as exc:  # one line per bad option, not pydantic's dump
+        bad = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors() if e["loc"])
+        raise typer.BadParameter(bad or str(exc).splitlines()[0]) from None
+    from pyroblur.core.devices import device_problem
+
+    problem = device_problem(device)
+    if problem:  # once, before any file, instead of the same failure for every file
+        console.print(f"[bold red]Error:[/] --device: {problem}")
+        raise typer.Exit(EXIT_ERROR)
     try:
         report = anonymize_path(input, output, options, resume=resume)
     except (NoModelError, FileNotFoundError, UnsafeOutputError) as exc:

@@ -11,6 +11,8 @@ import numpy as np
 
 from pyroblur.anonymize.errors import UnreadableInputError
 from pyroblur.core.detections import Detections
+from pyroblur.core.errors import InputError
+from pyroblur.core.images import decode_image
 from pyroblur.core.io import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -25,12 +27,12 @@ def read_image(path: Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarra
     Raises:
         UnreadableInputError: the file does not decode as an image.
     """
-    data = np.fromfile(str(path), np.uint8)
     # IMREAD_COLOR applies the EXIF orientation of a JPEG; the written file is upright, EXIF-free.
     flags = cv2.IMREAD_COLOR if path.suffix.lower() in {".jpg", ".jpeg"} else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(data, flags)
-    if img is None or img.size == 0:
-        raise UnreadableInputError("not a readable image (corrupt or truncated?)", subject=str(path))
+    try:  # the project's one decoder: the header is checked against the pixel limit first
+        img = decode_image(path.read_bytes(), flags=flags, subject=str(path))
+    except InputError as exc:
+        raise UnreadableInputError(exc.message, subject=str(path), hint=exc.hint) from None
     if img.dtype != np.uint8:
         logger.info("%s: %s image written as 8-bit", path, img.dtype)
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)

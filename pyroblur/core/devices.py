@@ -23,3 +23,28 @@ def resolve_device(device: str | None = None) -> str:
     if device.isdigit():
         return f"cuda:{device}"
     return device
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (``cpu``, ``auto``, ``0``, ``0,1``, ``cuda:1``, ``mps``) cannot be used
+    on this machine, or ``None`` when it can."""
+    spec = str(device).strip().lower()
+    if spec in ("", "auto", "cpu", "-1"):
+        return None
+    import torch
+
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "device 'mps' is not available on this machine"
+    indices = []
+    for part in spec.replace("cuda:", "").replace("cuda", "0").split(","):
+        part = part.strip()
+        if not part.isdigit():
+            return f"device '{device}' is not one of auto, cpu, mps, a GPU index (0, 0,1) or cuda:N"
+        indices.append(int(part))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in indices if i >= count]
+    if missing:
+        have = f"{count} CUDA GPU(s)" if count else "no CUDA GPU"
+        return f"device '{device}' asks for GPU {missing[0]} but this machine has {have} (use 'cpu' or 'auto')"
+    return None

@@ -2,7 +2,10 @@
 
 Every member is checked *before* anything is written: absolute paths, ``..`` components
 and symbolic/hard links that point outside the target are refused with an
-:class:`UnsafeArchiveError` naming the member. Extraction goes to a temporary folder
+:class:`UnsafeArchiveError` naming the member, and so is an archive that would expand beyond
+the limits (:data:`MAX_EXTRACT_BYTES`, :data:`MAX_RATIO`, :data:`MAX_MEMBERS`; a "zip bomb").
+The sizes checked are the ones the archive declares: zip members are read no further than
+their declared size, and tar sizes are exact. Extraction goes to a temporary folder
 next to the target which is then renamed into place, so a crash never leaves a
 half-extracted target. A stamp inside the target records the archive's sha256; the
 archive is extracted again only when that digest changes.
@@ -12,14 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+from pyroblur.core.errors import InputError
 from pyroblur.data.download import stamped_sha256
 
 log = logging.getLogger(__name__)
@@ -29,9 +35,22 @@ __all__ = ["STAMP_NAME", "ArchiveError", "UnsafeArchiveError", "extract_archive"
 #: Completion stamp written inside an extracted folder.
 STAMP_NAME = ".pyroblur-extracted.json"
 
+_GiB = 1024**3
+#: Most bytes one archive may expand to (``PYROBLUR_MAX_EXTRACT_BYTES`` overrides). The largest
+#: real source (WIDER FACE train) expands to ~1.5 GB.
+MAX_EXTRACT_BYTES = 200 * _GiB
+#: Most times an archive may expand its own size. Images barely compress (about 1x) and
+#: annotation text about 10x; zip bombs reach 1000x and more.
+MAX_RATIO = 100.0
+#: Below this many expanded bytes the ratio is not checked (a small annotation zip may be 50x).
+RATIO_FLOOR_BYTES = 64 * 1024**2
+#: Most members one archive may have.
+MAX_MEMBERS = 5_000_000
 
-class ArchiveError(RuntimeError):
-    """The archive cannot be read or extracted (corrupt, unsupported, no space)."""
+
+class ArchiveError(InputError, RuntimeError):
+    """The archive cannot be read or extracted (corrupt, unsupported, too large, no space);
+    permanent: the same file fails the same way (exit code 3)."""
 
 
 class UnsafeArchiveError(ArchiveError):
@@ -65,20 +84,28 @@ def _check_link(archive: Path, name: str, base_dir: str, link: str, kind: str) -
         raise UnsafeArchiveError(archive, name, f"is a {kind} pointing outside the target ({link!r})")
 
 
-def _validate_zip(archive: Path, zf: zipfile.ZipFile) -> int:
+Limits = Callable[[int, int], None]  # (bytes so far, members so far) -> raises when over
+
+
+def _validate_zip(archive: Path, zf: zipfile.ZipFile, limits: Limits) -> int:
     total = 0
-    for info in zf.infolist():
+    for count, info in enumerate(zf.infolist(), 1):
         name = _check_name(archive, info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
+            if info.file_size > 4096:
+                raise UnsafeArchiveError(archive, info.filename, f"is a symlink of {info.file_size:,} bytes")
             link = zf.read(info).decode("utf-8", "replace")
             _check_link(archive, info.filename, posixpath.dirname(name), link, "symlink")
         total += info.file_size
+        limits(total, count)
     return total
 
 
-def _validate_tar(archive: Path, tf: tarfile.TarFile) -> int:
+def _validate_tar(archive: Path, tf: tarfile.TarFile, limits: Limits) -> int:
     total = 0
-    for member in tf.getmembers():
+    # Iterate instead of getmembers(): a compressed bomb is refused as soon as its running
+    # total is over, not after decompressing all of it.
+    for count, member in enumerate(tf, 1):
         name = _check_name(archive, member.name)
         if member.issym():
             _check_link(
@@ -94,7 +121,36 @@ def _validate_tar(archive: Path, tf: tarfile.TarFile) -> int:
         elif not (member.isfile() or member.isdir()):
             raise UnsafeArchiveError(archive, member.name, "is a device or fifo")
         total += member.size
+        limits(total, count)
     return total
+
+
+def max_extract_bytes() -> int:
+    """:data:`MAX_EXTRACT_BYTES`, or ``PYROBLUR_MAX_EXTRACT_BYTES`` when set."""
+    raw = os.environ.get("PYROBLUR_MAX_EXTRACT_BYTES", "").strip()
+    return int(float(raw)) if raw else MAX_EXTRACT_BYTES
+
+
+def _check_limits(archive: Path, total: int, members: int, *, max_bytes: int, max_ratio: float) -> None:
+    """Refuse an archive that expands beyond the limits, before anything is written."""
+    if members > MAX_MEMBERS:
+        raise UnsafeArchiveError(archive, f"<{members} members>", f"makes the archive exceed {MAX_MEMBERS:,} members")
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            archive,
+            "<all members>",
+            f"would expand to {total:,} bytes, over the limit of {max_bytes:,} (PYROBLUR_MAX_EXTRACT_BYTES)",
+        )
+    if total <= RATIO_FLOOR_BYTES:
+        return
+    packed = max(archive.stat().st_size, 1)
+    if total > RATIO_FLOOR_BYTES and total / packed > max_ratio:
+        raise UnsafeArchiveError(
+            archive,
+            "<all members>",
+            f"would expand {total / packed:,.0f} times its own size ({packed:,} -> {total:,} bytes), "
+            f"over the limit of {max_ratio:g}x (a zip bomb?)",
+        )
 
 
 def _read_stamp(target: Path) -> dict | None:
@@ -104,13 +160,22 @@ def _read_stamp(target: Path) -> dict | None:
         return None
 
 
-def extract_archive(archive: Path, target: Path, *, sha256: str | None = None) -> Path:
+def extract_archive(
+    archive: Path,
+    target: Path,
+    *,
+    sha256: str | None = None,
+    max_bytes: int | None = None,
+    max_ratio: float = MAX_RATIO,
+) -> Path:
     """Extract ``archive`` (zip or any tar) into the folder ``target``; return ``target``.
 
     ``sha256`` is the archive's digest if already known (else it is taken from the
     download stamp or computed). When ``target`` holds a stamp with the same digest,
     nothing is done. Raises :class:`UnsafeArchiveError` before writing anything when a
-    member would land outside ``target``.
+    member would land outside ``target``, or when the archive would expand to more than
+    ``max_bytes`` (default :func:`max_extract_bytes`) or more than ``max_ratio`` times its
+    own size.
     """
     archive, target = Path(archive), Path(target)
     digest = sha256 or stamped_sha256(archive)
@@ -130,7 +195,12 @@ def extract_archive(archive: Path, target: Path, *, sha256: str | None = None) -
     tmp = target.parent / f".{target.name}.extract-{uuid.uuid4().hex[:8]}"
     try:
         with opener(archive) as handle:  # type: ignore[operator]
-            needed = validate(archive, handle)
+            limit_bytes = max_bytes or max_extract_bytes()
+            needed = validate(
+                archive,
+                handle,
+                lambda total, count: _check_limits(archive, total, count, max_bytes=limit_bytes, max_ratio=max_ratio),
+            )
             free = shutil.disk_usage(target.parent).free
             if needed > free:
                 raise ArchiveError(
