@@ -132,7 +132,9 @@ def anonymize_command(
         str,
         typer.Option(help="auto (CUDA if present, else CPU), cpu, cuda:0, mps.", rich_help_panel=_DET),
     ] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Video frames per detector call.", rich_help_panel=_DET)] = 8,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=256, help="Video frames per detector call.", rich_help_panel=_DET)
+    ] = 8,
     imgsz: Annotated[
         int | None,
         typer.Option(

@@ -67,7 +67,7 @@ class _Track:
         self.boxes.append(box)
         self.max_wh = np.maximum(self.max_wh, box[2:] - box[:2])
 
-    def velocity(self, end: int, forward: bool, window: int = 5) -> np.ndarray:
+    def velocity(self, forward: bool, window: int = 5) -> np.ndarray:
         """Centre motion (pixels/frame) over up to ``window`` detections at the track's end
         (``forward``) or start; zero for a track seen once."""
         frames = self.frames[-window:] if forward else self.frames[:window]
@@ -225,11 +225,14 @@ class TrackFiller:
                 new.append((1 - w) * t.boxes[a] + w * t.boxes[b])
             else:
                 if a is not None and index - t.frames[a] <= self.max_gap:
-                    v = _Track(t.class_id, t.frames[: a + 1], t.boxes[: a + 1]).velocity(index, forward=True)
+                    v = _Track(t.class_id, t.frames[: a + 1], t.boxes[: a + 1]).velocity(forward=True)
                     shift = np.tile(v * (index - t.frames[a]), 2)
                     new.append(t.boxes[a] + shift)
                 if b is not None and t.frames[b] - index <= self.max_gap:
-                    v = _Track(t.class_id, t.frames[b:], t.boxes[b:]).velocity(index, forward=False)
+                    # Velocity from the detections around b, earlier ones included: a track
+                    # re-found after a long gap knows how it moved; a new one holds still.
+                    lo = max(0, b - 4)
+                    v = _Track(t.class_id, t.frames[lo:], t.boxes[lo:]).velocity(forward=False)
                     shift = np.tile(v * (t.frames[b] - index), 2)
                     new.append(t.boxes[b] - shift)
             for box in new:

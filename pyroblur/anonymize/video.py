@@ -102,6 +102,8 @@ class VideoInfo:
     fps: float
     duration: float
     audio_codecs: tuple[str, ...] = ()
+    #: seconds from the file's start to the video stream's first frame (audio may start first)
+    video_offset: float = 0.0
 
     @property
     def has_audio(self) -> bool:
@@ -109,7 +111,11 @@ class VideoInfo:
 
     @property
     def frame_count_estimate(self) -> int | None:
-        return round(self.duration * self.fps) if self.duration > 0 and self.fps > 0 else None
+        """Frames the container announces: (duration - video offset) x rate. The duration is
+        the longest stream's, so a file whose audio runs on after the video overestimates."""
+        if self.duration <= 0 or self.fps <= 0:
+            return None
+        return round((self.duration - self.video_offset) * self.fps)
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -124,6 +130,8 @@ _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"\b(\d{1,5})x(\d{1,5})\b")
 _FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)\b")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+_FILE_START = re.compile(r"Duration:.*?start:\s*(-?[\d.]+)")
+_STREAM_START = re.compile(r"\bstart (-?[\d.]+)")
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -158,7 +166,14 @@ def probe_video(path: Path) -> VideoInfo:
         for ln in text.splitlines()
         if "Stream #" in ln and "Audio:" in ln
     )
-    return VideoInfo(width, height, float(fps.group(1)), duration, audio)
+    # ffmpeg (>= 7) names each stream's start; the output's video must start as late as the
+    # input's relative to its audio, or the audio drifts out of sync by that much.
+    file_start = _FILE_START.search(text)
+    video_start = _STREAM_START.search(after)
+    offset = 0.0
+    if file_start and video_start:
+        offset = max(0.0, float(video_start.group(1)) - float(file_start.group(1)))
+    return VideoInfo(width, height, float(fps.group(1)), duration, audio, offset)
 
 
 def _tail(text: str, n: int = 600) -> str:
@@ -246,6 +261,7 @@ class _Encoder:
             f"{info.width}x{info.height}",
             "-framerate",
             f"{fps.numerator}/{fps.denominator}",
+            *(["-itsoffset", f"{info.video_offset:.6f}"] if info.video_offset > 0 else []),
             "-i",
             "-",
             "-i",

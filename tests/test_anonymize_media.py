@@ -1,0 +1,154 @@
+"""Video edge cases through the bundled ffmpeg: a truncated input reported (exit 3 with
+frames written vs expected), rotation metadata honoured, audio kept in sync when the video
+stream starts after the audio, the encoder quality option."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pyroblur.anonymize import api
+from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
+from pyroblur.anonymize.cli import EXIT_SKIPPED, anonymize_command
+from pyroblur.anonymize.video import ffmpeg_exe, probe_video, read_frames
+from pyroblur.core.detections import Detections
+
+W, H, FPS, N = 320, 240, 25, 50
+
+
+def _opts(**kw) -> AnonymizeOptions:
+    return AnonymizeOptions(**({"progress": False, "enlarge": 1.0, "batch_size": 8} | kw))
+
+
+def nothing(frames: list[np.ndarray]) -> list[Detections]:
+    return [Detections.empty() for _ in frames]
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _textured_clip(path: Path, *extra: str, video_delay: float = 0.0) -> None:
+    """N frames of a moving test pattern with a sine tone; the video stream starts
+    ``video_delay`` seconds after the audio."""
+    delay = ["-itsoffset", str(video_delay)] if video_delay else []
+    _ffmpeg(
+        *delay,
+        *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
+        *("-f", "lavfi", "-i", "sine=frequency=440"),
+        *("-t", str(N / FPS + video_delay), "-map", "0:v", "-map", "1:a"),
+        *("-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", *extra, str(path)),
+    )
+
+
+def _stream_starts(path: Path) -> dict[int, float]:
+    """Seconds at which each stream's first decoded frame is presented (ffmpeg framecrc)."""
+    out = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-f", "framecrc", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    bases: dict[int, float] = {}
+    starts: dict[int, float] = {}
+    for line in out.splitlines():
+        if line.startswith("#tb "):
+            idx, frac = line[4:].split(":")
+            num, den = frac.strip().split("/")
+            bases[int(idx)] = int(num) / int(den)
+        elif line and not line.startswith("#"):
+            idx, pts = (int(v) for v in line.split(",")[:2])
+            starts.setdefault(idx, pts * bases[idx])
+    return starts
+
+
+@pytest.fixture
+def cli_app(monkeypatch) -> typer.Typer:
+    monkeypatch.setattr(api, "build_detector", lambda options: nothing)
+    app = typer.Typer()
+    app.command("anonymize")(anonymize_command)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    return app
+
+
+def test_truncated_video_is_reported_with_frames_written_vs_expected(tmp_path, cli_app) -> None:
+    full = tmp_path / "full.mp4"
+    _textured_clip(full, "-movflags", "+faststart")  # header first: a cut file still opens
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+
+    report = anonymize_path(cut, tmp_path / "out.mp4", _opts(), detector=nothing)
+    [result] = report.processed
+    assert not result.complete and not report.ok
+    assert result.expected_frames == N and 0 < result.frames < N - 2
+    assert "truncated" in report.to_markdown()
+    # The whole file still goes through completely.
+    assert anonymize_path(full, tmp_path / "full-out.mp4", _opts(), detector=nothing).ok
+
+    out = tmp_path / "cli-out.mp4"
+    result = CliRunner().invoke(cli_app, ["anonymize", str(cut), str(out), "--no-progress"], env={"COLUMNS": "200"})
+    assert result.exit_code == EXIT_SKIPPED, result.output
+    text = " ".join(result.output.split())
+    assert "Truncated input" in text and f"of {N} expected" in text
+
+
+def test_rotation_metadata_is_honoured(tmp_path) -> None:
+    """A phone video stored landscape with a 90 degree display matrix: detection and hiding
+    happen on the upright picture and the output displays the same way as the input."""
+    plain = tmp_path / "plain.mp4"
+    _textured_clip(plain)
+    rotated = tmp_path / "rotated.mp4"
+    _ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
+    info = probe_video(rotated)
+    assert (info.width, info.height) == (H, W), "the probe must report the displayed (upright) size"
+    box = (20, 30, 100, 150)  # in upright pixels: taller than wide, only possible after rotation
+
+    def detector(frames):
+        assert all(f.shape[:2] == (W, H) for f in frames)
+        return [Detections(np.array([box], np.float32), np.array([0])) for _ in frames]
+
+    out = tmp_path / "out.mp4"
+    report = anonymize_path(rotated, out, _opts(memory_frames=0), detector=detector)
+    assert report.ok, report.skipped
+    src, dst = list(read_frames(rotated)), list(read_frames(out))
+    assert len(dst) == N and dst[0].shape == (W, H, 3)
+    x1, y1, x2, y2 = box
+    for a, b in zip(src, dst, strict=True):
+        assert np.abs(a[y1:y2, x1:x2].astype(int) - b[y1:y2, x1:x2].astype(int)).mean() > 10
+        far = np.ones(a.shape[:2], bool)
+        far[: y2 + 10, : x2 + 10] = False
+        assert np.abs(a.astype(int) - b.astype(int))[far].mean() < 4, "output not displayed like the input"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+def test_audio_stays_in_sync_within_one_frame(tmp_path, delay) -> None:
+    src = tmp_path / "in.mp4"
+    _textured_clip(src, video_delay=delay)
+    before = _stream_starts(src)
+    out = tmp_path / "out.mp4"
+    assert anonymize_path(src, out, _opts(), detector=nothing).ok
+    after = _stream_starts(out)
+    offset_in, offset_out = before[0] - before[1], after[0] - after[1]  # video start - audio start
+    assert abs(offset_in - delay) < 1 / FPS, "test clip not built as intended"
+    assert abs(offset_out - offset_in) < 1 / FPS, f"audio moved by {offset_out - offset_in:+.3f} s"
+
+
+def test_encoder_quality_option(tmp_path) -> None:
+    src = tmp_path / "in.mp4"
+    _textured_clip(src)
+    sizes = {}
+    for crf in (12, 40):
+        out = tmp_path / f"crf{crf}.mp4"
+        assert anonymize_path(src, out, _opts(crf=crf, audit=False), detector=nothing).ok
+        sizes[crf] = out.stat().st_size
+    assert sizes[12] > 2 * sizes[40]
