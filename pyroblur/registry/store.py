@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyroblur.core.errors import PermanentError
 from pyroblur.core.hashing import sha256_file
 from pyroblur.core.io import write_atomic
+from pyroblur.manifests import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +56,6 @@ class CorruptRegistryError(RegistryError):
 
 class UngatedChampionError(RegistryError):
     """The champion's entry has no record of passed promotion gates: it is not used by default."""
-
-
-class Gate(BaseModel):
-    """One promotion gate: what was measured, the bar it had to clear, and the verdict.
-
-    Attributes:
-        name: e.g. ``improvement``, ``evidence:test/face``, ``recall_floor:face``.
-        value: the measured value (``None`` when it could not be measured; that fails).
-        threshold: the bar, in the value's units (``None`` when there is none to clear).
-        passed: the verdict.
-        detail: one sentence with both numbers and the setting that set the bar.
-    """
-
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", frozen=True)
-
-    name: str
-    value: float | None
-    threshold: float | None
-    passed: bool
-    detail: str
 
 
 class ModelEntry(BaseModel):
