@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,131 @@ def test_override_list_index_and_errors():
         load_config(ROOT / "configs" / "demo.yaml", ["train.epochs"])
     with pytest.raises(ConfigError, match="cannot descend"):
         load_config(ROOT / "configs" / "demo.yaml", ["sources.5.seed=1"])
+
+
+# --- every way a config file can be unusable is one named ConfigError (issue 14) -------------
+
+BOMB = """\
+train:
+  args:
+    plots: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+    save: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+    val: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+    amp: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+    cache: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+    rect: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+    cos_lr: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+    fraction: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+    profile: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "config file is empty"),
+        (b"# only a comment\n", "config file is empty"),
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        (BOMB.encode(), "expand to more than 100,000 nodes"),
+        (b"a: &x [*x]\n", "recursive YAML alias"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    ],
+    ids=["empty", "comment-only", "latin-1", "billion-laughs", "recursive", "deep"],
+)
+def test_unusable_config_files_are_named(tmp_path, content, expected):
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert err.value.exit_code == 2 and not err.value.transient
+
+
+def test_folder_and_oversized_file_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * 2_000_000 + b"\n")
+    with pytest.raises(ConfigError, match="too large for a config file"):
+        load_config(big)
+
+
+def test_alias_bomb_in_an_override_is_refused():
+    bomb = "[" + ",".join(["&a [1,2,3,4,5,6,7,8,9]"] + ["*a"] * 2000) + "]"
+    with pytest.raises(ConfigError, match="override 'train.args.plots=.*more than 1000 YAML aliases"):
+        load_config(ROOT / "configs" / "demo.yaml", [f"train.args.plots={bomb}"])
+
+
+def test_safe_loader_reads_what_yaml_safe_load_reads():
+    import yaml
+
+    from pyroblur.core.yamlsafe import load_yaml
+
+    for cfg in (ROOT / "configs").glob("*.yaml"):
+        assert load_yaml(cfg.read_text()) == yaml.safe_load(cfg.read_text())
+    # A few anchors and merge keys, as people use them, stay allowed.
+    doc = "base: &b {epochs: 1, imgsz: 64}\ntrain:\n  <<: *b\n  batch: 8\nother: *b\n"
+    assert load_yaml(doc) == yaml.safe_load(doc)
+
+
+# --- preflight: preconditions checked at flow start, before any stage -------------------------
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    monkeypatch.setenv("PYROBLUR_DATA_DIR", str(root))
+    return root
+
+
+def _tiny(**changes):
+    from tiny_config import tiny_config
+
+    return parse_config(tiny_config(**changes))
+
+
+def test_preflight_passes_on_a_fresh_root(data_root):
+    from pyroblur.config import preflight
+
+    preflight(_tiny())
+    assert data_root.is_dir()
+
+
+def test_preflight_names_a_corrupt_registry(data_root):
+    from pyroblur.config import preflight
+
+    data_root.mkdir()
+    (data_root / "registry.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match="registry.json") as err:
+        preflight(_tiny())
+    assert err.value.exit_code == 2
+    assert (data_root / "registry.json").read_text() == "{ not json"  # left untouched
+
+
+def test_preflight_names_a_missing_package(data_root, monkeypatch):
+    import importlib.util
+
+    from pyroblur.config import preflight
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "roboflow" else real(name, *a))
+    cfg = _tiny(sources=[{"kind": "roboflow", "name": "rf"}])
+    with pytest.raises(ConfigError, match="source 'rf' .*needs the Python package 'roboflow'"):
+        preflight(cfg)
+
+
+def test_preflight_names_missing_weights_and_devices(data_root):
+    import torch
+
+    from pyroblur.config import preflight
+
+    with pytest.raises(ConfigError, match="train.model: weights file 'nope.pt' not found"):
+        preflight(_tiny(**{"train.model": "nope.pt", "train.allow_download": False}))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"train.device: device '{gpus}' asks for GPU {gpus}"):
+        preflight(_tiny(**{"train.device": str(gpus)}))
+    with pytest.raises(ConfigError, match="benchmark.device: device 'cuda:x' is not one of"):
+        preflight(_tiny(**{"benchmark.device": "cuda:x"}))
+    # Stopping before training, or training on a GPU deployment, needs no local GPU.
+    preflight(_tiny(**{"train.device": str(gpus)}), until="curate")
+    preflight(_tiny(**{"train.device": str(gpus), "orchestration.train_deployment": "train_stage/x"}))
