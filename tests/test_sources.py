@@ -16,12 +16,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from pyroblur.core.records import load_records
+from pyroblur.core.errors import ConfigurationError, is_transient
 from pyroblur.data.download import ChecksumMismatchError, HTTPStatusError
 from pyroblur.data.sources import fetch_source, plan_source, wider_face
 from pyroblur.data.sources import roboflow as rf_source
 from pyroblur.data.sources._common import SourceDataError
 from pyroblur.data.sources.models import (
+    WIDER_REVISION,
+    WIDER_SHA256,
     HttpOptions,
     HuggingFaceCocoSource,
     LocalFolderSource,
@@ -97,15 +99,37 @@ def serve_wider(srv: FileServer) -> dict[str, bytes]:
     return files
 
 
-def test_wider_plan_lists_official_urls_sizes_and_destinations(tmp_path: Path) -> None:
+def test_wider_plan_lists_pinned_urls_sizes_checksums_and_destinations(tmp_path: Path) -> None:
     planned = plan_source(WiderFaceSource(), tmp_path)
-    base = "https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data"
-    assert [(p.url, p.size, p.dest) for p in planned] == [
-        (f"{base}/WIDER_train.zip", 1_465_602_149, tmp_path / "archives" / "WIDER_train.zip"),
-        (f"{base}/WIDER_val.zip", 362_752_168, tmp_path / "archives" / "WIDER_val.zip"),
-        (f"{base}/wider_face_split.zip", 3_591_642, tmp_path / "archives" / "wider_face_split.zip"),
+    base = f"https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/{WIDER_REVISION}/data"
+    assert [(p.url, p.size, p.sha256, p.dest) for p in planned] == [
+        (
+            f"{base}/WIDER_train.zip",
+            1_465_602_149,
+            WIDER_SHA256["WIDER_train.zip"],
+            tmp_path / "archives" / "WIDER_train.zip",
+        ),
+        (f"{base}/WIDER_val.zip", 362_752_168, WIDER_SHA256["WIDER_val.zip"], tmp_path / "archives" / "WIDER_val.zip"),
+        (
+            f"{base}/wider_face_split.zip",
+            3_591_642,
+            WIDER_SHA256["wider_face_split.zip"],
+            tmp_path / "archives" / "wider_face_split.zip",
+        ),
     ]
-    assert all(p.sha256 and len(p.sha256) == 64 for p in planned)
+    assert all(p.token_env == "HF_TOKEN" for p in planned)
+    mirror = plan_source(WiderFaceSource(base_url="https://mirror.example/w"), tmp_path)
+    assert mirror[0].url == "https://mirror.example/w/WIDER_train.zip" and mirror[0].token_env is None
+
+
+def test_hub_sources_refuse_an_unpinned_revision() -> None:
+    with pytest.raises(ValueError, match="not a commit hash"):
+        WiderFaceSource(revision="main")
+    with pytest.raises(ValueError, match="not a commit hash"):
+        HuggingFaceCocoSource(revision="main")
+    with pytest.raises(ValueError, match="64 hexadecimal"):
+        WiderFaceSource(sha256={"WIDER_val.zip": "abc"})
+    assert HuggingFaceCocoSource(revision="main", allow_unpinned=True).revision == "main"
 
 
 def test_wider_fetch_end_to_end(server: FileServer, tmp_path: Path) -> None:
@@ -137,7 +161,7 @@ def test_wider_fetch_end_to_end(server: FileServer, tmp_path: Path) -> None:
     assert by_name["1_Handshaking_2.jpg"].boxes == []
     assert (by_name["1_Handshaking_2.jpg"].width, by_name["1_Handshaking_2.jpg"].height) == (32, 40)
     assert by_name["2_Demo_9.jpg"].source_split == "val"
-    assert load_records(dest / "index.jsonl") == records
+    assert not (dest / "index.jsonl").exists()  # one index, written by the download task
     assert any(r for r in server.requests_for("/wider/data/WIDER_train.zip") if r)
 
     # Second run: nothing downloaded or extracted again, same records.
@@ -146,28 +170,43 @@ def test_wider_fetch_end_to_end(server: FileServer, tmp_path: Path) -> None:
     assert len(server.requests) == n
 
 
-def test_wider_max_images_and_official_checksums(
+def serve_pinned_wider(srv: FileServer, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, bytes], str]:
+    """The WIDER files at the Hub's resolve/<commit> URLs, with their sizes; returns files, commit."""
+    files = serve_wider(srv)
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    for name, data in files.items():
+        srv.files[f"/datasets/CUHK-CSE/wider_face/resolve/{rev}/data/{name}"] = data
+    monkeypatch.setattr(wider_face, "SIZES", {n: len(d) for n, d in files.items()})
+    return files, rev
+
+
+def test_wider_pinned_revision_checksums_and_token(
     server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = serve_wider(server)
-    official = {n: (len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
-    monkeypatch.setattr(wider_face, "OFFICIAL_FILES", official)
-    cfg = WiderFaceSource(base_url=server.url("/wider/data"), splits=["train"], max_images=1, http=FAST)
+    files, rev = serve_pinned_wider(server, monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    sha = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    cfg = WiderFaceSource(endpoint=server.url(""), revision=rev, sha256=sha, splits=["train"], max_images=1, http=FAST)
     records = fetch_source(cfg, tmp_path / "w")
     assert [Path(r.filepath).name for r in records] == ["0_Parade_marchingband_1_5.jpg"]
-    assert "/wider/data/WIDER_val.zip" not in [p for p, _ in server.requests]
+    paths = [p for p, _ in server.requests]
+    assert f"/datasets/CUHK-CSE/wider_face/resolve/{rev}/data/WIDER_train.zip" in paths
+    assert not any("WIDER_val" in p for p in paths)
+    assert all(h.get("Authorization") == "Bearer hf_test_token" for _, h in server.request_headers)
 
 
-def test_wider_wrong_archive_fails_checksum(
+def test_changed_file_at_the_same_url_is_detected_and_named(
     server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = serve_wider(server)
-    official = {n: (len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
-    monkeypatch.setattr(wider_face, "OFFICIAL_FILES", official)
-    server.script("/wider/data/wider_face_split.zip", "wrong")
-    cfg = WiderFaceSource(base_url=server.url("/wider/data"), splits=["val"], http=FAST)
-    with pytest.raises(ChecksumMismatchError, match="wider_face_split.zip"):
+    """Acceptance: the pinned sha256 catches a file replaced under the same URL."""
+    files, rev = serve_pinned_wider(server, monkeypatch)
+    sha = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    server.script(f"/datasets/CUHK-CSE/wider_face/resolve/{rev}/data/wider_face_split.zip", "wrong")
+    cfg = WiderFaceSource(endpoint=server.url(""), revision=rev, sha256=sha, splits=["val"], http=FAST)
+    with pytest.raises(ChecksumMismatchError, match="wider_face_split.zip") as err:
         fetch_source(cfg, tmp_path / "w")
+    assert "source 'wider_face'" in str(err.value) and not is_transient(err.value)
+    assert not (tmp_path / "w" / "archives" / "wider_face_split.zip").exists()
 
 
 def test_wider_bad_base_url_names_url(server: FileServer, tmp_path: Path) -> None:
@@ -179,14 +218,21 @@ def test_wider_bad_base_url_names_url(server: FileServer, tmp_path: Path) -> Non
 # ----------------------------------------------------------------------------- HF COCO
 
 
-def coco_zip(images: dict[str, tuple[int, int]], anns: list[tuple[str, int, list[float]]]) -> bytes:
+KP_REV = "fedcba9876543210fedcba9876543210fedcba98"
+KP_PATH = f"/datasets/keremberke/license-plate-object-detection/resolve/{KP_REV}/data"
+
+
+def coco_zip(
+    images: dict[str, tuple[int, int]], anns: list[tuple[str, int, list[float]]], categories: list[dict] | None = None
+) -> bytes:
+    """A split zip as keremberke/license-plate-object-detection publishes it: images and
+    ``_annotations.coco.json`` at the zip's root (its loading script reads both from the
+    extracted folder) and one category, id 0 ``license_plate`` (roboflow2huggingface dropped
+    Roboflow's supercategory entry and renumbered; the script's ClassLabel is ['license_plate'])."""
     ids = {name: i for i, name in enumerate(images)}
     data = {
         "info": {"description": "mini keremberke-style export"},
-        "categories": [
-            {"id": 0, "name": "license-plates", "supercategory": "none"},
-            {"id": 1, "name": "license_plate", "supercategory": "license-plates"},
-        ],
+        "categories": categories or [{"id": 0, "name": "license_plate", "supercategory": "none"}],
         "images": [{"id": ids[n], "file_name": n, "width": w, "height": h} for n, (w, h) in images.items()],
         "annotations": [
             {"id": k, "image_id": ids[n], "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
@@ -199,21 +245,17 @@ def coco_zip(images: dict[str, tuple[int, int]], anns: list[tuple[str, int, list
 
 
 def test_hf_coco_plan_and_fetch(server: FileServer, tmp_path: Path) -> None:
-    planned = plan_source(HuggingFaceCocoSource(), tmp_path)
-    assert [p.url.rsplit("/", 3)[-3:] for p in planned] == [
-        ["main", "data", "train.zip"],
-        ["main", "data", "valid.zip"],
-        ["main", "data", "test.zip"],
-    ]
-    assert "keremberke/license-plate-object-detection" in planned[0].url
+    planned = plan_source(HuggingFaceCocoSource(revision=KP_REV), tmp_path)
+    base = f"https://huggingface.co{KP_PATH}"
+    assert [p.url for p in planned] == [f"{base}/train.zip", f"{base}/valid.zip", f"{base}/test.zip"]
     assert planned[0].size is None and planned[0].dest == tmp_path / "archives" / "train.zip"
 
-    server.files["/kp/data/train.zip"] = coco_zip(
+    server.files[f"{KP_PATH}/train.zip"] = coco_zip(
         {"car_1.jpg": (80, 60), "empty.jpg": (40, 30)},
-        [("car_1.jpg", 1, [10, 20, 30, 10]), ("car_1.jpg", 1, [50, 50, 30, 10])],
+        [("car_1.jpg", 0, [10, 20, 30, 10]), ("car_1.jpg", 0, [50, 50, 30, 10])],
     )
-    server.files["/kp/data/valid.zip"] = coco_zip({"car_2.jpg": (50, 50)}, [("car_2.jpg", 1, [0, 0, 0, 0])])
-    cfg = HuggingFaceCocoSource(base_url=server.url("/kp/data"), splits=["train", "valid"], http=FAST)
+    server.files[f"{KP_PATH}/valid.zip"] = coco_zip({"car_2.jpg": (50, 50)}, [("car_2.jpg", 0, [0, 0, 0, 0])])
+    cfg = HuggingFaceCocoSource(endpoint=server.url(""), revision=KP_REV, splits=["train", "valid"], http=FAST)
     records = fetch_source(cfg, tmp_path / "plates")
     got = {Path(r.filepath).name: (r.source_split, r.width, r.height, boxes_of(r)) for r in records}
     assert got == {
@@ -222,13 +264,29 @@ def test_hf_coco_plan_and_fetch(server: FileServer, tmp_path: Path) -> None:
         "car_2.jpg": ("valid", 50, 50, [(1, 0, 0, 0, 0)]),  # zero-size kept for curation
     }
     assert all(Path(r.filepath).is_absolute() and Path(r.filepath).exists() for r in records)
-    assert load_records(tmp_path / "plates" / "index.jsonl") == records
 
 
-def test_hf_coco_unknown_category_is_an_error(server: FileServer, tmp_path: Path) -> None:
-    server.files["/kp/data/train.zip"] = coco_zip({"a.jpg": (10, 10)}, [("a.jpg", 0, [1, 1, 2, 2])])
-    cfg = HuggingFaceCocoSource(base_url=server.url("/kp/data"), splits=["train"], http=FAST)
-    with pytest.raises(ValueError, match="'license-plates' is not in class_map"):
+def test_hf_coco_pinned_sha256_and_hub_published_sha256(server: FileServer, tmp_path: Path) -> None:
+    data = coco_zip({"a.jpg": (10, 10)}, [("a.jpg", 0, [1, 1, 2, 2])])
+    server.files[f"{KP_PATH}/train.zip"] = data
+    # Unpinned in the config: the Hub's X-Linked-Etag is checked instead, and a lie is caught.
+    server.headers[f"{KP_PATH}/train.zip"] = {"X-Linked-Etag": '"' + "1" * 64 + '"', "X-Repo-Commit": KP_REV}
+    cfg = HuggingFaceCocoSource(endpoint=server.url(""), revision=KP_REV, splits=["train"], http=FAST)
+    with pytest.raises(ChecksumMismatchError, match="train.zip"):
+        fetch_source(cfg, tmp_path / "p")
+    server.headers[f"{KP_PATH}/train.zip"] = {"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'}
+    assert len(fetch_source(cfg, tmp_path / "p")) == 1
+    pinned = cfg.model_copy(update={"sha256": {"train.zip": "2" * 64}})
+    with pytest.raises(ChecksumMismatchError, match="expected 2222"):
+        fetch_source(pinned, tmp_path / "p2")
+
+
+def test_hf_coco_unknown_category_is_a_config_error(server: FileServer, tmp_path: Path) -> None:
+    server.files[f"{KP_PATH}/train.zip"] = coco_zip(
+        {"a.jpg": (10, 10)}, [("a.jpg", 1, [1, 1, 2, 2])], [{"id": 1, "name": "plate", "supercategory": "none"}]
+    )
+    cfg = HuggingFaceCocoSource(endpoint=server.url(""), revision=KP_REV, splits=["train"], http=FAST)
+    with pytest.raises(ConfigurationError, match=r"categories \['plate'\] are used but not in class_map"):
         fetch_source(cfg, tmp_path / "plates")
 
 
@@ -266,24 +324,159 @@ def test_local_yolo_folder(tmp_path: Path) -> None:
         "bg.jpg": ("train", 100, 50, []),
         "b.jpg": ("val", 100, 50, [(1, -10, 0, 10, 50)]),  # crosses the border: kept
     }
-    assert (tmp_path / "raw" / "mine" / "index.jsonl").exists()
+    assert not (tmp_path / "raw" / "mine").exists()  # nothing written: the download task indexes
 
 
 def test_local_yolo_unmapped_class_is_named(tmp_path: Path) -> None:
     write_yolo_export(tmp_path / "ds", ["License_Plate", "car"])
     cfg = LocalFolderSource(name="m", path=tmp_path / "ds", format="yolo", class_map={"License_Plate": "license_plate"})
-    with pytest.raises(SourceDataError, match=r"\['car'\]"):
+    with pytest.raises(ConfigurationError, match=r"\['car'\]"):
         fetch_source(cfg, tmp_path / "raw")
 
 
 def test_local_coco_folder(tmp_path: Path) -> None:
-    with zipfile.ZipFile(io.BytesIO(coco_zip({"x.jpg": (30, 20)}, [("x.jpg", 1, [1, 2, 3, 4])]))) as zf:
+    with zipfile.ZipFile(io.BytesIO(coco_zip({"x.jpg": (30, 20)}, [("x.jpg", 0, [1, 2, 3, 4])]))) as zf:
         zf.extractall(tmp_path / "coco" / "train")
     cfg = LocalFolderSource(
         name="c", path=tmp_path / "coco", format="coco", class_map={"license_plate": "license_plate"}
     )
     (rec,) = fetch_source(cfg, tmp_path / "raw")
     assert (rec.source_split, rec.width, rec.height, boxes_of(rec)) == ("train", 30, 20, [(1, 1, 2, 4, 6)])
+
+
+def write_coco2017(root: Path) -> None:
+    """The COCO 2017 release's layout, cut down: annotations/{instances,captions,person_keypoints}_
+    <split>.json next to <split>/ image folders (what pycocotools and the COCO site use)."""
+    cats = [
+        {"supercategory": "person", "id": 1, "name": "person"},
+        {"supercategory": "vehicle", "id": 3, "name": "car"},
+    ]
+    images = {
+        "train2017": [
+            (9, "000000000009.jpg", 64, 48),
+            (25, "000000000025.jpg", 40, 40),
+            (30, "000000000030.jpg", 32, 32),
+        ],
+        "val2017": [(139, "000000000139.jpg", 50, 30)],
+    }
+    anns = {
+        "train2017": [
+            {"id": 1, "image_id": 9, "category_id": 1, "bbox": [1.5, 2.0, 10.0, 20.0], "area": 200, "iscrowd": 0},
+            {"id": 2, "image_id": 9, "category_id": 3, "bbox": [30, 10, 20, 10], "area": 200, "iscrowd": 0},
+            {"id": 3, "image_id": 25, "category_id": 1, "bbox": [0, 0, float("nan"), 5], "area": 0, "iscrowd": 0},
+            {"id": 4, "image_id": 25, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},
+            {"id": 5, "image_id": 30, "category_id": 1, "bbox": [2, 2, 4, 4], "area": 16, "iscrowd": 1},
+        ],
+        "val2017": [{"id": 9, "image_id": 139, "category_id": 1, "bbox": [5, 5, 10, 10], "area": 100, "iscrowd": 0}],
+    }
+    (root / "annotations").mkdir(parents=True)
+    for split, imgs in images.items():
+        entries = [{"id": i, "file_name": f, "width": w, "height": h, "license": 1} for i, f, w, h in imgs]
+        (root / "annotations" / f"instances_{split}.json").write_text(
+            json.dumps({"info": {}, "licenses": [], "images": entries, "annotations": anns[split], "categories": cats})
+        )
+        captions = [{"id": k, "image_id": i, "caption": "A person near a car."} for k, (i, *_rest) in enumerate(imgs)]
+        (root / "annotations" / f"captions_{split}.json").write_text(
+            json.dumps({"info": {}, "licenses": [], "images": entries, "annotations": captions})
+        )
+        kp_cats = [{"supercategory": "person", "id": 1, "name": "person", "keypoints": ["nose"], "skeleton": []}]
+        (root / "annotations" / f"person_keypoints_{split}.json").write_text(
+            json.dumps({"images": entries, "annotations": anns[split][:1], "categories": kp_cats})
+        )
+        (root / split).mkdir()
+        for _, f, w, h in imgs:
+            if f != "000000000030.jpg":  # listed in the JSON, absent on disk
+                (root / split / f).write_bytes(jpeg(w, h))
+
+
+def test_local_coco_2017_layout_with_captions_beside(tmp_path: Path) -> None:
+    write_coco2017(tmp_path / "coco")
+    cfg = LocalFolderSource(
+        name="coco", path=tmp_path / "coco", format="coco", class_map={"person": "face", "car": "license_plate"}
+    )
+    records = fetch_source(cfg, tmp_path / "raw")
+    got = {Path(r.filepath).name: (r.source_split, r.width, r.height, boxes_of(r), r.issues) for r in records}
+    assert got == {
+        "000000000009.jpg": ("train2017", 64, 48, [(0, 1.5, 2, 11.5, 22), (1, 30, 10, 50, 20)], []),
+        # one bad annotation rejects its own image, not the whole source
+        "000000000025.jpg": ("train2017", 40, 40, [], ["bad_labels"]),
+        # listed but missing: a record at its expected place, which curation rejects as missing_file
+        "000000000030.jpg": ("train2017", 32, 32, [(0, 2, 2, 6, 6)], []),
+        "000000000139.jpg": ("val2017", 50, 30, [(0, 5, 5, 15, 15)], []),
+    }
+    missing = next(r for r in records if r.filepath.endswith("000000000030.jpg"))
+    assert missing.filepath == str(tmp_path / "coco" / "train2017" / "000000000030.jpg")
+    assert all(Path(r.filepath).is_file() for r in records if r is not missing)
+
+
+def test_local_coco_only_captions_is_a_clear_error(tmp_path: Path) -> None:
+    write_coco2017(tmp_path / "coco")
+    for p in (tmp_path / "coco" / "annotations").glob("instances_*.json"):
+        p.unlink()
+    cfg = LocalFolderSource(name="c", path=tmp_path / "coco", format="coco", class_map={"person": "face"})
+    with pytest.raises(SourceDataError, match="no COCO detection JSON"):
+        fetch_source(cfg, tmp_path / "raw")
+
+
+def test_local_yolo_relative_path_and_txt_image_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ultralytics data.yaml: relative path:, train: a .txt list (./ = relative to the list),
+    val: a folder; a label without an image, a polygon line and a bad label file."""
+    ds = tmp_path / "datasets" / "plates"
+    for split in ("train", "val"):
+        (ds / "images" / split).mkdir(parents=True)
+        (ds / "labels" / split).mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (ds / "images" / "train" / name).write_bytes(jpeg(100, 50))
+    (ds / "images" / "val" / "v.jpg").write_bytes(jpeg(100, 50))
+    (ds / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (ds / "labels" / "train" / "b.txt").write_text("0 0.1 0.2 0.3 0.2 0.2 0.6\n")  # 7 columns: a triangle
+    (ds / "labels" / "train" / "c.txt").write_text("0 0.5 0.5 0.2\n")  # 4 values: bad
+    (ds / "labels" / "train" / "orphan.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (ds / "labels" / "val" / "v.txt").write_text("")
+    (ds / "train.txt").write_text("./images/train/a.jpg\n./images/train/b.jpg\n./images/train/c.jpg\n")
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    (cfg_dir / "plates.yaml").write_text(
+        yaml.safe_dump({"path": "../datasets/plates", "train": "train.txt", "val": "images/val", "names": {0: "plate"}})
+    )
+    monkeypatch.chdir(tmp_path / "datasets")  # the yaml's folder wins over the working directory
+    cfg = LocalFolderSource(name="y", path=cfg_dir / "plates.yaml", format="yolo", class_map={"plate": "license_plate"})
+    records = fetch_source(cfg, tmp_path / "raw")
+    got = {Path(r.filepath).name: (r.source_split, boxes_of(r), r.issues) for r in records}
+    assert got == {
+        "a.jpg": ("train", [(1, 40, 20, 60, 30)], []),
+        "b.jpg": ("train", [(1, 10, 10, 30, 30)], []),
+        "c.jpg": ("train", [], ["bad_labels"]),
+        "v.jpg": ("val", [], []),
+    }
+    assert next(r for r in records if r.filepath.endswith("b.jpg")).boxes[0].attributes == {"polygon": True}
+
+
+def test_local_yolo_label_without_image_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_yolo_export(tmp_path / "ds", ["License_Plate", "car"])
+    (tmp_path / "ds" / "train" / "labels" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    cfg = LocalFolderSource(
+        name="m", path=tmp_path / "ds", format="yolo", class_map={"License_Plate": "license_plate", "car": "ignore"}
+    )
+    with caplog.at_level(logging.WARNING):
+        fetch_source(cfg, tmp_path / "raw")
+    assert "1 label files have no image" in caplog.text and "ghost.txt" in caplog.text
+
+
+def test_local_yolo_without_yaml_names_from_classes_txt(tmp_path: Path) -> None:
+    root = tmp_path / "labelimg"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "images" / "x.png").write_bytes(jpeg(40, 20))
+    (root / "labels" / "x.txt").write_text("1 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.1 0.1\n")
+    (root / "labels" / "classes.txt").write_text("person_face\nplate\n")
+    cfg = LocalFolderSource(
+        name="l", path=root, format="yolo", class_map={"person_face": "face", "plate": "license_plate"}
+    )
+    (rec,) = fetch_source(cfg, tmp_path / "raw")
+    assert [b[0] for b in boxes_of(rec)] == [1, 0]
+    with pytest.raises(ConfigurationError, match=r"\['plate'\]"):
+        fetch_source(cfg.model_copy(update={"class_map": {"person_face": "face"}}), tmp_path / "raw")
 
 
 # ----------------------------------------------------------------------------- Roboflow

@@ -51,6 +51,7 @@ __all__ = [
     "SizeMismatchError",
     "download",
     "download_all",
+    "unreachable_reason",
     "is_verified",
     "stamp_path",
 ]
@@ -313,7 +314,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _unreachable(exc: BaseException) -> str | None:
+def unreachable_reason(exc: BaseException) -> str | None:
     """Why the host cannot be reached at all (DNS failure, connection refused), else None.
 
     Walks the chain requests -> urllib3 -> socket, because requests wraps both of these (and a
@@ -382,7 +383,7 @@ def _attempt(
             timeout=(policy.connect_timeout_s, policy.read_timeout_s),
         )
     except (requests.ConnectionError, requests.Timeout) as exc:
-        reason = _unreachable(exc)
+        reason = unreachable_reason(exc)
         if reason is not None:
             raise HostUnreachableError(planned.url, reason, [planned.dest]) from None
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc

@@ -3,7 +3,8 @@
     fetch(cfg, dest: Path) -> list[SampleRecord]   # download/generate into dest, return records
     plan(cfg, dest: Path) -> list[PlannedDownload]  # what fetch would download (for --dry-run)
 
-``dest`` is ``<data root>/raw/<source name>``; raw data there is never modified in place.
+``dest`` is ``<data root>/raw/<source name>``; raw data there is never modified in place. The
+records are indexed once, by the pipeline's download task (``<data root>/indexes``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pyroblur.core.errors import PyroblurError
 from pyroblur.core.records import SampleRecord
 from pyroblur.data.sources.models import SourceConfig
 
@@ -38,8 +40,23 @@ def _module(cfg: Any) -> Any:
 
 
 def fetch_source(cfg: Any, dest: Path) -> list[SampleRecord]:
-    """Download or generate one source into ``dest`` and return its sample records."""
-    return _module(cfg).fetch(cfg, dest)
+    """Download or generate one source into ``dest`` and return its sample records.
+
+    Errors name the source: a parser's ``ValueError`` (malformed annotations) becomes a
+    permanent :class:`~pyroblur.data.sources._common.SourceDataError`; the project's own errors
+    (unreachable host, checksum, ...) keep their class (and so their retry decision).
+    """
+    from pyroblur.data.sources._common import SourceDataError
+
+    try:
+        return _module(cfg).fetch(cfg, dest)
+    except PyroblurError as exc:
+        if f"source {cfg.name!r}" not in exc.message:
+            exc.message = f"source {cfg.name!r}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+    except ValueError as exc:
+        raise SourceDataError(f"source {cfg.name!r}: {exc}", hint="the data does not have the expected format") from exc
 
 
 def plan_source(cfg: Any, dest: Path) -> list[Any]:

@@ -1,28 +1,27 @@
 """COCO-JSON zips on Hugging Face, e.g. ``keremberke/license-plate-object-detection``.
 
-That repository (a Roboflow export, CC BY 4.0) holds ``data/train.zip``,
-``data/valid.zip`` and ``data/test.zip``; each zip holds the split's images and a
-``_annotations.coco.json``. Roboflow exports list a supercategory entry (e.g.
-``license-plates``) that no annotation uses; it needs no ``class_map`` entry.
+That repository holds ``data/train.zip``, ``data/valid.zip`` and ``data/test.zip``; each zip
+holds the split's images and a ``_annotations.coco.json``. It was built with
+roboflow2huggingface, which drops Roboflow's supercategory entry and renumbers: the JSON has
+one category, ``{"id": 0, "name": "license_plate"}`` (docs/formats.md).
+
+Files are read at the config's pinned ``revision``; ``sha256`` pins their content, and an
+unpinned file is checked against the sha256 the Hub announces for it.
 
 Layout under ``dest``::
 
     archives/<split>.zip (+ .verified.json)
     extracted/<split>/.../_annotations.coco.json + images
-    index.jsonl
-
-Sizes and checksums of these zips are not published (the reference notes give only
-rounded sizes), so only a complete transfer is checked (Content-Length), not a digest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pyroblur.core.records import SampleRecord
 from pyroblur.data.archive import extract_archive
 from pyroblur.data.download import PlannedDownload, download_all
-from pyroblur.core.records import SampleRecord
-from pyroblur.data.sources._common import SourceDataError, load_coco_json, policy_from, write_index
+from pyroblur.data.sources._common import SourceDataError, load_coco_json, policy_from
 from pyroblur.data.sources.models import HuggingFaceCocoSource
 
 #: Sizes published on the keremberke/license-plate-object-detection dataset card (rounded, in
@@ -31,13 +30,15 @@ APPROX_SIZES = {"train": 163_000_000, "valid": 44_900_000, "test": 21_900_000}
 
 
 def plan(cfg: HuggingFaceCocoSource, dest: Path) -> list[PlannedDownload]:
-    """One zip per split: URL and destination; exact size/sha256 unknown (``None``)."""
-    known = "keremberke/license-plate-object-detection" in cfg.base_url
+    """One zip per split: URL at the pinned revision, pinned sha256 (if any), destination."""
+    known = cfg.base_url is None and cfg.repo == "keremberke/license-plate-object-detection"
     return [
         PlannedDownload(
-            url=f"{cfg.base_url.rstrip('/')}/{split}.zip",
+            url=cfg.file_url(cfg.folder, f"{split}.zip"),
             dest=Path(dest) / "archives" / f"{split}.zip",
+            sha256=cfg.sha256.get(f"{split}.zip"),
             approx_size=APPROX_SIZES.get(split) if known else None,
+            token_env=cfg.token_env if cfg.sends_token else None,
         )
         for split in cfg.splits
     ]
@@ -54,8 +55,10 @@ def fetch(cfg: HuggingFaceCocoSource, dest: Path) -> list[SampleRecord]:
         jsons = sorted(folder.rglob(cfg.annotation_file))
         if not jsons:
             raise SourceDataError(
-                f"{item.url}: no {cfg.annotation_file} inside the zip; set annotation_file to the COCO JSON's name"
+                f"{item.url}: no {cfg.annotation_file} inside the zip",
+                subject=str(item.dest),
+                hint="set annotation_file to the COCO JSON's name",
             )
         for json_path in jsons:
             records.extend(load_coco_json(json_path, cfg.class_map, cfg.name, split))
-    return write_index(records, dest)
+    return records

@@ -1,26 +1,31 @@
-"""A dataset already on disk, in YOLO or COCO layout. Nothing is copied or modified.
+"""A dataset already on disk, in YOLO or COCO layout. Nothing is copied, modified or indexed here.
 
-* ``format: yolo``: a folder with ``data.yaml`` (``names`` and ``train``/``val``/``test``
-  image folders, as ultralytics and Roboflow write it) or, without it, ``images/`` +
-  ``labels/`` folders. ``class_map`` keys are the names from ``data.yaml`` (or the class
-  id as text).
-* ``format: coco``: a COCO JSON file, or a folder whose ``*.json`` files are COCO JSONs;
-  the split is the JSON's parent folder name (or its stem when the folder is the root).
+* ``format: yolo``: a folder with ``data.yaml`` (or the yaml file itself) as ultralytics reads
+  it: ``path:`` (relative to the yaml, the working directory or ultralytics' datasets dir),
+  ``train:``/``val:``/``test:`` as folders, images, ``.txt`` image lists or lists of those, as
+  Roboflow exports it (``../train/images``); or, without yaml, ``images/`` + ``labels/`` folders
+  with names from ``classes.txt``. ``class_map`` keys are class names (or the id as text).
+* ``format: coco``: a COCO JSON file or a folder of them: the 2017 release's
+  ``annotations/instances_<split>.json`` + ``<split>/`` (captions, keypoint and panoptic files
+  beside them are skipped), Roboflow's ``<split>/_annotations.coco.json`` or FiftyOne's
+  ``labels.json`` + ``data/``. The split is named after the file (``instances_val2017`` ->
+  ``val2017``) or, for those fixed file names, after their folder.
 
-Only ``dest/index.jsonl`` is written; its image paths point into ``path``.
+The download task indexes the records; image paths point into ``path``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyroblur.data.download import PlannedDownload
 from pyroblur.core.records import SampleRecord
+from pyroblur.data.download import PlannedDownload
 from pyroblur.data.sources._common import (
     SourceDataError,
+    coco_files,
+    coco_split_name,
     load_coco_json,
     load_yolo_folder,
-    write_index,
 )
 from pyroblur.data.sources.models import LocalFolderSource
 
@@ -31,20 +36,21 @@ def plan(cfg: LocalFolderSource, dest: Path) -> list[PlannedDownload]:
 
 
 def fetch(cfg: LocalFolderSource, dest: Path) -> list[SampleRecord]:
-    """Index the local dataset; records have absolute paths and boxes in pixels."""
+    """Read the local dataset; records have absolute paths and boxes in pixels."""
     root = Path(cfg.path).expanduser().resolve()
     if not root.exists():
-        raise SourceDataError(f"local source {cfg.name!r}: {root} does not exist")
+        raise SourceDataError(f"local source {cfg.name!r}: {root} does not exist", subject=str(root))
     if cfg.format == "yolo":
-        if not root.is_dir():
-            raise SourceDataError(f"local source {cfg.name!r}: {root} must be a folder for YOLO")
-        records = load_yolo_folder(root, cfg.class_map, cfg.name)
-    else:
-        jsons = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
-        if not jsons:
-            raise SourceDataError(f"local source {cfg.name!r}: no COCO *.json under {root}")
-        records = []
-        for js in jsons:
-            split = js.stem if js.parent == root or root.is_file() else js.parent.name
-            records.extend(load_coco_json(js, cfg.class_map, cfg.name, split))
-    return write_index(records, Path(dest))
+        return load_yolo_folder(root, cfg.class_map, cfg.name)
+    jsons = coco_files(root)
+    if not jsons:
+        raise SourceDataError(
+            f"local source {cfg.name!r}: no COCO detection JSON under {root}",
+            subject=str(root),
+            hint="expected e.g. annotations/instances_train2017.json (see docs/formats.md)",
+        )
+    base = root.parent if root.is_file() else root
+    records: list[SampleRecord] = []
+    for js in jsons:
+        records.extend(load_coco_json(js, cfg.class_map, cfg.name, coco_split_name(js, base)))
+    return records

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Commit of CUHK-CSE/wider_face pinned by default. Found in several public projects that pin
+#: this mirror (each with the same sizes and sha256 of the zips as below); see docs/formats.md.
+WIDER_REVISION = "db171f1b7fedf4d3453e81297ff02f9915356d19"
+#: sha256 (= Hugging Face LFS object id) of each file of the pinned WIDER revision.
+WIDER_SHA256 = {
+    "WIDER_train.zip": "e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59",
+    "WIDER_val.zip": "f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a",
+    "wider_face_split.zip": "c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c",
+}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Source(BaseModel):
@@ -28,6 +41,64 @@ class HttpOptions(BaseModel):
     progress: bool = Field(True, description="Show a progress bar per file.")
 
 
+class _HubSource(_Source):
+    """Files of a Hugging Face dataset repository, pinned to one commit.
+
+    URLs are ``{endpoint}/datasets/{repo}/resolve/{revision}/{folder}/{file}``. ``revision``
+    must be a full commit hash unless ``allow_unpinned`` is set (fail closed: a branch such as
+    ``main`` can serve different data next month). ``sha256`` pins each file's content (the
+    LFS object id the Hub shows on the file's page); a file without a pin is still checked
+    against the sha256 the Hub announces when serving it (``X-Linked-Etag``).
+    """
+
+    endpoint: str = Field("https://huggingface.co", description="Hugging Face endpoint (or a mirror of its API).")
+    repo: str = Field(description="Dataset repository, owner/name.")
+    revision: str = Field(description="Commit hash (40 hex characters) the files are read at.")
+    allow_unpinned: bool = Field(
+        False, description="Accept a branch or tag as revision (the data may change under the same config)."
+    )
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="File name -> sha256 of its content; a mismatch fails, naming the file."
+    )
+    token_env: str | None = Field(
+        "HF_TOKEN", description="Environment variable whose token is sent (as Bearer) to the endpoint when set."
+    )
+    base_url: str | None = Field(
+        None,
+        description="A plain folder URL (mirror) holding the files instead of the Hub; no token is sent there.",
+    )
+    http: HttpOptions = Field(default_factory=HttpOptions)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k, v in value.items() if not _SHA256.fullmatch(v.lower())]
+        if bad:
+            raise ValueError(f"sha256 of {bad} must be 64 hexadecimal characters")
+        return {k: v.lower() for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _pinned(self) -> _HubSource:
+        if self.base_url is None and not self.allow_unpinned and not _COMMIT.fullmatch(self.revision):
+            raise ValueError(
+                f"source {self.name!r}: revision {self.revision!r} is not a commit hash; pin the commit "
+                f"(the 'Files and versions' tab of https://huggingface.co/datasets/{self.repo}, or the "
+                "X-Repo-Commit header of `curl -sI <file URL>`) or set allow_unpinned: true"
+            )
+        return self
+
+    def file_url(self, folder: str, name: str) -> str:
+        """Where ``folder/name`` is downloaded from."""
+        if self.base_url is not None:
+            return f"{self.base_url.rstrip('/')}/{name}"
+        return f"{self.endpoint.rstrip('/')}/datasets/{self.repo}/resolve/{self.revision}/{folder}/{name}"
+
+    @property
+    def sends_token(self) -> bool:
+        """Whether downloads carry ``token_env``'s token (only to the Hub endpoint, never a mirror)."""
+        return self.base_url is None and self.token_env is not None
+
+
 class SyntheticSource(_Source):
     """Embedded offline generator of street-like photos with faces and license plates."""
 
@@ -39,14 +110,16 @@ class SyntheticSource(_Source):
     negative_fraction: float = Field(0.1, ge=0, le=1, description="Fraction of images with neither a face nor a plate.")
 
 
-class WiderFaceSource(_Source):
-    """WIDER FACE from its Hugging Face mirror (images zips + wider_face_split.zip)."""
+class WiderFaceSource(_HubSource):
+    """WIDER FACE from its Hugging Face mirror (images zips + wider_face_split.zip under ``data/``)."""
 
     kind: Literal["wider_face"] = "wider_face"
     name: str = "wider_face"
-    base_url: str = Field(
-        "https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data",
-        description="Folder URL holding WIDER_train.zip, WIDER_val.zip, wider_face_split.zip.",
+    repo: str = "CUHK-CSE/wider_face"
+    revision: str = WIDER_REVISION
+    sha256: dict[str, str] = Field(
+        default_factory=lambda: dict(WIDER_SHA256),
+        description="File name -> sha256 (defaults: the files of the pinned revision).",
     )
     splits: list[Literal["train", "val"]] = Field(default_factory=lambda: ["train", "val"])
     max_images: int | None = Field(None, ge=1, description="Cap per split (None = all).")
@@ -55,26 +128,23 @@ class WiderFaceSource(_Source):
         description="Check the published sizes and sha256 of the zips; turn off only for a "
         "mirror that repackages them.",
     )
-    http: HttpOptions = Field(default_factory=HttpOptions)
 
 
-class HuggingFaceCocoSource(_Source):
+class HuggingFaceCocoSource(_HubSource):
     """COCO-JSON zips on Hugging Face, e.g. keremberke/license-plate-object-detection."""
 
     kind: Literal["hf_coco"] = "hf_coco"
     name: str = "license_plates"
-    base_url: str = Field(
-        "https://huggingface.co/datasets/keremberke/license-plate-object-detection/resolve/main/data",
-        description="Folder URL holding <split>.zip files with COCO JSON inside.",
-    )
+    repo: str = "keremberke/license-plate-object-detection"
+    revision: str = Field(description="Commit hash of the repository (or a branch with allow_unpinned: true).")
+    folder: str = Field("data", description="Folder of the repository holding <split>.zip.")
     splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"])
     class_map: dict[str, Literal["face", "license_plate", "ignore"]] = Field(
-        default_factory=lambda: {"license_plate": "license_plate", "license-plate": "license_plate"},
+        default_factory=lambda: {"license_plate": "license_plate"},
         description="Source category name -> our class (or 'ignore'). A name used by an "
         "annotation but missing here is an error.",
     )
     annotation_file: str = Field("_annotations.coco.json", description="Name of the COCO JSON inside each split zip.")
-    http: HttpOptions = Field(default_factory=HttpOptions)
 
 
 class RoboflowSource(_Source):
@@ -93,7 +163,13 @@ class RoboflowSource(_Source):
         default_factory=lambda: {"License_Plate": "license_plate", "license_plate": "license_plate"},
         description="Class name from the export's data.yaml -> our class (or 'ignore').",
     )
-    export_format: str = Field("yolov11", description="Roboflow export format (YOLO txt layout).")
+    export_format: Literal[
+        "yolov11", "yolov12", "yolov8", "yolov9", "yolov5pytorch", "yolov7pytorch", "mt-yolov6", "coco"
+    ] = Field(
+        "yolov11",
+        description="Roboflow export format: a YOLO txt layout (data.yaml + <split>/images|labels) or "
+        "'coco' (<split>/_annotations.coco.json); other Roboflow formats are not readable here.",
+    )
 
 
 class OpenImagesSource(_Source):

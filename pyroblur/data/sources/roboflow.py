@@ -1,4 +1,10 @@
-"""A Roboflow (Universe) project version, exported in YOLO format with the ``roboflow`` package.
+"""A Roboflow (Universe) project version, exported with the ``roboflow`` package.
+
+Read as YOLO (``yolov11``, ``yolov8``, ``yolov5pytorch``, ... : data.yaml + ``<split>/images``)
+or as COCO (``coco``: ``<split>/_annotations.coco.json`` beside the images). The package's
+``Version.download`` rewrites data.yaml of ``yolov5pytorch``/``yolov7pytorch``/``mt-yolov6`` to
+absolute paths inside the download folder, so the export is downloaded straight into its final
+folder (never renamed afterwards); a stamp written last marks it complete.
 
 The API key comes from a Prefect Secret block (``api_key_secret_block``, when set) or the
 environment variable ``api_key_env``. It is a secret: it is never logged, never written
@@ -9,9 +15,9 @@ here (and of log records emitted while the ``roboflow`` package runs).
 
 Layout under ``dest``::
 
-    export/data.yaml, export/{train,valid,test}/{images,labels}/   (the Roboflow export)
-    export/.pyroblur-roboflow.json                                 (what was exported)
-    index.jsonl
+    export/data.yaml, export/{train,valid,test}/{images,labels}/   (a YOLO export)
+    export/{train,valid,test}/_annotations.coco.json + images       (a COCO export)
+    export/.pyroblur-roboflow.json                                 (what was exported; written last)
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pyroblur.data.download import PlannedDownload
+import requests
+
+from pyroblur.core.errors import ConfigurationError, PyroblurError
 from pyroblur.core.records import SampleRecord
-from pyroblur.data.sources._common import load_yolo_folder, write_index
+from pyroblur.data.download import PlannedDownload, unreachable_reason
+from pyroblur.data.sources._common import coco_files, coco_split_name, load_coco_json, load_yolo_folder
 from pyroblur.data.sources.models import RoboflowSource
 
 log = logging.getLogger(__name__)
@@ -37,11 +46,15 @@ STAMP_NAME = ".pyroblur-roboflow.json"
 _REDACTED = "***"
 
 
-class RoboflowError(RuntimeError):
-    """The Roboflow download failed; the message never contains the API key."""
+class RoboflowError(PyroblurError):
+    """The Roboflow download failed; the message never contains the API key.
+
+    Transient when the network failed in a way a retry can outlive (timeout, dropped
+    connection); permanent otherwise (API refusal, unknown project, unreachable host).
+    """
 
 
-class RoboflowKeyMissingError(RoboflowError):
+class RoboflowKeyMissingError(RoboflowError, ConfigurationError):
     """No API key is configured."""
 
 
@@ -134,9 +147,14 @@ def _download(cfg: RoboflowSource, location: Path) -> None:
     try:
         import roboflow
     except ImportError:
-        raise RoboflowError("the roboflow package is needed for Roboflow sources: pip install roboflow") from None
+        raise RoboflowError(
+            "the roboflow package is needed for Roboflow sources",
+            subject=cfg.name,
+            hint="pip install 'pyroblur[roboflow]' (or pip install roboflow)",
+        ) from None
     key = _api_key(cfg)
     failure: str | None = None
+    transient = False
     with _redacted_logs(key):
         try:
             rf = roboflow.Roboflow(api_key=key)
@@ -144,34 +162,46 @@ def _download(cfg: RoboflowSource, location: Path) -> None:
             version.download(cfg.export_format, location=str(location), overwrite=True)
         except Exception as exc:  # noqa: BLE001 - re-raised below without the key
             failure = _redact(f"{type(exc).__name__}: {exc}", key)
+            unreachable = unreachable_reason(exc)
+            if unreachable is not None:
+                failure = f"{unreachable}: {failure}"
+            transient = isinstance(exc, requests.ConnectionError | requests.Timeout) and unreachable is None
     if failure is not None:
         # Raised outside the except block so the original exception (which may quote
         # the key, e.g. in a URL) is not chained to ours.
         raise RoboflowError(
-            f"Roboflow download of {cfg.workspace}/{cfg.project} v{cfg.version} "
-            f"({cfg.export_format}) failed: {failure}. Check the key's access to the "
-            "project and the workspace/project/version names."
+            f"Roboflow download of {cfg.workspace}/{cfg.project} v{cfg.version} ({cfg.export_format}) failed: {failure}",
+            subject=cfg.name,
+            hint="check the key's access to the project and the workspace/project/version names; "
+            "offline, put an export in place with a `local` source instead",
+            transient=transient,
         )
 
 
+def _load(cfg: RoboflowSource, export: Path) -> list[SampleRecord]:
+    if cfg.export_format != "coco":
+        return load_yolo_folder(export, cfg.class_map, cfg.name)
+    records: list[SampleRecord] = []
+    for js in coco_files(export):
+        records.extend(load_coco_json(js, cfg.class_map, cfg.name, coco_split_name(js, export)))
+    return records
+
+
 def fetch(cfg: RoboflowSource, dest: Path) -> list[SampleRecord]:
-    """Export the project version once (skipped when already exported), then index it."""
+    """Export the project version once (skipped when already exported), then read it."""
     dest = Path(dest).resolve()
     export = dest / "export"
     stamp = export / STAMP_NAME
     done = stamp.exists() and json.loads(stamp.read_text(encoding="utf-8")) == _what(cfg)
     if not done:
-        tmp = dest / ".export-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        log.info("downloading Roboflow %s/%s v%d", cfg.workspace, cfg.project, cfg.version)
+        # Straight into the final folder: some formats' data.yaml gets absolute paths to it.
+        shutil.rmtree(export, ignore_errors=True)
+        export.mkdir(parents=True)
+        log.info("downloading Roboflow %s/%s v%d (%s)", cfg.workspace, cfg.project, cfg.version, cfg.export_format)
         try:
-            _download(cfg, tmp)
+            _download(cfg, export)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(export, ignore_errors=True)
             raise
-        (tmp / STAMP_NAME).write_text(json.dumps(_what(cfg)), encoding="utf-8")
-        if export.exists():
-            shutil.rmtree(export)
-        tmp.rename(export)
-    return write_index(load_yolo_folder(export, cfg.class_map, cfg.name), dest)
+        (export / STAMP_NAME).write_text(json.dumps(_what(cfg)), encoding="utf-8")
+    return _load(cfg, export)

@@ -5,9 +5,10 @@ Layout under ``dest`` (``<data root>/raw/<name>``)::
     archives/WIDER_train.zip, WIDER_val.zip, wider_face_split.zip   (+ .verified.json)
     extracted/WIDER_train/WIDER_train/images/0--Parade/*.jpg
     extracted/wider_face_split/wider_face_split/wider_face_train_bbx_gt.txt
-    index.jsonl
 
-Licence: CC BY-NC-ND 4.0 (non-commercial).
+Files are read at the pinned commit (``revision``) and checked against the pinned sha256
+(``sha256``; defaults in :mod:`pyroblur.data.sources.models`). Licence: CC BY-NC-ND 4.0
+(non-commercial).
 """
 
 from __future__ import annotations
@@ -15,36 +16,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pyroblur.core.records import SampleRecord
 from pyroblur.data.archive import extract_archive
 from pyroblur.data.download import PlannedDownload, download_all
 from pyroblur.data.formats import parse_wider_annotations
-from pyroblur.core.records import SampleRecord
-from pyroblur.data.sources._common import SourceDataError, image_size, policy_from, write_index
+from pyroblur.data.sources._common import SourceDataError, image_size, policy_from
 from pyroblur.data.sources.models import WiderFaceSource
 
 log = logging.getLogger(__name__)
 
 SPLIT_ZIP = "wider_face_split.zip"
 
-#: Published sizes (bytes) and sha256 of the files. The sizes of the two image zips match
-#: the reference notes; the sha256 values are not published by the dataset authors: they
-#: come from independent public projects that agree with each other (torchvision's
-#: prototype WIDER FACE dataset and several download scripts), and the split zip's size
-#: and sha256 are those of the official site's copy, which the Hugging Face mirror serves.
-#: If a mirror repackages the files, set ``verify_checksums: false`` for that source.
-OFFICIAL_FILES: dict[str, tuple[int, str]] = {
-    "WIDER_train.zip": (
-        1_465_602_149,
-        "e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59",
-    ),
-    "WIDER_val.zip": (
-        362_752_168,
-        "f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a",
-    ),
-    SPLIT_ZIP: (
-        3_591_642,
-        "c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c",
-    ),
+#: Published sizes (bytes) of the files: the image zips' match the reference notes and the
+#: public projects that pin this mirror (docs/formats.md); a mirror that repackages them needs
+#: ``verify_checksums: false``. The sha256 pins live in the config (``sha256``).
+SIZES: dict[str, int] = {
+    "WIDER_train.zip": 1_465_602_149,
+    "WIDER_val.zip": 362_752_168,
+    SPLIT_ZIP: 3_591_642,
 }
 
 
@@ -53,19 +42,17 @@ def _files(cfg: WiderFaceSource) -> list[str]:
 
 
 def plan(cfg: WiderFaceSource, dest: Path) -> list[PlannedDownload]:
-    """The zips :func:`fetch` downloads: URL, expected size (bytes), sha256, destination."""
-    out = []
-    for name in _files(cfg):
-        size, sha = OFFICIAL_FILES[name] if cfg.verify_checksums else (None, None)
-        out.append(
-            PlannedDownload(
-                url=f"{cfg.base_url.rstrip('/')}/{name}",
-                dest=Path(dest) / "archives" / name,
-                size=size,
-                sha256=sha,
-            )
+    """The zips :func:`fetch` downloads: URL at the pinned commit, size (bytes), sha256, destination."""
+    return [
+        PlannedDownload(
+            url=cfg.file_url("data", name),
+            dest=Path(dest) / "archives" / name,
+            size=SIZES.get(name) if cfg.verify_checksums else None,
+            sha256=cfg.sha256.get(name) if cfg.verify_checksums else None,
+            token_env=cfg.token_env if cfg.sends_token else None,
         )
-    return out
+        for name in _files(cfg)
+    ]
 
 
 def _find(root: Path, relative: str) -> Path:
@@ -87,7 +74,8 @@ def fetch(cfg: WiderFaceSource, dest: Path) -> list[SampleRecord]:
     Boxes are faces in pixels ``x1, y1, x2, y2`` with the WIDER flags (blur, expression,
     illumination, invalid, occlusion, pose) as attributes; ``invalid`` faces are kept so
     curation can decide. ``max_images`` keeps the first N images of each split in
-    annotation-file order.
+    annotation-file order. An annotated image missing from the zip is kept as a record
+    without size, which curation rejects as ``missing_file`` (and reports).
     """
     dest = Path(dest).resolve()
     planned = plan(cfg, dest)
@@ -109,10 +97,11 @@ def fetch(cfg: WiderFaceSource, dest: Path) -> list[SampleRecord]:
         missing = []
         for relpath, boxes in entries:
             image = images_root / relpath
-            if not image.is_file():
+            if image.is_file():
+                width, height = image_size(image)
+            else:
                 missing.append(relpath)
-                continue
-            width, height = image_size(image)
+                width, height = 0, 0
             records.append(
                 SampleRecord(
                     filepath=str(image),
@@ -125,11 +114,11 @@ def fetch(cfg: WiderFaceSource, dest: Path) -> list[SampleRecord]:
             )
         if missing:
             log.warning(
-                "WIDER %s: %d annotated images are missing from %s (e.g. %s); skipped",
+                "WIDER %s: %d annotated images are missing from %s (e.g. %s); curation rejects them",
                 split,
                 len(missing),
                 images_root,
                 missing[:3],
             )
         log.info("WIDER %s: %d images", split, len(entries) - len(missing))
-    return write_index(records, dest)
+    return records
