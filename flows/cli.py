@@ -155,13 +155,15 @@ def run(
     typer.echo("\nstage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
-    from pyroblur.evaluation.benchmark import to_markdown
+    from pyroblur.evaluation.report import to_markdown
 
     if result.benchmark is not None:
         typer.echo("\n" + to_markdown(result.benchmark))
     if result.promotion is not None:
         verdict = "promoted" if result.promotion.promoted else "not promoted"
         typer.echo(f"Promotion: {verdict}: {result.promotion.reason}")
+        for g in result.promotion.gates:
+            typer.echo(f"  gate {g.name:<30} {'pass' if g.passed else 'FAIL'}  {g.detail}")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))

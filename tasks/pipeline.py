@@ -139,7 +139,7 @@ def benchmark(
     publish the report as a markdown artifact."""
     from pyroblur.curation.dataset import record_predictions
     from pyroblur.evaluation.benchmark import benchmark as run_benchmark
-    from pyroblur.evaluation.benchmark import to_markdown
+    from pyroblur.evaluation.report import to_markdown
 
     maybe_inject_failure("benchmark")
     digest = stage_digest(benchmark, cfg, model, dataset, imgsz, dataset_name)

@@ -6,6 +6,11 @@ for mAP). Ultralytics' own validator runs too, for its PR-curve plots and as a s
 (``ultralytics_map50`` in the report). Faces are also scored by size bucket (``small`` <50 px,
 ``medium`` 50-300 px, ``large`` >=300 px ground-truth height), an approximation of WIDER FACE's
 Hard/Medium/Easy difficulty (see :data:`pyroblur.evaluation.metrics.WIDER_FACE_HEIGHT_BUCKETS`).
+
+Beside accuracy: privacy figures at anonymization's operating point (coverage per class and
+leaks on a moving clip, :mod:`pyroblur.evaluation.privacy`), and, when ``benchmark.wider`` is
+set, WIDER FACE's official Easy/Medium/Hard AP on an external suite
+(:mod:`pyroblur.evaluation.wider`). Tables: :mod:`pyroblur.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from pyroblur import CLASSES
-from pyroblur.config import BenchmarkConfig
+from pyroblur.config import BenchmarkConfig, WiderSuiteConfig
 from pyroblur.core.detections import Detections
 from pyroblur.core.devices import resolve_device
+from pyroblur.core.hashing import digest_of, sha256_file
 from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
-from pyroblur.manifests import BenchmarkManifest, ClassMetrics
+from pyroblur.evaluation.report import to_markdown
+from pyroblur.manifests import BenchmarkManifest, ClassMetrics, ClassPrivacy, OperatingPoint, WiderResult
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,8 @@ def benchmark(
         exist_ok=True,
         half=half,
     )
+    op, privacy = privacy_report(Path(weights), test, device, cfg)
+    wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half) if cfg.wider else None
     ms, ips = measure_speed(weights, test.images, imgsz, device, cfg.speed_images, half)
     model = YOLO(str(weights))
     params = int(sum(p.numel() for p in model.model.parameters()))
@@ -229,6 +237,10 @@ def benchmark(
         size_mb=Path(weights).stat().st_size / 1e6,
         onnx=onnx_info,
         pr_curve=str(out_dir / "val" / "BoxPR_curve.png") if (out_dir / "val" / "BoxPR_curve.png").exists() else None,
+        test_digest=test_set_digest(test),
+        operating_point=op,
+        privacy=privacy,
+        wider=wider_result,
     )
     (out_dir / "report.md").write_text(to_markdown(manifest))
     (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
@@ -244,58 +256,70 @@ def _num(x: float) -> float:
     return 0.0 if x is None or math.isnan(x) else float(x)
 
 
-def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
-    """The report as markdown tables (also the Prefect artifact)."""
-    rows = [
-        f"# {title}",
-        "",
-        f"Weights: `{m.weights}` ({m.parameters / 1e6:.2f} M parameters, {m.size_mb:.1f} MB); device `{m.device}`.",
-        "",
-        "| class | images | instances | mAP50 | mAP50-95 | precision | recall | F1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, c in m.per_class.items():
-        rows.append(
-            f"| {name} | {c.images} | {c.instances} | {c.map50:.3f} | {c.map50_95:.3f} | "
-            f"{c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} |"
+def test_set_digest(test: TestSet) -> str:
+    """Digest of the test split: each image's content and its ground truth (pixels, 0.01 px)."""
+    return digest_of(
+        sorted(
+            [sha256_file(img), np.round(g.xyxy.astype(np.float64), 2).tolist(), g.class_id.tolist()]
+            for img, g in zip(test.images, test.gt, strict=True)
         )
-    o = m.overall
-    rows.append(
-        f"| **all** | | | {o['map50']:.3f} | {o['map50_95']:.3f} | {o['precision']:.3f} | {o['recall']:.3f} | |"
     )
-    if m.face_by_size:
-        rows += [
-            "",
-            "Faces by ground-truth height (WIDER-like difficulty: small ≈ Hard, large ≈ Easy):",
-            "",
-            "| bucket | faces | AP50 | AP50-95 |",
-            "|---|---:|---:|---:|",
-        ]
-        for bucket, v in m.face_by_size.items():
-            if v["faces"]:
-                rows.append(f"| {bucket} | {int(v['faces'])} | {v['ap50']:.3f} | {v['ap50_95']:.3f} |")
-            else:  # no ground truth of that size: AP is undefined, not zero
-                rows.append(f"| {bucket} | 0 | n/a | n/a |")
-    rows += [
-        "",
-        f"Speed ({m.device}{', FP16' if m.device != 'cpu' else ''}): **{m.ms_per_image:.1f} ms/image** at batch 1, "
-        f"**{o.get('images_per_s_batch32', float('nan')):.1f} images/s** at batch 32 (end to end).",
-        f"Ultralytics' validator mAP50 on the same split: {o.get('ultralytics_map50', float('nan')):.3f}.",
-    ]
-    if m.onnx:
-        rows.append(
-            f"ONNX: `{m.onnx['path']}` ({m.onnx['size_mb']:.1f} MB), boxes reproduced: {m.onnx['box_parity']:.1%}."
+
+
+def _anonymize_device(device: str) -> str:
+    """Our resolved device (``cpu``, ``0``) in anonymization's spelling (``cpu``, ``cuda:0``)."""
+    return f"cuda:{device}" if device.isdigit() else device
+
+
+def privacy_report(
+    weights: Path, test: TestSet, device: str, cfg: BenchmarkConfig
+) -> tuple[OperatingPoint, dict[str, ClassPrivacy]]:
+    """Coverage and leaks per class with the detector that ``pyroblur anonymize`` would build
+    for ``weights`` (its default options: thresholds, enlargement, NMS, input size)."""
+    import cv2
+
+    from pyroblur.anonymize.api import AnonymizeOptions, build_detector
+    from pyroblur.evaluation.privacy import default_operating_point, privacy_figures
+
+    op = default_operating_point(cfg.covered_fraction)
+    detector = build_detector(AnonymizeOptions(weights=weights, device=_anonymize_device(device), progress=False))
+    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in test.images]
+    figures = privacy_figures(detector, images, test.gt, op, cfg.leak_clip_images, cfg.leak_clip_frames)
+    for name, p in figures.items():
+        log.info(
+            "%s: coverage %s of %d boxes; clip: %d leaks in %d (object, frame) pairs, longest %d frames",
+            name,
+            "n/a" if p.coverage is None else f"{p.coverage:.3f}",
+            p.boxes,
+            p.leaks,
+            p.clip_pairs,
+            p.longest_leak,
         )
-    if m.pr_curve:
-        rows.append(f"PR curve: `{m.pr_curve}`.")
-    return "\n".join(rows) + "\n"
+    return op, figures
 
 
-def flat_metrics(m: BenchmarkManifest) -> dict[str, float]:
-    """``{"map50": .., "map50_95": .., "face/map50": .., "ms_per_image": ..}`` for registries and logs."""
-    out = {k: float(v) for k, v in m.overall.items()}
-    for name, c in m.per_class.items():
-        for key in ("map50", "map50_95", "precision", "recall", "f1"):
-            out[f"{name}/{key}"] = float(getattr(c, key))
-    out["ms_per_image"] = float(m.ms_per_image)
-    return out
+def run_wider_suite(
+    weights: Path, suite: WiderSuiteConfig, imgsz: int, device: str, cfg: BenchmarkConfig, half: bool
+) -> WiderResult:
+    """Score faces on a WIDER-format suite with the official protocol (fabricating it first when
+    the config asks for a fabricated suite and it is not there yet)."""
+    from pyroblur.core.settings import get_paths
+    from pyroblur.evaluation import wider
+
+    root = get_paths().root
+    images, gt_dir = root / suite.images, root / suite.ground_truth
+    if suite.fabricate and not (gt_dir / wider.GT_FILE).exists():
+        log.info("fabricating a %d-image WIDER-format suite under %s", suite.fabricate, images)
+        wider.fabricate_suite(images, gt_dir, suite.fabricate, suite.image_size, suite.seed)
+    aps, n_images, n_faces = wider.run_suite(
+        lambda paths: predict(weights, paths, imgsz, device, cfg.conf, cfg.iou, half=half), images, gt_dir
+    )
+    return WiderResult(
+        name=suite.name,
+        images=n_images,
+        faces=n_faces,
+        easy=_num(aps["easy"]),
+        medium=_num(aps["medium"]),
+        hard=_num(aps["hard"]),
+        fabricated=bool(suite.fabricate),
+    )
