@@ -300,10 +300,14 @@ from pyroblur.anonymize import AnonymizeOptions
 tree, out = Path(sys.argv[1]), Path(sys.argv[2])
 weights = out.parent / "yolo11n-random.pt"
 YOLO("yolo11n.yaml").save(weights)
-for failure in ("anonymize:transient", "anonymize:permanent"):
+for failure in ("anonymize:transient", "anonymize:permanent", ""):
     os.environ["PYROBLUR_INJECT_FAILURE"] = failure
     opts = AnonymizeOptions(weights=weights, device="cpu", imgsz=128)
-    result = anonymize_folder(AnonymizeFolderParams(input_dir=tree, output_dir=out / failure[10:], options=opts))
+    # The last run repeats the first one's job (two files in flight): everything is resumed.
+    params = AnonymizeFolderParams(
+        input_dir=tree, output_dir=out / (failure[10:] or "transient"), options=opts, concurrency=2
+    )
+    result = anonymize_folder(params)
     print("RESULT", result.model_dump_json())
 """
 
@@ -312,7 +316,8 @@ for failure in ("anonymize:transient", "anonymize:permanent"):
 def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
     """One task per file against a real Prefect server, with a real (random-init) YOLO11n:
     the corrupt file is skipped, a transient failure is retried away, a permanent one is
-    reported per file, and each run publishes a markdown artifact."""
+    reported per file, each run publishes a markdown artifact, and the same job run again
+    resumes every finished file instead of redoing it."""
     import os
     import subprocess
     import sys
@@ -331,8 +336,9 @@ def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    transient, permanent = results
-    assert transient["written"] == 3
+    transient, permanent, again = results
+    assert transient["written"] == 3 and transient["resumed"] == 0
+    assert again["written"] == 3 and again["resumed"] == 3, "an unchanged job was redone"
     assert {Path(s["input"]).name for s in transient["report"]["skipped"]} == {"broken.jpg", "notes.txt"}
     assert (tmp_path / "out" / "transient" / "sub" / "deeper" / "c.jpg").is_file()
     assert permanent["written"] == 0
