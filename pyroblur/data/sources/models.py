@@ -17,6 +17,9 @@ WIDER_SHA256 = {
     "WIDER_val.zip": "f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a",
     "wider_face_split.zip": "c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c",
 }
+#: Commit of keremberke/license-plate-object-detection that last changed data/*.zip on main
+#: (the Hub's history of data/); the zips' sha256 are not pinned by default (see docs/formats.md).
+KEREMBERKE_REVISION = "62d190d43a2275439526444d1cd520b4c478adbd"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -136,7 +139,9 @@ class HuggingFaceCocoSource(_HubSource):
     kind: Literal["hf_coco"] = "hf_coco"
     name: str = "license_plates"
     repo: str = "keremberke/license-plate-object-detection"
-    revision: str = Field(description="Commit hash of the repository (or a branch with allow_unpinned: true).")
+    revision: str = Field(
+        KEREMBERKE_REVISION, description="Commit hash of the repository (or a branch with allow_unpinned: true)."
+    )
     folder: str = Field("data", description="Folder of the repository holding <split>.zip.")
     splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"])
     class_map: dict[str, Literal["face", "license_plate", "ignore"]] = Field(
