@@ -85,7 +85,7 @@ def test_audit_record_per_output(folder, tmp_path) -> None:
         assert doc["options"]["conf_face"] == 0.3 and doc["options"]["mode"] == "blur"
         assert doc["complete"] is True and doc["frames_written"] == 1
         [frame] = doc["frames"]
-        assert frame["boxes"] == [[*map(float, BOX), "face", 0.9, False]]
+        assert frame["boxes"] == [[*map(float, BOX), "face", 0.9, False, -1]]
         assert doc["residual"] is None  # not asked for
 
 
@@ -109,8 +109,10 @@ def test_audit_record_of_a_video_marks_filled_boxes(tmp_path) -> None:
     assert report.ok
     doc = json.loads(audit_path(out).read_text())
     assert doc["frames_written"] == 12 and doc["frames_expected"] == 12 and doc["complete"]
-    filled = {f["frame"] for f in doc["frames"] if any(b[-1] for b in f["boxes"])}
+    filled = {f["frame"] for f in doc["frames"] if any(b[6] for b in f["boxes"])}
     assert filled == {1, 3, 5, 7, 9, 11}
+    tracks = {b[7] for f in doc["frames"] for b in f["boxes"]}
+    assert len(tracks) == 1 and tracks != {-1}, "one object, one track"
     assert doc["input"]["sha256"] == _sha(src) and doc["output"]["sha256"] == _sha(out)
 
 

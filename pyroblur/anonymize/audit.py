@@ -78,14 +78,18 @@ def model_record(weights: Path | None, *, face_detector: str = "yolo") -> dict[s
     return record
 
 
-def boxes_json(dets: Detections, filled: np.ndarray | None = None) -> list[list[Any]]:
-    """Compact rows ``[x1, y1, x2, y2, class, confidence, filled]`` (pixels, 1 decimal)."""
+def boxes_json(
+    dets: Detections, filled: np.ndarray | None = None, track_id: np.ndarray | None = None
+) -> list[list[Any]]:
+    """Compact rows ``[x1, y1, x2, y2, class, confidence, filled, track]`` (pixels, 1 decimal;
+    track -1 where no track claimed the box)."""
     rows = []
     for i in range(len(dets)):
         rows.append(
             [*(round(float(v), 1) for v in dets.xyxy[i])]
             + [CLASSES[int(dets.class_id[i])], round(float(dets.confidence[i]), 4)]
             + [bool(filled[i]) if filled is not None else False]
+            + [int(track_id[i]) if track_id is not None and i < len(track_id) else -1]
         )
     return rows
 
@@ -116,7 +120,7 @@ def write_audit(
         "frames_expected": expected,
         "complete": complete,
         "residual": residual,
-        "box_columns": ["x1", "y1", "x2", "y2", "class", "confidence", "filled"],
+        "box_columns": ["x1", "y1", "x2", "y2", "class", "confidence", "filled", "track"],
         "frames": frames,
     }
     path = audit_path(dst)

@@ -159,7 +159,7 @@ def anonymize_file(
         def on_frame(rec: FrameRecord) -> None:
             counts["boxes"] += len(rec.detections)
             counts["remembered"] += int(rec.remembered.sum())
-            audit_frames.append({"frame": rec.index, "boxes": boxes_json(rec.detections, rec.remembered)})
+            audit_frames.append({"frame": rec.index, "boxes": boxes_json(rec.detections, rec.remembered, rec.track_id)})
             if rec.residual is not None:
                 residuals.append((rec.index, rec.residual))
             if sidecar is not None:

@@ -334,6 +334,7 @@ class FrameRecord:
     detections: Detections
     remembered: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     residual: Detections | None = None
+    track_id: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,7 @@ def anonymize_video(
         for f, frame, res in zip(ready, out_frames, residual, strict=True):
             encoder.write(frame)
             if on_frame is not None:
-                on_frame(FrameRecord(f.index, f.detections, f.filled, res))
+                on_frame(FrameRecord(f.index, f.detections, f.filled, res, f.track_id))
             n_out += 1
             bar.update(1)
 
