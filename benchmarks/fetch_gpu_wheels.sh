@@ -6,7 +6,8 @@
 #
 #   bash benchmarks/fetch_gpu_wheels.sh            # core + prefect  -> .whl/
 #   bash benchmarks/fetch_gpu_wheels.sh --core     # core only (no orchestrated run (a))
-#   bash benchmarks/fetch_gpu_wheels.sh --ffmpeg   # also imageio-ffmpeg (pyroblur's video path)
+#   bash benchmarks/fetch_gpu_wheels.sh --polars   # also the real polars (+54 MB; else a shim is used)
+#   bash benchmarks/fetch_gpu_wheels.sh --ffmpeg   # imageio-ffmpeg with its ffmpeg binary (+68 MB)
 #   WHEEL_DIR=/some/dir PYTHON=python3 bash benchmarks/fetch_gpu_wheels.sh
 #
 # The pins are the versions this project's .venv runs (pyproject.toml), minus what the GPU image
@@ -23,31 +24,34 @@ DEST="${WHEEL_DIR:-$ROOT/.whl}"
 PY="${PYTHON:-python3}"
 WITH_PREFECT=1
 WITH_FFMPEG=0
+WITH_POLARS=0
 for arg in "$@"; do
     case "$arg" in
         --core) WITH_PREFECT=0 ;;
         --ffmpeg) WITH_FFMPEG=1 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        --polars) WITH_POLARS=1 ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
 
-# ultralytics and what it imports that the image lacks (polars: trainer.save_model reads
-# results.csv with it; ultralytics-thop: FLOPs in model.info; ultralytics-platform: a declared
-# dependency, imported lazily), onnxslim (ONNX export with simplify=True for the parity check),
-# pydantic (the pyroblur library's configs and manifests).
+# ultralytics and what it imports that the image lacks (ultralytics-thop: FLOPs in model.info;
+# ultralytics-platform: a declared dependency, imported lazily), onnxslim (ONNX export with
+# simplify=True for the parity check), pydantic (the pyroblur library's configs and manifests).
+# polars is left out by default: ultralytics reads results.csv with it when it saves a checkpoint,
+# and its runtime wheel is 54 MB of the 64 MiB a device call carries; gpu_suite.sh then puts
+# benchmarks/gpu_shims/polars (pandas-backed, that one call only) on PYTHONPATH. --polars carries it.
 CORE=(
     ultralytics==8.4.190
     ultralytics-thop==2.2.3
     ultralytics-platform==0.1.99
-    polars==2.1.0
-    polars-runtime-32==2.1.0
     onnxslim==0.1.98
     pydantic==2.14.3
     pydantic-core==2.50.4
     annotated-types==0.8.0
     typing-inspection==0.4.5
 )
+POLARS=(polars==2.1.0 polars-runtime-32==2.1.0)
 
 # prefect 3.8.8 and its dependencies missing from the image (fastapi pinned to 0.150.0: newer
 # ones break prefect 3.8.8's API server; sqlalchemy < 2.1 for its scheduler; see pyproject.toml).
@@ -70,12 +74,15 @@ PREFECT=(
     tzlocal==5.4.5 uncalled-for==0.6.1 uvicorn==0.54.0 websockets==16.1.1
 )
 
-# imageio-ffmpeg ships a static ffmpeg (~30 MB): only for pyroblur's own video path
-# (gpu_anonymize.py --pipeline pyroblur); the stage profile decodes/encodes with OpenCV.
+# imageio-ffmpeg: pyroblur's own video path (gpu_anonymize.py's "pyroblur" run) finds ffmpeg through
+# it. Its manylinux wheel bundles an ffmpeg binary (68 MB): by default a pure-python wheel is built
+# from the sdist instead (27 kB; it then uses an ffmpeg on the host's PATH or IMAGEIO_FFMPEG_EXE,
+# and that run is reported as skipped where the host has none). --ffmpeg carries the binary.
 FFMPEG=(imageio-ffmpeg==0.8.1)
 
 PINS=("${CORE[@]}")
 ((WITH_PREFECT)) && PINS+=("${PREFECT[@]}")
+((WITH_POLARS)) && PINS+=("${POLARS[@]}")
 ((WITH_FFMPEG)) && PINS+=("${FFMPEG[@]}")
 
 # pip matches manylinux_2_N tags exactly: name every N the pinned wheels use. Pure-python
@@ -103,8 +110,15 @@ if ! download "${PINS[@]}"; then
     fi
 fi
 
+if ((!WITH_FFMPEG)); then
+    rm -f "$DEST"/imageio_ffmpeg-*.whl
+    "$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-binary=:all: -w "$DEST" "${FFMPEG[@]}"
+fi
+ALL=("${PINS[@]}")
+((WITH_FFMPEG)) || ALL+=("${FFMPEG[@]}")
+
 # Keep exactly one version per distribution: two make the --no-deps install on the host fail.
-"$PY" - "$DEST" "${PINS[@]}" <<'EOF'
+"$PY" - "$DEST" "${ALL[@]}" <<'EOF'
 import re, sys
 from pathlib import Path
 

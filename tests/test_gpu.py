@@ -39,16 +39,22 @@ def _gpu_common():
 
 
 class _Record:
-    """An ultralytics callback that records what the trainer ran with, optionally crashing."""
+    """What the trainer ran with, per epoch, optionally crashing after some epochs.
+
+    ``callback`` is a plain function: ultralytics deep-copies its default callbacks into each
+    trainer, and a deep copy of a function is the function itself (of an object, a copy).
+    """
 
     def __init__(self, crash_after_epochs: int | None = None) -> None:
-        self.crash_after_epochs = crash_after_epochs
         self.seen: list[dict] = []
+        seen = self.seen
 
-    def __call__(self, trainer) -> None:
-        self.seen.append({"epoch": trainer.epoch + 1, "amp": bool(trainer.amp), "device": str(trainer.device)})
-        if self.crash_after_epochs is not None and trainer.epoch + 1 >= self.crash_after_epochs:
-            raise RuntimeError("simulated worker crash after the checkpoint was written")
+        def callback(trainer) -> None:
+            seen.append({"epoch": trainer.epoch + 1, "amp": bool(trainer.amp), "device": str(trainer.device)})
+            if crash_after_epochs is not None and trainer.epoch + 1 >= crash_after_epochs:
+                raise RuntimeError("simulated worker crash after the checkpoint was written")
+
+        self.callback = callback
 
 
 class _Callback:
@@ -103,7 +109,7 @@ def trained(data_yaml, tmp_path_factory):
     from pyroblur.training.trainer import train
 
     record = _Record()
-    with _Callback("on_train_epoch_end", record):
+    with _Callback("on_train_epoch_end", record.callback):
         manifest = train(data_yaml, _cfg(8), tmp_path_factory.mktemp("gpu-run") / "run")
     return manifest, record
 
@@ -124,13 +130,13 @@ def test_a_crashed_run_resumes_on_the_gpu(data_yaml, tmp_path):
 
     run_dir = tmp_path / "run"
     crash = _Record(crash_after_epochs=2)
-    with _Callback("on_model_save", crash), pytest.raises(RuntimeError, match="simulated worker crash"):
+    with _Callback("on_model_save", crash.callback), pytest.raises(RuntimeError, match="simulated worker crash"):
         train(data_yaml, _cfg(4), run_dir)
     assert epochs_done(run_dir) == 2 and (run_dir / "weights" / "last.pt").is_file()
     rows_before = (run_dir / "results.csv").read_text().splitlines()[:3]
 
     resumed = _Record()
-    with _Callback("on_train_epoch_end", resumed):
+    with _Callback("on_train_epoch_end", resumed.callback):
         manifest = train(data_yaml, _cfg(4), run_dir)
     assert manifest.resumed and manifest.epochs == 4
     assert [s["epoch"] for s in resumed.seen] == [3, 4], "resume trained other epochs than the missing ones"
