@@ -168,11 +168,21 @@ class WiderSuiteConfig(_Section):
 
     name: str = Field("wider_val", description="Suite name in reports.")
     images: str = Field(
-        "raw/wider_face/WIDER_val/images", description="Folder of <event>/<file>.jpg images (data-root relative)."
+        "raw/wider_face/extracted/WIDER_val/WIDER_val/images",
+        description="Folder of <event>/<file>.jpg images (data-root relative).",
     )
     ground_truth: str = Field(
-        "raw/wider_eval/ground_truth",
+        "raw/wider_eval/eval_tools/ground_truth",
         description="Folder holding wider_face_val.mat and wider_{easy,medium,hard}_val.mat (data-root relative).",
+    )
+    eval_tools_url: str | None = Field(
+        "http://shuoyang1213.me/WIDERFACE/support/eval_script/eval_tools.zip",
+        description="Where the official evaluation tools (with ground_truth/*.mat) are downloaded from "
+        "when ground_truth is missing; extracted next to ground_truth's eval_tools folder.",
+    )
+    eval_tools_sha256: str | None = Field(
+        "1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a",
+        description="sha256 of eval_tools.zip (8,447,003 bytes); the download is refused when it differs.",
     )
     fabricate: int = Field(
         0, ge=0, description="Images of a fabricated suite to generate when missing (0 = use real files)."

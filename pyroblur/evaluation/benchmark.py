@@ -311,6 +311,8 @@ def run_wider_suite(
     if suite.fabricate and not (gt_dir / wider.GT_FILE).exists():
         log.info("fabricating a %d-image WIDER-format suite under %s", suite.fabricate, images)
         wider.fabricate_suite(images, gt_dir, suite.fabricate, suite.image_size, suite.seed)
+    elif not (gt_dir / wider.GT_FILE).exists() and suite.eval_tools_url:
+        fetch_eval_tools(suite, gt_dir)
     aps, n_images, n_faces = wider.run_suite(
         lambda paths: predict(weights, paths, imgsz, device, cfg.conf, cfg.iou, half=half), images, gt_dir
     )
@@ -323,3 +325,20 @@ def run_wider_suite(
         hard=_num(aps["hard"]),
         fabricated=bool(suite.fabricate),
     )
+
+
+def fetch_eval_tools(suite: WiderSuiteConfig, gt_dir: Path) -> None:
+    """Download WIDER's ``eval_tools.zip`` (checksummed like any download) and extract it so that
+    ``gt_dir`` (``.../eval_tools/ground_truth``) holds the official ``.mat`` files."""
+    from pyroblur.data.archive import extract_archive
+    from pyroblur.data.download import PlannedDownload, download
+
+    tools_parent = gt_dir.parent.parent  # the zip holds eval_tools/ground_truth/*.mat
+    zip_path = download(
+        PlannedDownload(
+            url=str(suite.eval_tools_url),
+            dest=tools_parent / "eval_tools.zip",
+            sha256=suite.eval_tools_sha256,
+        )
+    )
+    extract_archive(zip_path, tools_parent)
