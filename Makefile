@@ -16,7 +16,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean server worker deploy
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GP
 
 deploy: install ## Create/update the deployments of prefect.yaml on PREFECT_API_URL (train, retrain-weekly, ...)
 	PYROBLUR_CODE_DIR="$(CURDIR)" $(BIN)/prefect --no-prompt deploy --all
+
+gpu-suite: ## GPU tests + every GPU figure as JSON in gpu-results/ (docs/benchmarks.md "GPU"; --cpu: dry run)
+	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash benchmarks/gpu_suite.sh $(GPU_SUITE_ARGS)
 
 clean: ## Remove the data root and Prefect home (keeps .venv)
 	rm -rf $(PYROBLUR_DATA_DIR) $(PREFECT_HOME)
