@@ -16,7 +16,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,8 @@ app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151;
 PREFECT_PORT    ?= 4200
 POOL            ?= cpu
 CPU_CONCURRENCY ?= 2
+RETRAIN_CONFIG   ?= configs/pyroblur.yaml
+RETRAIN_SCHEDULE ?= auto
 server worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 
 server: install ## Prefect server + UI on http://127.0.0.1:$PREFECT_PORT (4200), state in .prefect/
@@ -78,8 +80,13 @@ worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GP
 		WORK_POOL_CONCURRENCY=$(if $(filter gpu,$(POOL)),1,$(CPU_CONCURRENCY)) \
 		sh docker/worker-entrypoint.sh
 
-deploy: install ## Create/update the deployments of prefect.yaml on PREFECT_API_URL (train, retrain-weekly, ...)
+deploy: install ## Deploy prefect.yaml; retrain-weekly gets RETRAIN_CONFIG, its schedule RETRAIN_SCHEDULE=auto|active|paused
 	PYROBLUR_CODE_DIR="$(CURDIR)" $(BIN)/prefect --no-prompt deploy --all
+	@# the dead-worker automation, retrain-weekly's parameters and schedule fitted to this host
+	$(BIN)/python deployments/setup.py --retrain-config $(RETRAIN_CONFIG) --retrain-schedule $(RETRAIN_SCHEDULE)
+
+ops-demo: install ## Server + cpu and gpu workers + deploy + the demo config trained on the gpu pool, then stop all
+	YOLO_OFFLINE=1 $(BIN)/python deployments/ops_demo.py
 
 gpu-suite: ## GPU tests + every GPU figure as JSON in gpu-results/ (docs/benchmarks.md "GPU"; --cpu: dry run)
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash benchmarks/gpu_suite.sh $(GPU_SUITE_ARGS)

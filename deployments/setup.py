@@ -52,6 +52,11 @@ def silent_run_automation(silence_s: float) -> Any:
         ),
         trigger=EventTrigger(
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            # only runs of our deployments (all tagged pyroblur): other flows on a shared server
+            # may heartbeat less often (Prefect's default is every 180 s)
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.pyroblur"}
+            ),
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in final)},
             for_each={"prefect.resource.id"},
@@ -152,7 +157,7 @@ def summary(client: Any) -> list[str]:
             f"{getattr(s.schedule, 'cron', None) or s.schedule} {'active' if s.active else 'paused'}"
             for s in dep.schedules
         )
-        lines.append(f"  {flow.name}/{dep.name:<16} pool {dep.work_pool_name:<4} {scheds or 'on demand'}")
+        lines.append(f"  {flow.name + '/' + dep.name:<34} pool {dep.work_pool_name:<4} {scheds or 'on demand'}")
     return lines
 
 

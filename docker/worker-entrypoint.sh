@@ -9,6 +9,13 @@ if [ "$#" -gt 0 ]; then
 fi
 
 : "${PREFECT_API_URL:?set PREFECT_API_URL, e.g. http://prefect-server:4200/api}"
+# Flow runs inherit the worker's environment:
+# - heartbeats every 30 s: the pyroblur-crash-silent-runs automation (make deploy) sets a run
+#   Crashed when they stop (its worker died), which frees the pool's slot;
+# - the library's loggers go into each run's logs in the UI (outside a run: console only).
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
+export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-pyroblur}"
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="${PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW:-ignore}"
 # prefect.yaml's pull step changes into this directory (the code): /app in the images.
 PYROBLUR_CODE_DIR="${PYROBLUR_CODE_DIR:-$(pwd)}"
 export PYROBLUR_CODE_DIR

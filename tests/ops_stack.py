@@ -8,6 +8,7 @@ is killed (TERM, then KILL) when the session ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,11 +17,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from conftest import API
 from tiny_config import tiny_config, with_changes
 
@@ -36,8 +39,13 @@ TINY_OPS: dict[str, Any] = tiny_config(
         "sources.0.seed": 21,
         "curation.dataset_name": "pyroblur-test-ops",
         "orchestration": {"train_deployment": "train_stage/train-stage", "poll_seconds": 1},
+        # 60 synthetic images give a handful of val/test images per class
+        "balance.min_images_per_class": {"val": 1, "test": 1},
     }
 )
+#: Seconds without a heartbeat (every 30 s, docker/worker-entrypoint.sh) before the automation
+#: of deployments/setup.py sets a run Crashed; short for the tests, 150 s by default.
+SILENCE_S = 90
 
 
 def tiny(**changes: Any) -> dict[str, Any]:
@@ -53,6 +61,73 @@ class Stack:
     logs: dict[str, Path]
     deployments: dict[str, str] = field(default_factory=dict)
     upcoming: list[dict[str, Any]] = field(default_factory=list)
+    base: Path = Path()
+    env: dict[str, str] = field(default_factory=dict)
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    retired: list[subprocess.Popen] = field(default_factory=list)
+    setup_output: str = ""
+    started: dict[str, float] = field(default_factory=dict)
+
+    def start_worker(self, pool: str) -> subprocess.Popen:
+        """A worker for ``pool`` as ``make worker`` starts it (docker/worker-entrypoint.sh)."""
+        extra = {"WORK_POOL_CONCURRENCY": "2"} if pool == "cpu" else {"WORK_POOL_CONCURRENCY": "1"}
+        if pool == "gpu":
+            extra["WORK_POOL_TEMPLATE"] = str(self.base / "gpu-pool.json")
+        log = self.base / f"worker-{pool}-{len(self.retired)}.log"
+        self.logs[f"worker {pool}"] = log
+        with log.open("w") as fh:
+            proc = subprocess.Popen(
+                ["sh", str(ROOT / "docker" / "worker-entrypoint.sh")],
+                env={
+                    **self.env,
+                    **extra,
+                    "WORK_POOL": pool,
+                    "WORK_POOL_TYPE": "process",
+                    "WORKER_NAME": f"{pool}-test",
+                },
+                cwd=ROOT,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.workers[pool] = proc
+        self.started[pool] = time.time() - 1
+        return proc
+
+    def wait_for_workers(self, pools: tuple[str, ...] = ("cpu", "gpu"), timeout: float = 120) -> None:
+        """Until each pool's worker (the one we started last) has sent a heartbeat since it started."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(self.workers[p].poll() is not None for p in pools):
+                pytest.fail(f"a worker exited early\n{self.worker_logs()}")
+            if all(self._beating_since(p, self.started[p]) for p in pools):
+                return
+            time.sleep(1)
+        pytest.fail(f"workers {pools} not up in {timeout} s\n{self.worker_logs()}")
+
+    def _beating_since(self, pool: str, since: float) -> bool:
+        r = API.post(f"{self.api}/work_pools/{pool}/workers/filter", json={}, timeout=30)
+        if r.status_code == 404:  # the entrypoint has not created the pool yet
+            return False
+        r.raise_for_status()
+        return any(
+            w["last_heartbeat_time"] and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= since
+            for w in r.json()
+        )
+
+    def kill_worker(self, pool: str) -> list[int]:
+        """SIGKILL a worker and everything it started, as when its host dies: its process group
+        and its flow runs (Prefect starts those in sessions of their own). Returns the pids."""
+        proc = self.workers.pop(pool)
+        pids = [proc.pid, *descendants(proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.retired.append(proc)
+        return pids
 
     def get(self, path: str) -> Any:
         r = API.get(f"{self.api}{path}", timeout=30)
@@ -128,6 +203,23 @@ def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> 
     return runs
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -164,53 +256,25 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,pyroblur",  # e.g. why a cache entry was not used
     }
+    # What the workers' entrypoint must set itself (heartbeats, library logs to the API): the
+    # tests check its defaults, not ours.
+    for key in (
+        "PREFECT_LOGGING_EXTRA_LOGGERS",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        "PREFECT_RUNNER_HEARTBEAT_FREQUENCY",
+    ):
+        env.pop(key, None)
     # The GPU template's data root is the containers'; point it at this session's (as `make worker`).
     template = json.loads((ROOT / "deployments" / "gpu-process-pool.json").read_text())
     template["variables"]["properties"]["env"]["default"]["PYROBLUR_DATA_DIR"] = env["PYROBLUR_DATA_DIR"]
     template["variables"]["properties"]["env"]["default"]["CUDA_VISIBLE_DEVICES"] = ""
     (base / "gpu-pool.json").write_text(json.dumps(template))
-    pools = {
-        "cpu": {"WORK_POOL_CONCURRENCY": "2"},
-        "gpu": {"WORK_POOL_CONCURRENCY": "1", "WORK_POOL_TEMPLATE": str(base / "gpu-pool.json")},
-    }
-    procs: list[subprocess.Popen] = []
-    stack = Stack(api=prefect_server, logs={})
+    stack = Stack(api=prefect_server, logs={}, base=base, env=env)
     try:
-        for pool, extra in pools.items():
-            log = base / f"worker-{pool}.log"
-            stack.logs[f"worker {pool}"] = log
-            with log.open("w") as fh:
-                procs.append(
-                    subprocess.Popen(
-                        ["sh", str(ROOT / "docker" / "worker-entrypoint.sh")],
-                        env={
-                            **env,
-                            **extra,
-                            "WORK_POOL": pool,
-                            "WORK_POOL_TYPE": "process",
-                            "WORKER_NAME": f"{pool}-test",
-                        },
-                        cwd=ROOT,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if all(p.poll() is None for p in procs) and all(
-                API.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).ok
-                and API.post(f"{prefect_server}/work_pools/{pool}/workers/filter", json={}, timeout=10).json()
-                for pool in pools
-            ):
-                break
-            if any(p.poll() is not None for p in procs):
-                pytest.fail(f"a worker exited early\n{stack.worker_logs()}")
-            time.sleep(1)
-        else:
-            pytest.fail(f"workers did not come up in 120 s\n{stack.worker_logs()}")
+        for pool in ("cpu", "gpu"):
+            stack.start_worker(pool)
+        stack.wait_for_workers()
         deploy = subprocess.run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
             env=env,
@@ -220,12 +284,22 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
             timeout=180,
         )
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+        # make deploy's second step: the silent-run automation, retrain-weekly's config and schedule
+        retrain_yaml = base / "retrain.yaml"
+        retrain_yaml.write_text(yaml.safe_dump(TINY_OPS))
+        setup = subprocess.run(
+            [sys.executable, str(ROOT / "deployments" / "setup.py"), "--retrain-config", str(retrain_yaml),
+             "--retrain-schedule", "active", "--silence", str(SILENCE_S)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+        stack.setup_output = setup.stdout
         for dep in stack.post("/deployments/filter", {}):
             stack.deployments[dep["name"]] = dep["id"]
         stack.upcoming = _take_scheduled_runs(stack, "retrain-weekly")
         yield stack
     finally:
-        for proc in procs:
+        for proc in [*stack.workers.values(), *stack.retired]:
             _stop(proc)
 
 

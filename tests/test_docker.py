@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -123,9 +124,60 @@ def test_compose_config_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose binary not installed (apt-get install -y docker-compose)")
-    proc = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    env = {**os.environ, "PREFECT_AUTH_STRING": "user:secret"}  # required (docker/.env.example)
+    env.pop("BIND_ADDRESS", None)
+    proc = subprocess.run(
+        [exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=30, cwd=ROOT, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     rendered = yaml.safe_load(proc.stdout)
+    for name, svc in rendered["services"].items():  # compose's own rendering of the ports
+        for port in svc.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)
     gpu = rendered["services"]["gpu-worker"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert gpu["environment"]["PYROBLUR_DATA_DIR"] == DATA_DIR
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` against ``env``."""
+
+    def sub(m: re.Match) -> str:
+        name, op, arg = m.groups()
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise KeyError(f"{name} is required: {arg}")
+        return arg if op == "-" else ""
+
+    return _VAR.sub(sub, value)
+
+
+def test_published_ports_bind_localhost_unless_a_bind_address_is_set() -> None:
+    services = load_compose()["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert {"prefect-server", "fiftyone-app"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert interpolate(port, {}).startswith("127.0.0.1:"), (name, port)
+            assert interpolate(port, {"BIND_ADDRESS": "10.8.0.1"}).startswith("10.8.0.1:"), (name, port)
+    for name in ("postgres", "mongodb", "cpu-worker", "gpu-worker"):
+        assert not services[name].get("ports"), f"{name} must not be published"
+
+
+def test_prefect_api_requires_the_auth_string_from_env() -> None:
+    services = load_compose()["services"]
+    server = services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    with pytest.raises(KeyError, match="PREFECT_AUTH_STRING"):  # no secret, no stack
+        interpolate(server, {})
+    assert interpolate(server, {"PREFECT_AUTH_STRING": "u:p"}) == "u:p"
+    for name in ("cpu-worker", "gpu-worker"):
+        client = services[name]["environment"]["PREFECT_API_AUTH_STRING"]
+        assert interpolate(client, {"PREFECT_AUTH_STRING": "u:p"}) == "u:p"
+    example = (DOCKER / ".env.example").read_text()
+    assert re.search(r"^PREFECT_AUTH_STRING=\S+:\S+$", example, re.M)
+    assert re.search(r"^BIND_ADDRESS=127\.0\.0\.1$", example, re.M)

@@ -44,6 +44,7 @@ def test_prefect_yaml_defaults_are_the_real_config():
     assert deployments["train-stage"]["work_pool"]["name"] == "gpu"
     (schedule,) = deployments["retrain-weekly"]["schedules"]
     assert schedule["cron"] == "0 3 * * 1" and schedule["timezone"]
+    assert schedule["active"] is False  # `make deploy` (deployments/setup.py) decides per host
     for d in deployments.values():  # every entrypoint exists and names a flow
         path, func = d["entrypoint"].split(":")
         assert f"def {func}(" in (ROOT / path).read_text()
@@ -63,9 +64,21 @@ def test_make_targets_exist():
         ["make", "worker", "POOL=tpu", "-o", ".venv/.pyroblur-installed"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode != 0 and "POOL must be cpu or gpu" in bad.stderr
-    for target, text in (("deploy", "deploy --all"), ("server", "server start --host 127.0.0.1 --port 4200")):
-        out = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+    for target, text in (
+        ("deploy", "deploy --all"),
+        ("deploy", "deployments/setup.py --retrain-config configs/pyroblur.yaml --retrain-schedule auto"),
+        ("server", "server start --host 127.0.0.1 --port 4200"),
+        ("ops-demo", "deployments/ops_demo.py"),
+    ):
+        out = subprocess.run(
+            ["make", "-n", "-o", ".venv/.pyroblur-installed", target], cwd=ROOT, capture_output=True, text=True
+        )
         assert text in out.stdout, out.stdout
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.pyroblur-installed", "deploy", "RETRAIN_CONFIG=configs/demo.yaml", "RETRAIN_SCHEDULE=paused"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "--retrain-config configs/demo.yaml --retrain-schedule paused" in out.stdout, out.stdout
 
 
 # -- the failure hook ------------------------------------------------------------------------
@@ -226,8 +239,15 @@ def test_retrain_weekly_stops_early_or_retrains(ops_stack: Stack, trained_run):
         assert (start.weekday(), start.hour, start.minute) == (0, 3, 0), start
         assert r["auto_scheduled"]
 
-    # Same sources as the champion was trained on: stops early, says why, trains nothing.
+    # make deploy chose the parameters (RETRAIN_CONFIG) and the schedule's state, and said so.
+    assert dep["parameters"]["config"]["name"] == TINY_OPS["name"]
+    assert "retrain-weekly: config" in ops_stack.setup_output and "schedule ACTIVE" in ops_stack.setup_output
+
+    # Same sources as the champion was trained on: stops early, says why (in the final state
+    # too), trains nothing.
     run = ops_stack.run("retrain-weekly", {"config": TINY_OPS})
+    assert run["state"]["name"] == "Skipped", run["state"]
+    assert "stopped early: sources unchanged since champion" in run["state"]["message"], run["state"]
     logs = ops_stack.log_text(run["id"], expect="stopping early")
     assert "stopping early: sources unchanged since champion" in logs, logs
     assert not ops_stack.child_runs(run["id"])
@@ -237,6 +257,7 @@ def test_retrain_weekly_stops_early_or_retrains(ops_stack: Stack, trained_run):
     # A changed source: re-curates, trains a challenger on the gpu pool, decides on promotion.
     changed = tiny(**{"sources.0.seed": 22})
     run = ops_stack.run("retrain-weekly", {"config": changed}, timeout=300)
+    assert run["state"]["name"] == "Completed" and "retrained (sources changed" in run["state"]["message"]
     logs = ops_stack.log_text(run["id"], expect="promotion decision: ")
     assert "retraining: sources changed" in logs, logs
     assert "promotion decision: " in logs, logs
@@ -244,6 +265,34 @@ def test_retrain_weekly_stops_early_or_retrains(ops_stack: Stack, trained_run):
     (stage,) = ops_stack.child_runs(pipeline["id"])
     assert stage["work_pool_name"] == "gpu"
     assert {_stage(t): t["state"]["name"] for t in ops_stack.task_runs(stage["id"])} == {"train": "Completed"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_library_log_lines_reach_the_run_logs(ops_stack: Stack, trained_run):
+    """A line the library (pyroblur.training.trainer, a plain logging.getLogger) emitted inside the
+    train task on the gpu worker, read back through the API."""
+    (child,) = ops_stack.child_runs(trained_run["id"])
+    ops_stack.log_text(child["id"], expect="training yolo11n.yaml for 1 epochs")
+    body = {"logs": {"flow_run_id": {"any_": [child["id"]]}}, "limit": 200}
+    entries = ops_stack.post("/logs/filter", body)
+    lines = [e for e in entries if e["name"] == "pyroblur.training.trainer"]
+    assert any("training yolo11n.yaml for 1 epochs" in e["message"] for e in lines), [
+        (e["name"], e["message"][:80]) for e in entries
+    ]
+    assert all(e["task_run_id"] for e in lines)  # attached to the train task's run
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_make_deploy_creates_the_silent_run_automation(ops_stack: Stack):
+    (automation,) = [a for a in ops_stack.post("/automations/filter", {}) if a["name"] == "pyroblur-crash-silent-runs"]
+    trigger = automation["trigger"]
+    assert trigger["posture"] == "Proactive" and trigger["after"] == ["prefect.flow-run.heartbeat"]
+    assert "prefect.flow-run.heartbeat" in trigger["expect"] and trigger["for_each"] == ["prefect.resource.id"]
+    assert (
+        automation["actions"][0]["type"] == "change-flow-run-state" and automation["actions"][0]["state"] == "CRASHED"
+    )
 
 
 def test_artifacts_dir_is_ignored():
