@@ -1,0 +1,158 @@
+"""Failure model through ``pyroblur run`` against a real Prefect API server (issue 14):
+attempts counted by the server, preconditions checked before any stage, and a prompt, clean
+stop on SIGTERM with the flow run marked Crashed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import API
+from tiny_config import tiny_config
+
+pytestmark = [pytest.mark.integration]
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env(api: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    # Own data root: its registry, raw data and partial files are this test's alone.
+    return {**os.environ, "PREFECT_API_URL": api, "PYROBLUR_DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def _run(tmp_path: Path, api: str, cfg: dict, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "-c", str(_write(tmp_path, cfg)), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(api, tmp_path, **env),
+    )
+
+
+def _last_flow_run(api: str) -> dict:
+    runs = API.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
+    return runs[0]
+
+
+def _task_runs(api: str, flow_run_id: str) -> dict[str, dict]:
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    return {tr["name"].split("-")[0]: tr for tr in API.post(f"{api}/task_runs/filter", json=body).json()}
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The CLI's one error line (Prefect's own log lines come before and after it)."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(("pipeline failed: ", "error: "))]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_permanent_error_fails_on_the_first_attempt(tmp_path, prefect_server):
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    (folder / "_annotations.coco.json").write_text('{"images": [')
+    source = {"kind": "local", "name": "mine", "path": str(folder), "format": "coco", "class_map": {"face": "face"}}
+    proc = _run(tmp_path, prefect_server, tiny_config(sources=[source]), "--until", "download")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    line = _error_line(proc)
+    assert line.startswith("pipeline failed: ") and str(folder) in line
+    flow_run = _last_flow_run(prefect_server)
+    download = _task_runs(prefect_server, flow_run["id"])["download"]
+    assert download["state"]["name"] == "Failed"
+    assert download["run_count"] == 1  # not retried: the same folder fails the same way
+
+
+def test_transient_error_is_retried(tmp_path, prefect_server):
+    cfg = tiny_config(**{"sources.0.seed": 41, "sources.0.num_images": 8})
+    proc = _run(tmp_path, prefect_server, cfg, "--until", "download", PYROBLUR_INJECT_FAILURE="download:transient")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    download = _task_runs(prefect_server, _last_flow_run(prefect_server)["id"])["download"]
+    assert download["state"]["name"] == "Completed" and download["run_count"] == 2
+
+
+def test_corrupt_registry_stops_the_run_before_any_stage(tmp_path, prefect_server):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "registry.json").write_text('{"schema_version": 1, "models": [')
+    proc = _run(tmp_path, prefect_server, tiny_config(**{"sources.0.seed": 42}))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert str(data / "registry.json") in _error_line(proc)
+    flow_run = _last_flow_run(prefect_server)
+    assert flow_run["state"]["name"] == "Failed"
+    assert _task_runs(prefect_server, flow_run["id"]) == {}  # no stage ran, not even download
+    assert not (data / "raw").exists()
+
+
+def _shared_service(proc: psutil.Process) -> bool:
+    try:
+        text = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return "mongod" in text or ("fiftyone" in text and "service" in text)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stage_stops_promptly_and_marks_the_run_crashed(tmp_path, prefect_server):
+    # Generating 20000 images takes minutes: the signal always lands mid-stage.
+    cfg = tiny_config(**{"sources.0.seed": 43, "sources.0.num_images": 20000, "sources.0.image_size": 256})
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "-c", str(_write(tmp_path, cfg)), "--until", "download"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(prefect_server, tmp_path),
+        start_new_session=True,
+    )
+    try:
+        # Wait (bounded) until the download task runs and has written images.
+        deadline = time.monotonic() + 180
+        flow_run = None
+        raw = tmp_path / "data" / "raw"
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            latest = _last_flow_run(prefect_server)
+            if latest["created"] and latest["state"]["name"] == "Running":
+                tasks = _task_runs(prefect_server, latest["id"])
+                if tasks.get("download", {}).get("state", {}).get("name") == "Running" and any(raw.rglob("*.jpg")):
+                    flow_run = latest
+                    break
+            time.sleep(0.5)
+        assert flow_run is not None, "the download stage did not start in 180 s"
+        children = psutil.Process(proc.pid).children(recursive=True)
+
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, stderr = proc.communicate(timeout=15)  # acceptance: exits within 15 s
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr
+    leftovers = [c for c in children if _alive(c) and not _shared_service(c)]
+    assert leftovers == [], [c.cmdline() for c in leftovers]
+    state = API.get(f"{prefect_server}/flow_runs/{flow_run['id']}").json()["state"]["name"]
+    assert state in ("Crashed", "Cancelled"), state
+    download = _task_runs(prefect_server, flow_run["id"])["download"]
+    assert download["state"]["name"] in ("Crashed", "Cancelled", "Failed")
+    print(f"SIGTERM: exited in {stopped_in:.1f} s (run started {time.time() - started:.0f} s before); flow {state}")
