@@ -37,7 +37,8 @@ done
 
 # ultralytics and what it imports that the image lacks (ultralytics-thop: FLOPs in model.info;
 # ultralytics-platform: a declared dependency, imported lazily), onnxslim (ONNX export with
-# simplify=True for the parity check), pydantic (the pyroblur library's configs and manifests).
+# simplify=True for the parity check), pydantic (the pyroblur library's configs and manifests),
+# lap (ultralytics' ByteTrack, which pyroblur's video gap filling uses, imports it).
 # polars is left out by default: ultralytics reads results.csv with it when it saves a checkpoint,
 # and its runtime wheel is 54 MB of the 64 MiB a device call carries; gpu_suite.sh then puts
 # benchmarks/gpu_shims/polars (pandas-backed, that one call only) on PYTHONPATH. --polars carries it.
@@ -50,6 +51,7 @@ CORE=(
     pydantic-core==2.50.4
     annotated-types==0.8.0
     typing-inspection==0.4.5
+    lap==0.5.13
 )
 POLARS=(polars==2.1.0 polars-runtime-32==2.1.0)
 

@@ -308,6 +308,24 @@ def product_path(clip: Path, out: Path, weights: Path, device: str, batch: int, 
     }
 
 
+def guarded(fn: Any, *args: Any) -> dict[str, Any]:
+    """``fn``'s result, or its error as a result: one failed measurement keeps the others."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - recorded in the JSON, traceback in the log
+        log.exception("%s failed", fn.__name__)
+        return {"error": f"{type(exc).__name__}: {exc}"[:3000]}
+
+
+def save(result: dict[str, Any], out: Path | None) -> str:
+    """Write what is measured so far (a run cut short keeps it); return the JSON text."""
+    text = json.dumps(result, indent=2, default=str)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=None, help="trained .pt; default: --model with random weights")
@@ -360,22 +378,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 x = model.letterbox_gpu(warm)
                 model.nms(model.infer(x), tuple(x.shape[2:]), (h, w))
             model.sync()
-            run: dict[str, Any] = {"serial": serial(model, clip, work / "serial.mp4", gts, args.batch)}
+            run: dict[str, Any] = {"serial": guarded(serial, model, clip, work / "serial.mp4", gts, args.batch)}
             threads = args.blur_threads or host_cores()
-            run["overlapped"] = overlapped(model, clip, work / "overlap.mp4", gts, args.batch, False, threads)
-            run["overlapped_gt_boxes"] = overlapped(
-                model, clip, work / "overlap-gt.mp4", gts, args.batch, True, threads
+            run["overlapped"] = guarded(overlapped, model, clip, work / "overlap.mp4", gts, args.batch, False, threads)
+            run["overlapped_gt_boxes"] = guarded(
+                overlapped, model, clip, work / "overlap-gt.mp4", gts, args.batch, True, threads
             )
             if not args.skip_product:
                 out_dir = work / f"product-{w}x{h}"
                 run["pyroblur"] = product_path(clip, out_dir / clip.name, weights, device, args.batch, args.imgsz)
             result["runs"][res] = run
+            save(result, args.out)
             log.info("%s: %s", res, json.dumps({k: v.get("frames_per_s") for k, v in run.items()}))
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(save(result, args.out))
     return result
 
 

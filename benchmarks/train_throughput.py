@@ -298,6 +298,24 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def guarded(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``fn``'s result, or its error as a result: one failed measurement keeps the others."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - recorded in the JSON, with the traceback in the log
+        log.exception("%s failed", fn.__name__)
+        return {"error": f"{type(exc).__name__}: {exc}"[:3000]}
+
+
+def save(result: dict[str, Any], out: Path | None) -> str:
+    """Write what is measured so far (a run cut short keeps it); return the JSON text."""
+    text = json.dumps(result, indent=2, default=str)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return text
+
+
 def _bool(text: str) -> bool:
     return text.lower() in {"1", "true", "yes", "on"}
 
@@ -369,26 +387,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.skip_step:
             log.info("(c) forward+backward on tensors already on %s", args.device)
             result["step"] = {
-                "free": bench_step(args, deterministic=False),
-                "same_settings": bench_step(args, deterministic=args.deterministic),
+                "free": guarded(bench_step, args, deterministic=False),
+                "same_settings": guarded(bench_step, args, deterministic=args.deterministic),
             }
+            save(result, args.out)
         if not args.skip_cli:
             log.info("(b) yolo train (ultralytics' entry point)")
-            result["yolo_cli"] = bench_yolo_cli(args, data_yaml, n_images, work)
+            result["yolo_cli"] = guarded(bench_yolo_cli, args, data_yaml, n_images, work)
+            save(result, args.out)
         if not args.skip_prefect:
             log.info("(a) Prefect training task")
-            result["prefect"] = bench_prefect(args, data_yaml, n_images, work)
+            result["prefect"] = guarded(bench_prefect, args, data_yaml, n_images, work)
             weights = result["prefect"].get("weights")
             if args.keep_weights and weights:
                 args.keep_weights.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(weights, args.keep_weights)
                 result["prefect"]["kept_weights"] = str(args.keep_weights)
         result["ratios"] = ratios(result)
-        text = json.dumps(result, indent=2, default=str)
-        print(text)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text + "\n")
+        print(save(result, args.out))
         return result
     finally:
         if args.work is None:
