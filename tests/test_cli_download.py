@@ -43,3 +43,31 @@ def test_dry_run_lists_every_download_of_the_real_config(tmp_path):
         assert dest == str(p.dest)
     assert "1,465,602,149 B" in proc.stdout  # WIDER_train.zip, the official size
     assert not data.exists()  # a dry run downloads and creates nothing
+
+
+def test_download_without_network_fails_fast_naming_host_and_remedy(tmp_path):
+    """The real config with its Hub endpoint on a name that never resolves (what no network looks like)."""
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "download",
+            "--config",
+            str(ROOT / "configs" / "pyroblur.yaml"),
+            "--set",
+            "sources.0.endpoint=https://hub.no-such-host.invalid",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYROBLUR_DATA_DIR": str(data)},
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr
+    assert "source 'wider_face': cannot reach hub.no-such-host.invalid (DNS lookup failed" in err
+    for name in ("WIDER_train.zip", "WIDER_val.zip", "wider_face_split.zip"):
+        assert str(data / "raw" / "wider_face" / "archives" / name) in err
+    assert "`local` source" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one line a user can act on
