@@ -1,6 +1,7 @@
 """Video edge cases through the bundled ffmpeg: a truncated input reported (exit 3 with
-frames written vs expected), rotation metadata honoured, audio kept in sync when the video
-stream starts after the audio, the encoder quality option."""
+frames written vs expected), variable frame rate timestamps kept, rotation metadata
+honoured, audio kept in sync when the video stream starts after the audio, the encoder
+quality option."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
 from pyroblur.anonymize.cli import EXIT_SKIPPED, anonymize_command
-from pyroblur.anonymize.video import ffmpeg_exe, probe_video, read_frames
+from pyroblur.anonymize.video import ffmpeg_exe, frame_times, is_variable_rate, probe_video, read_frames
 from pyroblur.core.detections import Detections
 
 W, H, FPS, N = 320, 240, 25, 50
@@ -152,3 +153,36 @@ def test_encoder_quality_option(tmp_path) -> None:
         assert anonymize_path(src, out, _opts(crf=crf, audit=False), detector=nothing).ok
         sizes[crf] = out.stat().st_size
     assert sizes[12] > 2 * sizes[40]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_variable_frame_rate_timestamps_are_kept(tmp_path, suffix) -> None:
+    """A clip whose second half runs at half the rate (a phone slowing down in low light):
+    every output frame is presented when its input frame was, not re-timed to a constant
+    rate, and the audio stays in sync."""
+    src = tmp_path / f"vfr{suffix}"
+    _ffmpeg(
+        *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
+        *("-f", "lavfi", "-i", "sine=frequency=440", "-t", "3"),
+        *("-vf", "setpts='if(lt(N,25),N*0.04,1+(N-25)*0.08)/TB'", "-fps_mode", "vfr"),
+        *("-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(src)),
+    )
+    before = frame_times(src)
+    assert before is not None and is_variable_rate(before), "test clip is not VFR"
+    out = tmp_path / f"out{suffix}"
+    report = anonymize_path(src, out, _opts(), detector=nothing)
+    assert report.ok, report
+    after = frame_times(out)
+    assert after is not None and len(after) == len(before) == report.processed[0].frames
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) < 0.002
+    starts_in, starts_out = _stream_starts(src), _stream_starts(out)
+    assert abs((starts_out[0] - starts_out[1]) - (starts_in[0] - starts_in[1])) < 1 / FPS
+    assert probe_video(out).has_audio
+
+
+def test_constant_rate_is_not_mistaken_for_variable(tmp_path) -> None:
+    src = tmp_path / "cfr.mp4"
+    _textured_clip(src)
+    times = frame_times(src)
+    assert times is not None and len(times) == N and not is_variable_rate(times)
+    assert not is_variable_rate(None) and not is_variable_rate([0.0, 0.04])

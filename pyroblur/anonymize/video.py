@@ -43,7 +43,10 @@ __all__ = [
     "ffmpeg_exe",
     "output_suffix",
     "probe_video",
+    "frame_times",
+    "is_variable_rate",
     "read_frames",
+    "retime",
     "temp_path",
 ]
 
@@ -238,11 +241,21 @@ class _Encoder:
     """An ffmpeg process that encodes raw BGR frames from stdin and muxes ``audio_from``'s
     audio streams into ``dst``."""
 
-    def __init__(self, dst: Path, info: VideoInfo, audio_from: Path, crf: int = 18) -> None:
+    def __init__(
+        self,
+        dst: Path,
+        info: VideoInfo,
+        audio_from: Path,
+        crf: int = 18,
+        *,
+        final_suffix: str | None = None,
+        no_reorder: bool = False,
+    ) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {crf}")
         pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
-        if dst.suffix.lower() in _MP4_FAMILY and not set(info.audio_codecs) <= _MP4_AUDIO:
+        final = (final_suffix or dst.suffix).lower()  # the container the audio must suit
+        if final in _MP4_FAMILY and not set(info.audio_codecs) <= _MP4_AUDIO:
             audio = ["-c:a", "aac", "-b:a", "192k"]
         else:
             audio = ["-c:a", "copy"]
@@ -284,6 +297,9 @@ class _Encoder:
             str(crf),
             "-pix_fmt",
             pix_fmt,
+            # Without B-frames decode order is presentation order: packet k is frame k, so
+            # retime() can give each packet its source frame's timestamp.
+            *(["-bf", "0"] if no_reorder else []),
             *audio,
         ]
         if dst.suffix.lower() in _MP4_FAMILY:
@@ -322,6 +338,73 @@ class _Encoder:
             self.proc.kill()
         self.proc.wait()
         self._err.close()
+
+
+def frame_times(path: Path) -> list[float] | None:
+    """Presentation times (seconds from the file's start) of the first video stream's
+    frames, in order, read from the container's packets (no decoding) with PyAV; ``None``
+    when PyAV is missing or the container does not say."""
+    try:
+        import av
+    except ImportError:
+        logger.info("PyAV not installed: variable frame rates are written at their average rate")
+        return None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            tb = stream.time_base
+            start = (container.start_time or 0) / 1_000_000  # AV_TIME_BASE units
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+    except (av.FFmpegError, IndexError, OSError) as exc:
+        logger.info("could not read frame times of %s: %s", path, exc)
+        return None
+    if not pts or tb is None:
+        return None
+    return [float(p * tb) - start for p in pts]
+
+
+def is_variable_rate(times: list[float] | None, tolerance: float = 0.02) -> bool:
+    """True when frame intervals differ from their median by more than ``tolerance`` of it
+    (a constant-rate file's intervals differ only by timestamp rounding). The last four
+    intervals are not looked at (see below)."""
+    if not times or len(times) < 3:
+        return False
+    steps = np.diff(np.asarray(times, np.float64))
+    if len(steps) > 8:
+        # The last packets of a file cut mid-data miss their reordered (B-frame) neighbours;
+        # those gaps say "truncated", not "variable rate".
+        steps = steps[:-4]
+    median = float(np.median(steps))
+    return median > 0 and bool((np.abs(steps - median) > tolerance * median + 1e-4).any())
+
+
+def retime(src: Path, dst: Path, times: list[float]) -> None:
+    """Copy ``src`` (our encoder's output, no B-frames) into ``dst`` with video packet k
+    presented at ``times[k]`` seconds; audio packets are copied unchanged. Frames beyond
+    ``times`` continue at its last interval."""
+    import av
+
+    tb = Fraction(1, 90_000)  # MPEG's clock: fine enough for any source's timestamps
+    step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1 / 25
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        audio = {s.index: out.add_stream_from_template(s) for s in inp.streams.audio}
+        k = 0
+        for packet in inp.demux(vin, *inp.streams.audio):
+            if packet.dts is None and packet.pts is None:
+                continue  # demuxer flush packet
+            if packet.stream.index == vin.index:
+                t = times[k] if k < len(times) else times[-1] + (k - len(times) + 1) * step
+                nxt = times[k + 1] if k + 1 < len(times) else t + step
+                packet.pts = packet.dts = round(t / tb)
+                packet.duration = max(1, round((nxt - t) / tb))
+                packet.time_base = tb
+                packet.stream = vout
+                k += 1
+            else:
+                packet.stream = audio[packet.stream.index]
+            out.mux(packet)
 
 
 @dataclass
@@ -419,6 +502,13 @@ def anonymize_video(
     info = probe_video(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dst)
+    # Variable frame rate: encode without B-frames into Matroska (takes any audio), then give
+    # every frame its source timestamp (retime). Constant rate: one encoder pass, as before.
+    times = frame_times(src)
+    vfr = is_variable_rate(times)
+    encoded = tmp.with_name(tmp.stem + ".vfr.mkv") if vfr else tmp
+    if vfr:
+        logger.info("%s: variable frame rate, timestamps kept", src)
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = threading.Thread(
@@ -452,7 +542,7 @@ def anonymize_video(
             bar.update(1)
 
     try:
-        encoder = _Encoder(tmp, info, src, crf=crf)
+        encoder = _Encoder(encoded, info, src, crf=crf, final_suffix=dst.suffix, no_reorder=vfr)
         reader.start()
         while (batch := q.get()) is not None:
             if isinstance(batch, BaseException):
@@ -478,6 +568,9 @@ def anonymize_video(
             raise VideoError(f"no frames decoded from {src}")
         encoder.finish()
         encoder = None
+        if vfr:
+            assert times is not None
+            retime(encoded, tmp, times)
         os.replace(tmp, dst)
     finally:
         stop.set()
@@ -489,7 +582,14 @@ def anonymize_video(
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.1)
         tmp.unlink(missing_ok=True)
-    outcome = VideoOutcome(info, n_out, info.frame_count_estimate)
+        encoded.unlink(missing_ok=True)
+    expected = info.frame_count_estimate
+    if vfr and times and len(times) > 1 and info.duration > 0:
+        # The header's rate of a VFR file is a nominal one (Matroska says 25 for a 17 fps
+        # clip): count frames at the clip's mean interval instead.
+        mean_step = (times[-1] - times[0]) / (len(times) - 1)
+        expected = round((info.duration - info.video_offset) / mean_step) if mean_step > 0 else expected
+    outcome = VideoOutcome(info, n_out, expected)
     if not outcome.complete:
         logger.warning("%s: only %d of %d expected frames could be decoded", src, n_out, outcome.expected)
     logger.info("Wrote %s: %d frames at %.3f fps", dst, n_out, info.fps)
