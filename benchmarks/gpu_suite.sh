@@ -19,7 +19,8 @@
 #
 # Environment: OUT / GPU_SUITE_OUT (output folder), PYTHON (interpreter; default .venv/bin/python
 # if present, else python3), GPU_SUITE_SITE (where wheels are installed, default
-# /tmp/pyroblur-gpu-site), GPU_SUITE_POLARS_SHIM=1 (use the shim even where polars exists),
+# /tmp/pyroblur-gpu-site), GPU_SUITE_CACHE (where the trained checkpoint waits for the anonymize
+# and benchmark steps, also of a later call), GPU_SUITE_POLARS_SHIM=1 (use the shim even where polars exists),
 # TRAIN_IMAGES / TRAIN_EPOCHS / TRAIN_BATCH / ANON_FRAMES (sizes of the GPU run).
 set -uo pipefail
 
@@ -79,7 +80,8 @@ if want install; then
     shopt -s nullglob
     wheels=("$ROOT"/.whl/*.whl)
     if ((${#wheels[@]})); then
-        mapfile -t missing < <("$PY" - "${wheels[@]}" <<'EOF'
+        # what the host, or an earlier run's $SITE (a warm machine), already has is skipped
+        mapfile -t missing < <(PYTHONPATH="$SITE:$PYTHONPATH" "$PY" - "${wheels[@]}" <<'EOF'
 import importlib.metadata as md, re, sys
 for whl in sys.argv[1:]:
     name = whl.rsplit("/", 1)[-1].split("-")[0]
@@ -146,7 +148,11 @@ else
     BENCH_ARGS=(--device auto --imgsz 640 --images 200 --speed-images 50 --model yolo11l.yaml)
     LIMIT_TRAIN=300 LIMIT_ANON=180 LIMIT_BENCH=150
 fi
-WEIGHTS="$WORK/trained.pt"
+# kept across calls (a warm device machine, or --only anonymize,benchmark after --only train)
+CACHE="${GPU_SUITE_CACHE:-${TMPDIR:-/tmp}/pyroblur-gpu-suite-cache}/$MODE"
+mkdir -p "$CACHE"
+WEIGHTS="$CACHE/trained.pt"
+want train && rm -f "$WEIGHTS"
 
 # --- tests ------------------------------------------------------------------------------------------
 if want tests; then

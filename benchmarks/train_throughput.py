@@ -113,12 +113,6 @@ def common_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_prefect(args: argparse.Namespace, data_yaml: Path, n_images: int, work: Path) -> dict[str, Any]:
     """(a) the project's training task inside a flow, on an ephemeral Prefect server."""
-    env_dirs = {"PREFECT_HOME": work / "prefect-home", "PYROBLUR_DATA_DIR": work / "pyroblur-data"}
-    for key, path in env_dirs.items():
-        path.mkdir(parents=True, exist_ok=True)
-        os.environ[key] = str(path)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
     try:
         from prefect import flow
 
@@ -357,6 +351,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = args.work or Path(tempfile.mkdtemp(prefix="pyroblur-train-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(work / "yolo-config"))
+    # before anything imports prefect (environment() asks its version): a throwaway Prefect home
+    # and data root for (a), so nothing is cached from an earlier run
+    for key, sub in (("PREFECT_HOME", "prefect-home"), ("PYROBLUR_DATA_DIR", "pyroblur-data")):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[key] = str(work / sub)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     try:
         t0 = time.perf_counter()
         if args.data is None:
