@@ -109,6 +109,38 @@ def stop_group(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+def port_closed(port: int, timeout: float = 60) -> bool:
+    """Wait (bounded) until nothing answers on ``port``. FiftyOne's App server runs under a
+    service process in its own process group: it stops after ours, not with it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+        except requests.RequestException:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+#: Thumbnails painted in the grid: decoded <img> elements and non-blank canvases.
+THUMBNAILS_JS = """(() => {
+  const imgs = Array.from(document.querySelectorAll('img'))
+    .filter(i => !i.src.includes('/assets/') && i.complete && i.naturalWidth > 16
+      && i.getBoundingClientRect().width > 16);  // not the App's own logo and icons
+  const canvases = Array.from(document.querySelectorAll('canvas')).filter(c => {
+    if (c.width < 16 || c.height < 16) return false;
+    try {
+      const ctx = c.getContext('2d');
+      if (!ctx) return true;  // a WebGL canvas: count it once it has a size
+      const d = ctx.getImageData(0, 0, c.width, c.height).data;
+      for (let k = 3; k < d.length; k += 4 * 97) if (d[k] !== 0) return true;
+      return false;
+    } catch (e) { return true; }
+  });
+  return imgs.length + canvases.length;
+})()"""
+
+
 @pytest.fixture
 def curated_dataset(tmp_path):
     recs = []
@@ -164,13 +196,21 @@ def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
             if name in text and want.search(text):
                 break
             time.sleep(1)
-        time.sleep(2)  # let the thumbnails paint
+        # The screenshot shows the grid with its thumbnails painted, not the empty grid.
+        thumbs, deadline = 0, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            res = page.call("Runtime.evaluate", expression=THUMBNAILS_JS)
+            thumbs = res.get("result", {}).get("value") or 0
+            if thumbs >= min(count, 4):
+                break
+            time.sleep(0.5)
         shot = page.call("Page.captureScreenshot", format="png")
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "app_curated_dataset.png").write_bytes(base64.b64decode(shot["data"]))
         page.close()
         assert name in text, f"dataset name not shown; page text: {text[:1500]}"
         assert want.search(text), f"'{count} samples' not shown; page text: {text[:1500]}"
+        assert thumbs >= min(count, 4), f"only {thumbs} thumbnails painted in 60 s"
         for view in ("curated", "rejected", "train"):  # saved views the App lists
             import fiftyone as fo
 
@@ -180,8 +220,7 @@ def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
             stop_group(chrome)
         stop_group(app)
         log.close()
-    with pytest.raises(requests.RequestException):
-        requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert port_closed(port), f"the App still answers on port {port} 60 s after its process stopped"
 
 
 def test_app_unknown_dataset_exits_with_message():

@@ -64,14 +64,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _is_shared_service(cmdline: list[str]) -> bool:
-    """Daemons meant to outlive one client: FiftyOne's database service and its mongod, and
-    Prefect's temporary API server (Prefect stops it at exit, after the final state is sent)."""
+    """Daemons meant to outlive one client: FiftyOne's database service and its mongod (other
+    processes may use them), and Prefect's temporary API server (Prefect stops it at exit,
+    after the final state is sent). FiftyOne's App server service is ours to stop."""
     text = " ".join(cmdline)
-    return (
-        "mongod" in text
-        or ("fiftyone" in text and "service" in text)
-        or "prefect.server.api.server:create_app" in text
-    )
+    return "mongod" in text or "--51-service db" in text or "prefect.server.api.server:create_app" in text
 
 
 def stop_children(timeout: float = 5.0) -> list[int]:
