@@ -22,7 +22,9 @@ from pyroblur.data.sources.open_images import ZOO_NAME, importer_kwargs, zoo_kwa
 
 FACE, PLATE, CAR = "/m/0dzct", "/m/01jfm_", "/m/0k4j"  # Open Images MIDs of the three classes
 IMAGES = {"000002b66c9c498e": (200, 100), "000a1249af2bc5f0": (120, 80), "00c359f294f7dcd9": (64, 64)}
-BBOX_HEADER = "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
+BBOX_HEADER = (
+    "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
+)
 IDS_HEADER = (
     "ImageID,Subset,OriginalURL,OriginalLandingURL,License,AuthorProfileURL,Author,Title,"
     "OriginalSize,OriginalMD5,Thumbnail300KURL,Rotation"
