@@ -383,15 +383,20 @@ def _find_image(json_path: Path, file_name: str, split: str | None) -> Path | No
 
 
 def coco_files(root: Path) -> list[Path]:
-    """The COCO detection JSONs under ``root`` (a file or a folder); others are logged and skipped."""
+    """The COCO detection JSONs under ``root`` (a file or a folder).
+
+    Valid JSON of another kind (captions, keypoints, panoptic, anything else) is logged and
+    skipped; a file that is not valid JSON raises :class:`SourceDataError` naming it.
+    """
     if root.is_file():
         return [root]
     out = []
     for path in sorted(p for p in root.rglob("*.json") if not p.name.startswith(".")):
         try:
             problem = detection_problem(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, OSError) as exc:
-            problem = f"unreadable: {exc}"
+        except ValueError as exc:
+            # A broken file may be the annotations themselves: fail, naming it, rather than skip.
+            raise SourceDataError(f"{path}: not valid JSON ({exc})", subject=str(path)) from None
         if problem is None:
             out.append(path)
         else:
