@@ -145,7 +145,7 @@ class HostUnreachableError(DownloadError, PermanentError):
         hint = (
             "to work without network, put the files in place first ("
             + (where or "the destination the download would use")
-            + "; they are verified by size/sha256 and not downloaded again) or use a `local` source "
+            + "; they are checked against the pinned size/sha256 and not downloaded again) or use a `local` source "
             "(kind: local, path: <folder>, format: yolo|coco)"
         )
         super().__init__(f"cannot reach {self.host} ({reason}) for {url}", subject=self.host, hint=hint)
