@@ -330,3 +330,59 @@ def test_ultralytics_never_installs_or_goes_online():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "ok", proc.stderr[-3000:]
     assert "AutoUpdate disabled" in proc.stdout  # ultralytics' own word that it did not install
+
+
+@pytest.mark.slow
+def test_sigterm_during_anonymize_leaves_no_partial_file_and_no_ffmpeg(tmp_path, weights):
+    import signal
+    import time
+
+    import psutil
+
+    from pyroblur.anonymize.video import ffmpeg_exe
+
+    video = tmp_path / "long.mp4"
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25:duration=40",
+        ]
+        + ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+        timeout=120,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "anonymize", str(video), str(out), "--model", str(weights)]
+        + ["--device", "cpu", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not any(p.name.startswith(".") for p in out.iterdir()):  # the encoder's temporary file
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no temporary output appeared in 180 s"
+            time.sleep(0.2)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("ffmpeg" in " ".join(c.cmdline()) for c in children)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr
+    assert list(out.iterdir()) == []  # neither a partial file nor a half-written video
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [c.cmdline() for c in alive]
