@@ -240,15 +240,33 @@ def _register_optional_commands() -> None:
     app.command("anonymize")(guarded(_anonymize_preflight(anonymize_command)))
 
 
+def _output_folder_problem(input: Path, output: Path) -> str | None:
+    """Why OUTPUT cannot be used: it may create one new folder (``results/``), not a tree
+    under a root that does not exist (``/mnt/usb/...`` with the disk not mounted would
+    silently fill the system disk instead)."""
+    folder = output if (input.is_dir() or output.is_dir() or output.suffix == "") else output.parent
+    if folder.exists() or folder.parent.exists():
+        return None
+    missing = folder.parent
+    while not missing.parent.exists():
+        missing = missing.parent
+    return f"{missing} does not exist; create it first (or check that the disk is mounted)"
+
+
 def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Before anonymizing: remove temporary files an interrupted run left in OUTPUT."""
+    """Before anonymizing: refuse an OUTPUT under a root that does not exist, and remove
+    temporary files an interrupted run left in OUTPUT."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pyroblur.core.errors import PermanentError
         from pyroblur.core.io import remove_partials
 
-        output = kwargs.get("output")
-        if output is not None:
+        output, input = kwargs.get("output"), kwargs.get("input")
+        if output is not None and input is not None:
+            problem = _output_folder_problem(Path(input), Path(output))
+            if problem:
+                raise PermanentError(problem, subject=f"OUTPUT {output}")
             folder = Path(output) if Path(output).is_dir() else Path(output).parent
             removed = remove_partials(folder, older_than=120)
             if removed:

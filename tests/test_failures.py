@@ -386,3 +386,14 @@ def test_sigterm_during_anonymize_leaves_no_partial_file_and_no_ffmpeg(tmp_path,
     assert list(out.iterdir()) == []  # neither a partial file nor a half-written video
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], [c.cmdline() for c in alive]
+
+
+def test_output_under_a_missing_root_is_refused(tmp_path, weights):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"")
+    missing = tmp_path / "usb"  # e.g. a disk that is not mounted
+    proc, _ = cli("anonymize", str(img), str(missing / "deep" / "a.png"), "--model", str(weights))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = error_line(proc)
+    assert f"{missing} does not exist" in line
+    assert not missing.exists()
