@@ -358,6 +358,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ[key] = str(work / sub)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # the temporary API server gets 20 s to start by default; a busy host needs more (its start
+    # counts in (a)'s wall time either way, not in the steady figures)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         t0 = time.perf_counter()
         if args.data is None:
