@@ -18,7 +18,9 @@ import pytest
 import yaml
 from conftest import API
 from http_fixtures import FileServer
-from test_sources import KP_PATH, KP_REV, coco_zip, jpeg, write_coco2017
+from test_sources import KP_PATH, KP_REV, coco_zip, jpeg, serve_wider, write_coco2017
+from test_sources_open_images import write_zoo_split
+from test_sources_roboflow import KEY, FakeRoboflowApi
 from tiny_config import BASE
 
 from pyroblur.core.records import load_records
@@ -26,7 +28,9 @@ from pyroblur.core.records import load_records
 pytestmark = pytest.mark.integration
 
 
-def run_download(tmp_path: Path, api: str, sources: list[dict], name: str) -> tuple[subprocess.CompletedProcess, float]:
+def run_download(
+    tmp_path: Path, api: str, sources: list[dict], name: str, env: dict | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
     cfg = {**BASE, "name": name, "sources": sources}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -48,7 +52,7 @@ def run_download(tmp_path: Path, api: str, sources: list[dict], name: str) -> tu
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PREFECT_API_URL": api, "YOLO_OFFLINE": "1"},
+        env={**os.environ, "PREFECT_API_URL": api, "YOLO_OFFLINE": "1", **(env or {})},
     )
     return proc, time.monotonic() - start
 
@@ -71,9 +75,15 @@ def test_download_stage_indexes_real_layouts_once(tmp_path: Path, prefect_server
     (tmp_path / "cfgs" / "data.yaml").write_text(
         yaml.safe_dump({"path": "../yolo", "train": "train.txt", "val": "train.txt", "names": ["plate"]})
     )
-    with FileServer() as srv:
+    root = Path(os.environ["PYROBLUR_DATA_DIR"])
+    write_zoo_split(root / "raw" / "pl_oi" / "zoo")  # Open Images: the zoo's files already in place
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    with FileServer() as srv, FakeRoboflowApi("yolov5pytorch") as rf_api:
         data = coco_zip({"car.jpg": (80, 60)}, [("car.jpg", 0, [10, 20, 30, 10])])
         srv.files[f"{KP_PATH}/train.zip"] = data
+        for file_name, blob in serve_wider(srv).items():
+            srv.files[f"/datasets/CUHK-CSE/wider_face/resolve/{rev}/data/{file_name}"] = blob
+        fast = {"retries": 0, "progress": False}
         sources = [
             {
                 "kind": "local",
@@ -96,19 +106,34 @@ def test_download_stage_indexes_real_layouts_once(tmp_path: Path, prefect_server
                 "revision": KP_REV,
                 "splits": ["train"],
                 "sha256": {"train.zip": hashlib.sha256(data).hexdigest()},
-                "http": {"retries": 0, "progress": False},
+                "http": fast,
+            },
+            {
+                "kind": "wider_face",
+                "name": "pl_wider",
+                "endpoint": srv.url(""),
+                "revision": rev,
+                "verify_checksums": False,
+                "http": fast,
+            },
+            {"kind": "open_images", "name": "pl_oi", "max_samples": 10},
+            {
+                "kind": "roboflow",
+                "name": "pl_rf",
+                "export_format": "yolov5pytorch",
+                "class_map": {"License_Plate": "license_plate"},
             },
         ]
-        proc, _ = run_download(tmp_path, prefect_server, sources, "pl-ok")
+        rf_env = {"API_URL": rf_api.url(), "ROBOFLOW_API_KEY": KEY, "ROBOFLOW_CONFIG_DIR": str(tmp_path / "rf.json")}
+        proc, _ = run_download(tmp_path, prefect_server, sources, "pl-ok", env=rf_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "pl-ok-summary.json").read_text())["states"] == {"download": "Completed"}
-    root = Path(os.environ["PYROBLUR_DATA_DIR"])
     counts = {}
-    for name in ("pl_coco", "pl_yolo", "pl_plates"):
+    for name in ("pl_coco", "pl_yolo", "pl_plates", "pl_wider", "pl_oi", "pl_rf"):
         (index,) = sorted((root / "indexes").glob(f"{name}-*.jsonl"))  # one index per source
         counts[name] = len(load_records(index))
         assert not (root / "raw" / name / "index.jsonl").exists()
-    assert counts == {"pl_coco": 4, "pl_yolo": 1, "pl_plates": 1}
+    assert counts == {"pl_coco": 4, "pl_yolo": 1, "pl_plates": 1, "pl_wider": 3, "pl_oi": 2, "pl_rf": 4}
 
 
 def test_unreachable_host_fails_the_stage_at_once_with_the_offline_remedy(tmp_path: Path, prefect_server: str) -> None:
