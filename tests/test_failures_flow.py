@@ -156,3 +156,54 @@ def test_sigterm_mid_stage_stops_promptly_and_marks_the_run_crashed(tmp_path, pr
     download = _task_runs(prefect_server, flow_run["id"])["download"]
     assert download["state"]["name"] in ("Crashed", "Cancelled", "Failed")
     print(f"SIGTERM: exited in {stopped_in:.1f} s (run started {time.time() - started:.0f} s before); flow {state}")
+
+
+@pytest.mark.slow
+def test_group_sigterm_without_an_api_server_still_reports_the_crash(tmp_path):
+    """No PREFECT_API_URL: Prefect runs a temporary API server. A SIGTERM to the whole process
+    group (a terminal's Ctrl+C, ``timeout``, a container stop) used to kill that server first,
+    so the run could not report its crash and stayed "Running" while the client retried for
+    minutes. The server now runs in its own session and is stopped after the final state."""
+    import re
+
+    import requests
+
+    cfg = tiny_config(**{"sources.0.seed": 44, "sources.0.num_images": 20000, "sources.0.image_size": 256})
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYROBLUR_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "run.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "-c", str(_write(tmp_path, cfg)), "--until", "download"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            raw = tmp_path / "data" / "raw"
+            while not any(raw.rglob("*.jpg")):  # mid-stage: images are being generated
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the download stage did not start in 180 s"
+                time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    text = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
+    assert "Finished in state Crashed" in text and "Finished in state Running" not in text
+    assert "Error logging to API" not in text
+    port = re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", text)
+    assert port, text[-3000:]
+    deadline = time.monotonic() + 30
+    while True:  # the temporary server is stopped too (bounded wait)
+        try:
+            requests.get(f"http://127.0.0.1:{port.group(1)}/api/health", timeout=2)
+        except requests.RequestException:
+            break
+        assert time.monotonic() < deadline, "the temporary API server outlived the run"
+        time.sleep(0.5)
