@@ -89,7 +89,11 @@ class TrainManifest(Manifest):
     final_metrics: dict[str, float] = Field(default_factory=dict)
 
 
-class ClassMetrics(BaseModel):
+class ClassSummary(BaseModel):
+    """One class's benchmark figures as persisted in a report: a summary of the evaluation's
+    :class:`pyroblur.evaluation.metrics.ClassMetrics` (undefined values reported as 0) plus the
+    number of test images that contain the class."""
+
     map50: float
     map50_95: float
     precision: float
@@ -144,7 +148,7 @@ class BenchmarkManifest(Manifest):
     weights: str
     report_json: str
     report_md: str
-    per_class: dict[str, ClassMetrics]
+    per_class: dict[str, ClassSummary]
     overall: dict[str, float]
     face_by_size: dict[str, dict[str, float]] = Field(default_factory=dict)
     ms_per_image: float

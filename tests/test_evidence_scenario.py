@@ -50,7 +50,7 @@ def test_allowed_small_evidence_runs_but_never_promotes(six_images, tmp_path) ->
     from pyroblur.curation.dataset import export_items
     from pyroblur.curation.export import save_yolo_dataset
     from pyroblur.evaluation.report import flat_metrics
-    from pyroblur.manifests import BenchmarkManifest, ClassMetrics, ClassPrivacy, OperatingPoint
+    from pyroblur.manifests import BenchmarkManifest, ClassPrivacy, ClassSummary, OperatingPoint
     from pyroblur.registry import promotion
     from pyroblur.registry.store import load_registry
 
@@ -68,7 +68,7 @@ def test_allowed_small_evidence_runs_but_never_promotes(six_images, tmp_path) ->
     # Even a candidate with perfect test figures is not promoted on this evidence.
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"candidate")
-    perfect = ClassMetrics(map50=1, map50_95=1, precision=1, recall=1, f1=1, images=1, instances=1)
+    perfect = ClassSummary(map50=1, map50_95=1, precision=1, recall=1, f1=1, images=1, instances=1)
     report = BenchmarkManifest(
         digest="b", weights=str(weights), report_json="r.json", report_md="r.md",
         per_class={"face": perfect, "license_plate": perfect},

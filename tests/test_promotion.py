@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pyroblur.manifests import BenchmarkManifest, ClassMetrics, ClassPrivacy, Evidence, OperatingPoint
+from pyroblur.manifests import BenchmarkManifest, ClassPrivacy, ClassSummary, Evidence, OperatingPoint
 from pyroblur.registry import promotion
 from pyroblur.registry.store import UngatedChampionError, champion_weights, load_registry
 
@@ -23,7 +23,7 @@ def report(
     weights = tmp / name / "best.pt"
     weights.parent.mkdir(parents=True, exist_ok=True)
     weights.write_bytes(f"weights {name}".encode())
-    cls = ClassMetrics(
+    cls = ClassSummary(
         map50=0.9, map50_95=map50_95, precision=0.9, recall=0.9, f1=0.9, images=test_images, instances=60
     )
     return BenchmarkManifest(

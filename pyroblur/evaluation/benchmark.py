@@ -32,7 +32,7 @@ from pyroblur.core.hashing import digest_of, sha256_file
 from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
 from pyroblur.evaluation.report import to_markdown
-from pyroblur.manifests import BenchmarkManifest, ClassMetrics, ClassPrivacy, OperatingPoint, WiderResult
+from pyroblur.manifests import BenchmarkManifest, ClassPrivacy, ClassSummary, OperatingPoint, WiderResult
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,13 @@ def measure_speed(
     return ms, 32 / (time.perf_counter() - start)
 
 
-def score(gt: list[Detections], preds: list[Detections]) -> tuple[dict[str, ClassMetrics], dict[str, dict[str, float]]]:
+def score(gt: list[Detections], preds: list[Detections]) -> tuple[dict[str, ClassSummary], dict[str, dict[str, float]]]:
     """Per-class metrics and face-size buckets of ``preds`` against ``gt`` (pixels, per image)."""
     report = evaluate(gt, preds, num_classes=len(CLASSES), size_buckets=WIDER_FACE_HEIGHT_BUCKETS)
     per_class = {}
     for i, name in enumerate(CLASSES):
         m = report.per_class[i]
-        per_class[name] = ClassMetrics(
+        per_class[name] = ClassSummary(
             map50=_num(m.ap50),
             map50_95=_num(m.ap50_95),
             precision=_num(m.precision),
