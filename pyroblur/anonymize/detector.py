@@ -132,6 +132,63 @@ class UnionDetector:
         return out
 
 
+class TiledDetector:
+    """Base of our model runners: :meth:`__call__` runs :meth:`_predict` on each full frame
+    and, when ``self.tiles`` and the frame is at least ``tile_min_ratio`` times the input
+    size, on overlapping ``imgsz`` tiles at full resolution, in batches of ``tile_batch``,
+    and merges the boxes (:func:`merge_overlapping`). Subclasses set ``imgsz``, ``tiles``,
+    ``tile_min_ratio``, ``tile_batch`` and ``_model_classes`` and implement ``_predict``."""
+
+    imgsz: int
+    tiles: bool = False
+    tile_min_ratio: float = 1.5
+    tile_batch: int = 32
+    _model_classes: list[int]
+
+    def _predict(self, images: list[np.ndarray]) -> list[Detections]:
+        raise NotImplementedError
+
+    def _tiles_of(self, frame: np.ndarray) -> list[tuple[int, int]]:
+        h, w = frame.shape[:2]
+        if not self.tiles or max(h, w) < self.tile_min_ratio * self.imgsz:
+            return []
+        return tile_origins(w, h, self.imgsz)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        if not frames:
+            return []
+        if not self._model_classes:
+            return [Detections.empty() for _ in frames]
+        origins = [self._tiles_of(f) for f in frames]
+        if not any(origins):
+            return self._predict(list(frames))
+        # Full frames and their tiles go through the model together, in bounded batches.
+        jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, image)
+        for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
+            jobs.append((i, 0, 0, frame))
+            jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
+        found: list[list[Detections]] = [[] for _ in frames]
+        for k in range(0, len(jobs), self.tile_batch):
+            chunk = jobs[k : k + self.tile_batch]
+            for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
+                if len(dets):
+                    found[i].append(
+                        Detections(dets.xyxy + np.array([x, y, x, y], np.float32), dets.class_id, dets.confidence)
+                    )
+        out = []
+        for parts in found:
+            if not parts:
+                out.append(Detections.empty())
+                continue
+            merged = Detections(
+                np.concatenate([d.xyxy for d in parts]),
+                np.concatenate([d.class_id for d in parts]),
+                np.concatenate([d.confidence for d in parts]),
+            )
+            out.append(merge_overlapping(merged))
+        return out
+
+
 def trained_imgsz(model: Any, default: int = 640) -> int:
     """The input size (pixels) a YOLO model was trained or exported at, else ``default``."""
     size = (getattr(model, "overrides", None) or {}).get("imgsz")
@@ -142,7 +199,7 @@ def trained_imgsz(model: Any, default: int = 640) -> int:
     return int(size) if size else default
 
 
-class UltralyticsDetector:
+class UltralyticsDetector(TiledDetector):
     """A YOLO model (``.pt`` weights or an exported ``.onnx``) as a :class:`Detector`.
 
     Args:
@@ -263,44 +320,4 @@ class UltralyticsDetector:
                 dets = Detections(dets.xyxy, lut[dets.class_id], dets.confidence)
                 dets = filter_detections(dets, self.conf, self.classes)
             out.append(dets)
-        return out
-
-    def _tiles_of(self, frame: np.ndarray) -> list[tuple[int, int]]:
-        h, w = frame.shape[:2]
-        if not self.tiles or max(h, w) < self.tile_min_ratio * self.imgsz:
-            return []
-        return tile_origins(w, h, self.imgsz)
-
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        if not frames:
-            return []
-        if not self._model_classes:
-            return [Detections.empty() for _ in frames]
-        origins = [self._tiles_of(f) for f in frames]
-        if not any(origins):
-            return self._predict(list(frames))
-        # Full frames and their tiles go through the model together, in bounded batches.
-        jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, image)
-        for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
-            jobs.append((i, 0, 0, frame))
-            jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
-        found: list[list[Detections]] = [[] for _ in frames]
-        for k in range(0, len(jobs), self.tile_batch):
-            chunk = jobs[k : k + self.tile_batch]
-            for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
-                if len(dets):
-                    found[i].append(
-                        Detections(dets.xyxy + np.array([x, y, x, y], np.float32), dets.class_id, dets.confidence)
-                    )
-        out = []
-        for parts in found:
-            if not parts:
-                out.append(Detections.empty())
-                continue
-            merged = Detections(
-                np.concatenate([d.xyxy for d in parts]),
-                np.concatenate([d.class_id for d in parts]),
-                np.concatenate([d.confidence for d in parts]),
-            )
-            out.append(merge_overlapping(merged))
         return out

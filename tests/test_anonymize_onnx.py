@@ -1,0 +1,78 @@
+"""The torch-free ONNX runner against the real thing: an ultralytics ONNX export run by
+ultralytics itself (``YOLO(path).predict``) and by our onnxruntime-only
+:class:`~pyroblur.anonymize.onnx_detector.OnnxDetector` must give the same boxes; its
+letterbox must equal ultralytics' ``LetterBox``; building from a ``.onnx`` must not import
+torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pyroblur.anonymize.onnx_detector import OnnxDetector, letterbox
+from pyroblur.evaluation.metrics import box_iou
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    from ultralytics import YOLO
+
+    folder = tmp_path_factory.mktemp("onnx")
+    YOLO("yolo11n.yaml").save(folder / "random.pt")
+    return Path(YOLO(str(folder / "random.pt")).export(format="onnx", imgsz=SIZE, dynamic=True, verbose=False))
+
+
+def _scene(h: int, w: int) -> np.ndarray:
+    from skimage.data import astronaut
+
+    return cv2.resize(np.ascontiguousarray(astronaut()[..., ::-1]), (w, h), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize(("h", "w"), [(SIZE, SIZE), (100, 240), (300, 200)])
+def test_letterbox_matches_ultralytics(h, w) -> None:
+    from ultralytics.data.augment import LetterBox
+
+    image = _scene(h, w)
+    ours, _, _ = letterbox(image, SIZE)
+    theirs = LetterBox((SIZE, SIZE), auto=False, center=True)(image=image)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_same_boxes_as_ultralytics_on_the_same_export(onnx_model) -> None:
+    """A random-init model scores everything near zero; with a threshold below that, both
+    runners keep and suppress the same boxes (NMS included)."""
+    from ultralytics import YOLO
+
+    image = _scene(SIZE, SIZE)
+    conf = 1e-6
+    ours = OnnxDetector(onnx_model, conf={0: conf, 1: conf}, device="cpu")([image])[0]
+    result = YOLO(str(onnx_model), task="detect").predict(
+        image, imgsz=SIZE, conf=conf, iou=0.5, classes=[0, 1], verbose=False
+    )[0]
+    theirs = result.boxes.xyxy.cpu().numpy()
+    assert len(ours) == len(theirs) > 0
+    assert box_iou(ours.xyxy, theirs).max(axis=1).min() > 0.999
+    np.testing.assert_allclose(np.sort(ours.confidence), np.sort(result.boxes.conf.cpu().numpy()), rtol=1e-4)
+    assert OnnxDetector(onnx_model, device="cpu").imgsz == SIZE  # from the export's metadata
+
+
+def test_onnx_weights_do_not_import_torch(onnx_model, tmp_path) -> None:
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from pyroblur.anonymize import AnonymizeOptions, build_detector\n"
+        f"d = build_detector(AnonymizeOptions(weights=Path({str(onnx_model)!r}), device='cpu'))\n"
+        "import numpy as np; d([np.zeros((64, 64, 3), np.uint8)])\n"
+        "print('torch' in sys.modules, type(d).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "OnnxDetector"]
