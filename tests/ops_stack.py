@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ class Stack:
     retired: list[subprocess.Popen] = field(default_factory=list)
     setup_output: str = ""
     started: dict[str, float] = field(default_factory=dict)
+    code: Path = ROOT
 
     def start_worker(self, pool: str) -> subprocess.Popen:
         """A worker for ``pool`` as ``make worker`` starts it (docker/worker-entrypoint.sh)."""
@@ -77,7 +79,7 @@ class Stack:
         self.logs[f"worker {pool}"] = log
         with log.open("w") as fh:
             proc = subprocess.Popen(
-                ["sh", str(ROOT / "docker" / "worker-entrypoint.sh")],
+                ["sh", str(self.code / "docker" / "worker-entrypoint.sh")],
                 env={
                     **self.env,
                     **extra,
@@ -85,7 +87,7 @@ class Stack:
                     "WORK_POOL_TYPE": "process",
                     "WORKER_NAME": f"{pool}-test",
                 },
-                cwd=ROOT,
+                cwd=self.code,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -203,6 +205,23 @@ def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> 
     return runs
 
 
+def snapshot_code(dest: Path) -> Path:
+    """Copy the checkout's files (tracked and untracked, not ignored) to ``dest``."""
+    names = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, names):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, read from /proc."""
     children: dict[int, list[int]] = {}
@@ -238,6 +257,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """Workers for the ``cpu`` and ``gpu`` pools (created as ``make worker`` does) and
     ``prefect deploy --all`` of the repository's prefect.yaml, against ``prefect_server``."""
     base = tmp_path_factory.mktemp("ops")
+    code = snapshot_code(base / "code")
     # One mongod for the whole session, as a real deployment has (FIFTYONE_DATABASE_URI): flow-run
     # processes come and go, and one that starts while the last one's private mongod shuts down
     # can find the curated dataset missing (the cache check then rightly recomputes).
@@ -252,7 +272,11 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "PREFECT_LOCAL_STORAGE_PATH": str(base / "data" / "prefect-results"),
         "PREFECT_API_URL": prefect_server,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYROBLUR_CODE_DIR": str(ROOT),
+        # The code the workers run: a copy of the working tree taken now. Cache keys hash the
+        # code, so an edit in the checkout while the session runs must not change them
+        # between a killed run and its retry.
+        "PYROBLUR_CODE_DIR": str(code),
+        "PYTHONPATH": str(code),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
@@ -270,7 +294,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     template["variables"]["properties"]["env"]["default"]["PYROBLUR_DATA_DIR"] = env["PYROBLUR_DATA_DIR"]
     template["variables"]["properties"]["env"]["default"]["CUDA_VISIBLE_DEVICES"] = ""
     (base / "gpu-pool.json").write_text(json.dumps(template))
-    stack = Stack(api=prefect_server, logs={}, base=base, env=env)
+    stack = Stack(api=prefect_server, logs={}, base=base, env=env, code=code)
     try:
         for pool in ("cpu", "gpu"):
             stack.start_worker(pool)
@@ -278,7 +302,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         deploy = subprocess.run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
             env=env,
-            cwd=ROOT,
+            cwd=code,
             capture_output=True,
             text=True,
             timeout=180,
@@ -288,9 +312,9 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         retrain_yaml = base / "retrain.yaml"
         retrain_yaml.write_text(yaml.safe_dump(TINY_OPS))
         setup = subprocess.run(
-            [sys.executable, str(ROOT / "deployments" / "setup.py"), "--retrain-config", str(retrain_yaml),
+            [sys.executable, str(code / "deployments" / "setup.py"), "--retrain-config", str(retrain_yaml),
              "--retrain-schedule", "active", "--silence", str(SILENCE_S)],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+            env=env, cwd=code, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
         stack.setup_output = setup.stdout

@@ -121,4 +121,6 @@ def test_dead_gpu_worker_crashes_its_run_frees_the_slot_and_retry_resumes(ops_st
     (resumed,) = [c for c in stages if c["id"] != stage["id"]]
     assert resumed["state"]["type"] == "COMPLETED" and resumed["work_pool_name"] == "gpu"
     text = ops_stack.log_text(resumed["id"], expect="resuming training from")
+    again = Path(text.split("training run folder: ", 1)[1].split()[0])
+    assert again == run_dir, f"the retry's train task keyed a new run folder {again} (inputs or code changed?)"
     assert f"resuming training from {run_dir / 'weights' / 'last.pt'}" in text, text
