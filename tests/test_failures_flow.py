@@ -85,7 +85,15 @@ def test_corrupt_registry_stops_the_run_before_any_stage(tmp_path, prefect_serve
     data = tmp_path / "data"
     data.mkdir()
     (data / "registry.json").write_text('{"schema_version": 1, "models": [')
+    # Temporary files a killed run left behind are removed at the next start; a fresh one
+    # (another process may be writing it) is kept.
+    stale, fresh = data / "reports" / "r1" / ".report.partial-0123abcd.json", data / ".x.partial-89abcdef.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{")
+    fresh.write_text("x")
+    os.utime(stale, (1, 1))
     proc = _run(tmp_path, prefect_server, tiny_config(**{"sources.0.seed": 42}))
+    assert not stale.exists() and fresh.exists()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert str(data / "registry.json") in _error_line(proc)
     flow_run = _last_flow_run(prefect_server)
