@@ -233,6 +233,21 @@ summary["headline"] = {
     "benchmark": (b.get("stage") or {}),
     "gpu_tests": {k: (summary["gpu-tests"] or {}).get(k) for k in ("passed", "failed", "skipped")},
 }
+ratios = t.get("ratios") or {}
+fps720 = summary["headline"]["anonymize_frames_per_s"].get("1280x720") or {}
+measured = [v for k, v in fps720.items() if isinstance(v, (int, float)) and k != "overlapped_gt_boxes"]
+
+
+def met(value, target):
+    return None if value is None else value >= target
+
+
+summary["headline"]["targets_met"] = {
+    "a_over_b >= 0.98": met(ratios.get("a_over_b"), 0.98),
+    "a_over_c >= 0.85": met(ratios.get("a_over_c"), 0.85),
+    "1280x720 >= 200 frames/s (pyroblur anonymize)": met(fps720.get("pyroblur"), 200),
+    "1280x720 >= 200 frames/s (best stage pipeline, model's own boxes)": met(max(measured, default=None), 200),
+}
 (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 print(json.dumps(summary["headline"], indent=2, default=str))
 failed = [n for n, s in steps.items() if s["exit"] != 0]
