@@ -145,7 +145,7 @@ def benchmark(
     digest = stage_digest(benchmark, cfg, model, dataset, imgsz, dataset_name)
     out = get_paths().reports / digest[:16]
     manifest, images, preds = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
-    if dataset_name:  # predictions + per-sample TP/FP/FN for the App
+    if dataset_name and images:  # predictions + per-sample TP/FP/FN for the App (none without test images)
         fo_scores = record_predictions(dataset_name, images, preds, digest)
         manifest = manifest.model_copy(
             update={"dataset_name": dataset_name, "overall": {**manifest.overall, **fo_scores}}

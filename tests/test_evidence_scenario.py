@@ -85,3 +85,54 @@ def test_allowed_small_evidence_runs_but_never_promotes(six_images, tmp_path) ->
     failed = [g.name for g in decision.gates if not g.passed]
     assert "evidence:val/face" in failed and "evidence:test/face" in failed
     assert load_registry(registry).champion() is None
+
+
+# ------------------------------------------------------------------ the same through `pyroblur run`
+
+
+def _run(tmp_path, api: str, cfg: dict, name: str):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = tmp_path / f"{name}-summary.json"
+    cmd = [sys.executable, "-m", "flows.cli", "run", "-c", str(path), "--summary-json", str(summary)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PREFECT_API_URL": api})
+    return proc, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+@pytest.mark.slow
+def test_six_image_run_fails_before_training_or_trains_and_does_not_promote(tmp_path, prefect_server) -> None:
+    from tiny_config import tiny_config
+
+    six = tiny_config(
+        **{
+            "sources.0.num_images": 6,
+            "sources.0.negative_fraction": 0.0,
+            "curation.dataset_name": f"six-run-{uuid.uuid4().hex[:6]}",
+            "balance": {"seed": 0},  # the real defaults: 1000 per class, 80 per class in val and test
+            "benchmark.leak_clip_images": 1,
+            "benchmark.leak_clip_frames": 4,
+        }
+    )
+    proc, summary = _run(tmp_path, prefect_server, six, "strict")
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 1, out[-3000:]
+    assert re.search(r"split 'val' has \d images containing 'face', below balance.min_images_per_class.val = 80", out)
+    assert summary is None  # the run failed: no summary, and no train stage ran
+    assert "Starting training" not in out
+
+    allowed = {**six, "balance": {"seed": 0, "allow_small_evidence": True}}
+    proc, summary = _run(tmp_path, prefect_server, allowed, "allowed")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert summary["states"]["train"] == "Completed" and summary["states"]["promote"] == "Completed"
+    promotion = summary["promotion"]
+    assert promotion["promoted"] is False
+    failed = {g["name"] for g in promotion["gates"] if not g["passed"]}
+    assert {"evidence:val/face", "evidence:test/face"} <= failed
+    assert "gate evidence:val/face" in proc.stdout and "FAIL" in proc.stdout

@@ -187,7 +187,12 @@ def benchmark(
     device = resolve_device(cfg.device)
     half = device != "cpu"  # FP16 on GPU
     out_dir.mkdir(parents=True, exist_ok=True)
-    test = load_yolo_split(data_yaml, "test")
+    test = load_yolo_split(data_yaml, "test") if _has_split(data_yaml, "test") else TestSet([], [])
+    if not test.images:
+        # Only reachable when thin evidence was allowed: score nothing rather than fail, and let
+        # the promotion gates (no test images, no coverage) refuse the model.
+        log.warning("%s has no test images: nothing to score; this model cannot be promoted", data_yaml)
+        return _nothing_scored(weights, device, out_dir, digest), [], []
     preds = predict(weights, test.images, imgsz, device, cfg.conf, cfg.iou, half=half)
     per_class, by_size = score(test.gt, preds)
     # Ultralytics' validator: PR curves for the report, and a second opinion on mAP50.
@@ -250,6 +255,32 @@ def benchmark(
     (out_dir / "report.md").write_text(to_markdown(manifest))
     (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
     return manifest, test.images, preds
+
+
+def _has_split(data_yaml: Path, split: str) -> bool:
+    import yaml
+
+    return split in (yaml.safe_load(Path(data_yaml).read_text()) or {})
+
+
+def _nothing_scored(weights: Path, device: str, out_dir: Path, digest: str) -> BenchmarkManifest:
+    """The report of a benchmark without test images: zeros, no privacy figures."""
+    empty = ClassSummary(map50=0, map50_95=0, precision=0, recall=0, f1=0, images=0, instances=0)
+    manifest = BenchmarkManifest(
+        digest=digest,
+        weights=str(weights),
+        report_json=str(out_dir / "report.json"),
+        report_md=str(out_dir / "report.md"),
+        per_class=dict.fromkeys(CLASSES, empty),
+        overall={"map50": 0.0, "map50_95": 0.0, "precision": 0.0, "recall": 0.0},
+        ms_per_image=float("nan"),
+        device=device,
+        parameters=0,
+        size_mb=Path(weights).stat().st_size / 1e6,
+    )
+    (out_dir / "report.md").write_text(to_markdown(manifest, "PyroBlur benchmark (no test images)"))
+    (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
+    return manifest
 
 
 def _mean(xs: list[float]) -> float:
