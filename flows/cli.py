@@ -81,6 +81,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
             if not isinstance(exc, Exception):  # a signal or Ctrl+C: leave nothing running
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
                 stop_children()
             _fail(exc)
 
@@ -135,7 +136,6 @@ def run(
 
     from flows.training import Stage, training_pipeline
     from pyroblur.core.io import remove_partials
-    from pyroblur.core.runtime import isolate_ephemeral_api_server
     from pyroblur.core.settings import get_paths
 
     if until not in get_args(Stage):
@@ -278,6 +278,38 @@ def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
 
 _register_optional_commands()
 app.command("trigger")(__import__("flows.trigger", fromlist=["trigger_command"]).trigger_command)  # flows/trigger.py
+
+
+def isolate_ephemeral_api_server() -> None:
+    """When no Prefect API is configured, Prefect starts a temporary API server as a child in
+    our process group: a Ctrl+C or a group SIGTERM then kills it first, and the run can no
+    longer report that it crashed (it stayed "Running" while the client retried for minutes).
+    This starts that server in its own session instead; Prefect stops it at exit as usual."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's clients will start and use
+    if getattr(server, "_pyroblur_isolated", False) or server.running:
+        return
+    launch = server._run_uvicorn_command
+
+    def launch_in_own_session() -> subprocess.Popen:
+        real_popen = subprocess.Popen
+        subprocess.Popen = lambda *a, **kw: real_popen(*a, start_new_session=True, **kw)  # type: ignore[misc]
+        try:
+            return launch()
+        finally:
+            subprocess.Popen = real_popen  # type: ignore[misc]
+
+    server._run_uvicorn_command = launch_in_own_session  # type: ignore[method-assign]
+    server._pyroblur_isolated = True  # type: ignore[attr-defined]
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

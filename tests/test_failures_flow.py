@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -41,9 +42,14 @@ def _run(tmp_path: Path, api: str, cfg: dict, *args: str, **env: str) -> subproc
     )
 
 
-def _last_flow_run(api: str) -> dict:
+def _last_flow_run(api: str) -> dict | None:
     runs = API.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).json()
-    return runs[0]
+    return runs[0] if runs else None
+
+
+def _created_after(run: dict, moment: datetime) -> bool:
+    """Whether the API says ``run`` was created after ``moment`` (same machine, same clock)."""
+    return datetime.fromisoformat(run["created"]) >= moment
 
 
 def _task_runs(api: str, flow_run_id: str) -> dict[str, dict]:
@@ -122,6 +128,7 @@ def test_sigterm_mid_stage_stops_promptly_and_marks_the_run_crashed(tmp_path, pr
     # Generating 20000 images takes minutes: the signal always lands mid-stage.
     cfg = tiny_config(**{"sources.0.seed": 43, "sources.0.num_images": 20000, "sources.0.image_size": 256})
     started = time.time()
+    created_after = datetime.now(UTC)  # only our run, not an earlier test's
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "-c", str(_write(tmp_path, cfg)), "--until", "download"],
         stdout=subprocess.PIPE,
@@ -138,7 +145,7 @@ def test_sigterm_mid_stage_stops_promptly_and_marks_the_run_crashed(tmp_path, pr
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             latest = _last_flow_run(prefect_server)
-            if latest["created"] and latest["state"]["name"] == "Running":
+            if latest and _created_after(latest, created_after) and latest["state"]["name"] == "Running":
                 tasks = _task_runs(prefect_server, latest["id"])
                 if tasks.get("download", {}).get("state", {}).get("name") == "Running" and any(raw.rglob("*.jpg")):
                     flow_run = latest

@@ -96,35 +96,3 @@ def stop_children(timeout: float = 5.0) -> list[int]:
     if victims:
         log.info("stopped %d child process(es)", len(victims))
     return [c.pid for c in victims]
-
-
-def isolate_ephemeral_api_server() -> None:
-    """When no Prefect API is configured, Prefect starts a temporary API server as a child in
-    our process group: a Ctrl+C or a group SIGTERM then kills it first, and the run can no
-    longer report that it crashed (it stayed "Running" while the client retried for minutes).
-    This starts that server in its own session instead; Prefect stops it at exit as usual."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return
-    import subprocess
-
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the instance Prefect's clients will start and use
-    if getattr(server, "_pyroblur_isolated", False) or server.running:
-        return
-    launch = server._run_uvicorn_command
-
-    def launch_in_own_session() -> subprocess.Popen:
-        real_popen = subprocess.Popen
-        subprocess.Popen = lambda *a, **kw: real_popen(*a, start_new_session=True, **kw)  # type: ignore[misc]
-        try:
-            return launch()
-        finally:
-            subprocess.Popen = real_popen  # type: ignore[misc]
-
-    server._run_uvicorn_command = launch_in_own_session  # type: ignore[method-assign]
-    server._pyroblur_isolated = True  # type: ignore[attr-defined]
