@@ -277,7 +277,9 @@ def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _register_optional_commands()
-app.command("trigger")(__import__("flows.trigger", fromlist=["trigger_command"]).trigger_command)  # flows/trigger.py
+app.command("trigger")(
+    guarded(__import__("flows.trigger", fromlist=["trigger_command"]).trigger_command)
+)  # flows/trigger.py
 
 
 def isolate_ephemeral_api_server() -> None:
