@@ -108,12 +108,14 @@ def main() -> int:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "FIFTYONE_DO_NOT_TRACK": "true",
+        "FIFTYONE_DATABASE_VALIDATION": "false",  # its mongod 6.0 is the oldest supported: expected
         "YOLO_OFFLINE": "1",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYROBLUR_CODE_DIR": str(ROOT),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
     }
-    keys = ("PYROBLUR_DATA_DIR", "FIFTYONE_DATABASE_NAME", "FIFTYONE_DATABASE_DIR", "PREFECT_HOME")
+    keys = ("PYROBLUR_DATA_DIR", "FIFTYONE_DATABASE_NAME", "FIFTYONE_DATABASE_DIR", "FIFTYONE_DATABASE_VALIDATION")
+    keys += ("PREFECT_HOME",)
     os.environ.update({k: env[k] for k in keys})
     procs: dict[str, subprocess.Popen] = {}
     logs = base / "logs"

@@ -53,9 +53,15 @@ def check_server(url: str, timeout: float = 5.0) -> None:
         r = requests.get(f"{url.rstrip('/')}/health", headers=_auth_headers(), timeout=timeout)
     except requests.RequestException as exc:
         raise ConfigurationError(f"no Prefect server answers ({type(exc).__name__})", subject=url, hint=hint) from None
+    if r.ok:  # /health answers without credentials: ask something that needs them
+        r = requests.get(f"{url.rstrip('/')}/admin/version", headers=_auth_headers(), timeout=timeout)
     if r.status_code == 401:
         raise ConfigurationError(
-            "the Prefect server asks for credentials", subject=url, hint="export PREFECT_API_AUTH_STRING=user:password"
+            "the Prefect server refused the credentials"
+            if _auth_headers()
+            else "the Prefect server asks for credentials",
+            subject=url,
+            hint="export PREFECT_API_AUTH_STRING=user:password (the server's PREFECT_SERVER_API_AUTH_STRING)",
         )
     if not r.ok:
         raise ConfigurationError(f"the Prefect server answered HTTP {r.status_code}", subject=url, hint=hint)
@@ -145,7 +151,22 @@ def trigger(deployment: str, parameters: dict[str, Any], wait_minutes: float, ec
         echo("final states:")
         for r in [run, *_children(client, run.id)]:
             echo(f"  {_describe(client, r)}")
+            if tasks := _task_states(client, r.id):
+                echo(f"    tasks: {tasks}")
         return run.state.type.value
+
+
+def _task_states(client: Any, flow_run_id: Any) -> str:
+    """``download Completed, curate Cached, ...`` in start order (run_deployment's link task left out)."""
+    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}), sort=TaskRunSort.EXPECTED_START_TIME_ASC
+    )
+    return ", ".join(
+        f"{t.name.rsplit('-', 1)[0]} {t.state.name if t.state else '?'}" for t in runs if "/" not in t.name
+    )
 
 
 def trigger_command(
