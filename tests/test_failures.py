@@ -397,3 +397,40 @@ def test_output_under_a_missing_root_is_refused(tmp_path, weights):
     line = error_line(proc)
     assert f"{missing} does not exist" in line
     assert not missing.exists()
+
+
+# --- the one image decoder --------------------------------------------------------------------
+
+
+def test_decode_image_checks_the_header_against_one_configurable_limit(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from pyroblur.core.images import decode_image, read_image
+
+    img = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", img)
+    data = buf.tobytes()
+    assert np.array_equal(decode_image(data), img)  # the same pixels cv2 gives
+    with pytest.raises(InputError, match=r"200x120 px .* over the pixel limit") as err:
+        decode_image(data, max_pixels=200 * 120 - 1, subject="a.png")
+    assert str(err.value).startswith("a.png: ") and err.value.exit_code == 3
+    monkeypatch.setenv("PYROBLUR_MAX_IMAGE_PIXELS", "10000")  # the one setting, for every decoder
+    with pytest.raises(InputError, match="over the pixel limit of 0.01 MP"):
+        decode_image(data)
+    from PIL import Image
+
+    from pyroblur.core.images import apply_pillow_limit
+
+    apply_pillow_limit()
+    assert Image.MAX_IMAGE_PIXELS == 10000
+    monkeypatch.delenv("PYROBLUR_MAX_IMAGE_PIXELS")
+    apply_pillow_limit()
+    for bad in (b"", b"not an image", data[: len(data) // 2]):
+        with pytest.raises(InputError, match="not a readable image"):
+            decode_image(bad)
+    with pytest.raises(InputError, match="file not found"):
+        read_image(tmp_path / "missing.png")
+    bomb = png_bomb(tmp_path / "bomb.png")
+    with pytest.raises(InputError, match=r"30000x30000 px \(900 MP\)"):
+        read_image(bomb)

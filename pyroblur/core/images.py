@@ -96,8 +96,8 @@ def check_pixels(width: int, height: int, *, max_pixels: int | None = None, subj
     limit = max_pixels or max_image_pixels()
     if width * height > limit:
         raise InputError(
-            f"image of {width}x{height} px ({width * height / 1e6:.0f} MP) is over the pixel limit "
-            f"of {limit / 1e6:.0f} MP",
+            f"image of {width}x{height} px ({width * height / 1e6:.3g} MP) is over the pixel limit "
+            f"of {limit / 1e6:.3g} MP",
             subject=subject,
             hint=f"raise {MAX_PIXELS_ENV} if it is genuine",
         )
