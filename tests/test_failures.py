@@ -241,6 +241,14 @@ class _Status(Exception):
         self.status = status
 
 
+def _response(status: int):
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    return response
+
+
 def _caused(outer: Exception, cause: BaseException) -> Exception:
     outer.__cause__ = cause
     return outer
@@ -264,6 +272,8 @@ def _foreign_errors() -> list[tuple[str, BaseException, bool]]:
         ("HTTP 503", _Status(503), True),
         ("HTTP 429", _Status(429), True),
         ("HTTP 404", _Status(404), False),
+        ("requests.HTTPError 502", requests.HTTPError("bad gateway", response=_response(502)), True),
+        ("requests.HTTPError 403", requests.HTTPError("forbidden", response=_response(403)), False),
         ("raised from a timeout", _caused(RuntimeError("wrapped"), TimeoutError()), True),
         ("unsafe archive", UnsafeArchiveError(Path("a.zip"), "../x", "contains a '..' component"), False),
         ("corrupt registry", CorruptRegistryError("registry.json is not valid"), False),

@@ -133,6 +133,8 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(flag, bool):
             return flag
         status = getattr(current, "status", None)
+        if status is None:  # requests/httpx HTTP errors carry the response
+            status = getattr(getattr(current, "response", None), "status_code", None)
         if isinstance(status, int) and 400 <= status < 600:
             return status == 429 or status >= 500
         if not isinstance(current, Exception):  # KeyboardInterrupt, SystemExit, signals
