@@ -142,6 +142,7 @@ class WiderResult(BaseModel):
     medium: float
     hard: float
     fabricated: bool = Field(False, description="a generated suite in WIDER's layout, not WIDER's images")
+    in_training: int = Field(0, description="suite images that were also training/validation images")
 
 
 class BenchmarkManifest(Manifest):

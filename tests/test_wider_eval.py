@@ -11,6 +11,7 @@ official structure, with images without predictions, images without faces and ig
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,47 @@ def test_no_predictions_at_all_is_zero_and_no_faces_is_nan(tmp_path) -> None:
 def test_missing_ground_truth_is_an_input_error(tmp_path) -> None:
     with pytest.raises(InputError, match="wider_face_val.mat"):
         wider.load_ground_truth(tmp_path)
+
+
+def test_suite_run_scores_and_counts_images_seen_in_training(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import yaml
+
+    from pyroblur.config import BenchmarkConfig, WiderSuiteConfig
+    from pyroblur.core.detections import Detections
+    from pyroblur.evaluation import benchmark
+
+    suite = WiderSuiteConfig(
+        name="fab", images=str(tmp_path / "images"), ground_truth=str(tmp_path / "gt"), fabricate=6,
+        image_size=96, eval_tools_url=None,
+    )  # fmt: skip
+    gt_boxes: dict[str, np.ndarray] = {}
+
+    def oracle(weights, paths, *args, **kwargs):  # the true faces, as a detector would return them
+        gt = wider.load_ground_truth(tmp_path / "gt")
+        for e, names in zip(gt.events, gt.files, strict=True):
+            for n, b in zip(names, gt.boxes[gt.events.index(e)], strict=True):
+                gt_boxes[n] = b
+        out = []
+        for p in paths:
+            b = gt_boxes[Path(p).stem]
+            xyxy = np.column_stack([b[:, :2], b[:, :2] + b[:, 2:]]).astype(np.float32)
+            out.append(Detections(xyxy, np.zeros(len(b), np.int64), np.linspace(0.9, 0.5, len(b)).astype(np.float32)))
+        return out
+
+    monkeypatch.setattr(benchmark, "predict", oracle)
+    train = tmp_path / "yolo" / "images" / "train"
+    train.mkdir(parents=True)
+    (tmp_path / "yolo" / "data.yaml").write_text(
+        yaml.safe_dump({"path": str(tmp_path / "yolo"), "train": "images/train"})
+    )
+    # fabricate first (through the suite run), then put one suite image into the training split
+    first = benchmark.run_wider_suite(Path("w.pt"), suite, 96, "cpu", BenchmarkConfig(), False)
+    assert first.fabricated and first.images == 6 and first.in_training == 0
+    assert first.easy == pytest.approx(1.0) and first.hard == pytest.approx(1.0)  # the oracle finds every face
+    shutil.copy(next((tmp_path / "images").rglob("*.jpg")), train / "copy.jpg")
+    again = benchmark.run_wider_suite(
+        Path("w.pt"), suite, 96, "cpu", BenchmarkConfig(), False, tmp_path / "yolo" / "data.yaml"
+    )
+    assert again.in_training == 1

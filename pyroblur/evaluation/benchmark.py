@@ -212,7 +212,7 @@ def benchmark(
         quantize=_precision(half),
     )
     op, privacy = privacy_report(Path(weights), test, device, cfg)
-    wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half) if cfg.wider else None
+    wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half, data_yaml) if cfg.wider else None
     ms, ips = measure_speed(weights, test.images, imgsz, device, cfg.speed_images, half)
     model = YOLO(str(weights))
     params = int(sum(p.numel() for p in model.model.parameters()))
@@ -334,11 +334,35 @@ def privacy_report(
     return op, figures
 
 
+def _split_digests(data_yaml: Path, splits: tuple[str, ...]) -> set[str]:
+    """sha256 of every image in ``splits`` of a YOLO dataset."""
+    import yaml
+
+    data = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    root = Path(data.get("path") or Path(data_yaml).parent)
+    return {
+        sha256_file(p)
+        for split in splits
+        if split in data and (root / data[split]).is_dir()
+        for p in (root / data[split]).iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    }
+
+
 def run_wider_suite(
-    weights: Path, suite: WiderSuiteConfig, imgsz: int, device: str, cfg: BenchmarkConfig, half: bool
+    weights: Path,
+    suite: WiderSuiteConfig,
+    imgsz: int,
+    device: str,
+    cfg: BenchmarkConfig,
+    half: bool,
+    data_yaml: Path | None = None,
 ) -> WiderResult:
     """Score faces on a WIDER-format suite with the official protocol (fabricating it first when
-    the config asks for a fabricated suite and it is not there yet)."""
+    the config asks for a fabricated suite and it is not there yet).
+
+    With ``data_yaml``, suite images that were also training or validation images are counted
+    (by content) and reported: such a suite is no longer independent of the model."""
     from pyroblur.core.settings import get_paths
     from pyroblur.evaluation import wider
 
@@ -352,7 +376,16 @@ def run_wider_suite(
     aps, n_images, n_faces = wider.run_suite(
         lambda paths: predict(weights, paths, imgsz, device, cfg.conf, cfg.iou, half=half), images, gt_dir
     )
+    seen = _split_digests(data_yaml, ("train", "val")) if data_yaml else set()
+    in_training = sum(sha256_file(p) in seen for p in images.rglob("*.jpg")) if seen else 0
+    if in_training:
+        log.warning(
+            "%d images of the %s suite were training/validation images: its AP is not independent",
+            in_training,
+            suite.name,
+        )
     return WiderResult(
+        in_training=in_training,
         name=suite.name,
         images=n_images,
         faces=n_faces,

@@ -56,6 +56,8 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
             "|---:|---:|---:|",
             f"| {w.easy:.3f} | {w.medium:.3f} | {w.hard:.3f} |",
         ]
+        if w.in_training:
+            rows += ["", f"**Not independent**: {w.in_training} suite images were training/validation images."]
     if m.face_by_size:
         rows += [
             "",
