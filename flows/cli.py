@@ -9,6 +9,7 @@ start, 2 configuration/usage error or failed precondition, 3 unreadable or hosti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -81,7 +82,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
             if not isinstance(exc, Exception):  # a signal or Ctrl+C: leave nothing running
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
+                with contextlib.suppress(ValueError):  # ValueError: not the main thread
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
                 stop_children()
             _fail(exc)
 
