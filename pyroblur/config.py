@@ -58,6 +58,13 @@ class CurationConfig(_Section):
     )
 
 
+class HoldOut(_Section):
+    """A source's own split that never enters training (an external suite)."""
+
+    source: str = Field(description="Source name (sources[].name).")
+    split: str = Field(description="The source's own split, e.g. 'val' (WIDER FACE) or 'test'.")
+
+
 class BalanceConfig(_Section):
     """Class balancing (images per class, rarest class first)."""
 
@@ -76,6 +83,11 @@ class BalanceConfig(_Section):
         False,
         description="Warn instead of failing when val/test are below min_images_per_class; the "
         "model is trained but never promoted (its evidence gates fail).",
+    )
+    hold_out: list[HoldOut] = Field(
+        default_factory=list,
+        description="Source splits kept out of the selection (with their near-duplicates), so that "
+        "an external benchmark suite on them stays independent of training, e.g. WIDER FACE val.",
     )
 
     @field_validator("min_images_per_class")

@@ -70,6 +70,9 @@ class SplitManifest(Manifest):
     requested: int
     warnings: list[str] = Field(default_factory=list)
     evidence: Evidence | None = Field(None, description="held-out images per class against the minimum")
+    held_out: dict[str, int] = Field(
+        default_factory=dict, description="source/split -> curated images kept out (external suites)"
+    )
 
 
 class ExportManifest(Manifest):

@@ -136,3 +136,27 @@ def test_six_image_run_fails_before_training_or_trains_and_does_not_promote(tmp_
     failed = {g["name"] for g in promotion["gates"] if not g["passed"]}
     assert {"evidence:val/face", "evidence:test/face"} <= failed
     assert "gate evidence:val/face" in proc.stdout and "FAIL" in proc.stdout
+
+
+def test_held_out_source_splits_and_their_near_duplicates_stay_out(tmp_path) -> None:
+    import fiftyone as fo
+
+    from pyroblur.config import HoldOut
+
+    recs = []
+    for k in range(12):
+        src, split = ("wider", "val") if k < 4 else ("plates", "train")
+        p = save_jpeg(photo(k, 96), tmp_path / src / f"{k}.jpg", quality=92)
+        recs.append(record(p, (96, 96), [box(10, 10, 40, 44, cls=k % 2)], source=src, source_split=split))
+    # a near-duplicate of a held-out image, in a training source
+    near = save_jpeg(photo(0, 96).resize((90, 90)), tmp_path / "plates" / "near0.jpg", quality=80)
+    recs.append(record(near, (90, 90), [box(9, 9, 38, 41, cls=0)], source="plates", source_split="train"))
+    name = f"hold-{uuid.uuid4().hex[:6]}"
+    curate(recs, CurationConfig(dataset_name=name), "ch")
+    bal = BalanceConfig(allow_small_evidence=True, hold_out=[HoldOut(source="wider", split="val")])
+    m = balance_and_split(name, bal, SplitConfig(), "sh")
+    assert m.held_out == {"wider/val": 4, "plates/train": 1}
+    ds = fo.load_dataset(name)
+    chosen = set(ds.match_tags("selected").values("filepath"))
+    assert not any("/wider/" in fp for fp in chosen) and str(near.resolve()) not in chosen
+    assert sum(m.images.values()) == 8

@@ -28,11 +28,22 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
     ds = load_dataset(dataset_name)
     set_stamp(ds, "split", None)
     view = ds.match_tags("curated")
-    ids, shas, groups, labels = view.values(["id", "sha256", "dup_group", "ground_truth.detections.label"])
+    ids, shas, groups, labels, sources, source_splits = view.values(
+        ["id", "sha256", "dup_group", "ground_truth.detections.label", "source", "source_split"]
+    )
+    # Held-out source splits (external suites) stay out, with every near-duplicate of theirs.
+    held = {(h.source, h.split) for h in bal.hold_out}
+    rows = list(zip(ids, shas, groups, labels, sources, source_splits, strict=True))
+    held_groups = {grp or sha for _, sha, grp, _, src, ss in rows if (src, ss) in held}
+    held_out = Counter(f"{src}/{ss}" for _, sha, grp, _, src, ss in rows if (grp or sha) in held_groups)
+    if held:
+        log.info("held out of the selection (external suites, with their duplicates): %s", dict(held_out))
     cands = []
     key_to_id = {}
     instances_of: dict[str, Counter] = {}
-    for sid, sha, grp, labs in zip(ids, shas, groups, labels, strict=True):
+    for sid, sha, grp, labs, _, _ in rows:
+        if (grp or sha) in held_groups:
+            continue
         labs = labs or []
         cls = frozenset(CLASSES.index(lb) for lb in labs if lb in CLASSES)
         cands.append(ImageChoice(key=sha, classes=cls, group=grp or sha))
@@ -72,4 +83,5 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
         requested=bal.samples_per_class,
         warnings=[*sel.warnings, *evidence.shortfalls],
         evidence=evidence,
+        held_out=dict(held_out),
     )
