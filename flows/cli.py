@@ -109,6 +109,30 @@ SetOpt = Annotated[
 ]
 
 
+#: Temporary files younger than this may belong to a live writer and are kept.
+PARTIAL_MIN_AGE_S = 120
+
+
+def _clean_partials(folder: Path, pattern: str | None = None) -> None:
+    """Remove the temporary files an interrupted run left under ``folder`` (recursively), or
+    only those directly in ``folder`` whose name matches ``pattern``."""
+    import time
+
+    from pyroblur.core.io import is_partial, remove_partials
+
+    if pattern is None:
+        removed = remove_partials(folder, older_than=PARTIAL_MIN_AGE_S)
+    else:
+        cutoff, removed = time.time() - PARTIAL_MIN_AGE_S, []
+        for path in folder.glob(pattern) if folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if is_partial(path) and path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run under %s", len(removed), folder)
+
+
 def _load(config: Path, overrides: list[str] | None) -> PipelineConfig:
     return load_config(config, overrides or [])  # a ConfigError exits 2 through guarded()
 
@@ -137,15 +161,12 @@ def run(
     from typing import get_args
 
     from flows.training import Stage, training_pipeline
-    from pyroblur.core.io import remove_partials
     from pyroblur.core.settings import get_paths
 
     if until not in get_args(Stage):
         typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    removed = remove_partials(get_paths().root, older_than=120)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+    _clean_partials(get_paths().root)
     isolate_ephemeral_api_server()
     try:
         result = training_pipeline(cfg, until=until)
@@ -192,6 +213,8 @@ def download(
     from pyroblur.data.sources import fetch_source, plan_source
 
     raw = get_paths().raw
+    if not dry_run:
+        _clean_partials(get_paths().root)
     if dry_run:
         total = 0
         for src in cfg.sources:
@@ -262,17 +285,17 @@ def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pyroblur.core.errors import PermanentError
-        from pyroblur.core.io import remove_partials
 
         output, input = kwargs.get("output"), kwargs.get("input")
         if output is not None and input is not None:
-            problem = _output_folder_problem(Path(input), Path(output))
+            output, input = Path(output), Path(input)
+            problem = _output_folder_problem(input, output)
             if problem:
                 raise PermanentError(problem, subject=f"OUTPUT {output}")
-            folder = Path(output) if Path(output).is_dir() else Path(output).parent
-            removed = remove_partials(folder, older_than=120)
-            if removed:
-                log.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), folder)
+            if input.is_dir() or output.is_dir() or output.suffix == "":
+                _clean_partials(output)  # the output tree is ours
+            else:  # one output file: only its own leftovers, never the whole folder it lies in
+                _clean_partials(output.parent, pattern=f".{output.stem}*")
         return command(*args, **kwargs)
 
     return wrapper

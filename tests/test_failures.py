@@ -444,3 +444,22 @@ def test_decode_image_checks_the_header_against_one_configurable_limit(tmp_path,
     bomb = png_bomb(tmp_path / "bomb.png")
     with pytest.raises(InputError, match=r"30000x30000 px \(900 MP\)"):
         read_image(bomb)
+
+
+def test_leftovers_of_one_output_file_are_removed_but_not_the_folder_around_it(tmp_path, weights):
+    import cv2
+    import numpy as np
+
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((64, 64, 3), 100, np.uint8))
+    out = tmp_path / "out"
+    deep = out / "sub"
+    deep.mkdir(parents=True)
+    mine, other, nested = out / ".a.partial-0123abcd.png", out / ".zzz.partial-0123abcd.png", deep / ".a.partial-1.png"
+    for p in (mine, other, nested):
+        p.write_bytes(b"x")
+        os.utime(p, (1, 1))
+    proc, _ = cli("anonymize", str(src), str(out / "a.png"), "--model", str(weights), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "a.png").is_file() and not mine.exists()
+    assert other.exists() and nested.exists()  # not this output's: left alone
