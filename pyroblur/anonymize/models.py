@@ -104,7 +104,7 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     if options.face_detector in ("centerface", "union") and 0 in options.class_ids:
         from pyroblur.anonymize.centerface import CenterFaceDetector
 
-        detectors.append(CenterFaceDetector(conf=options.conf_face))
+        detectors.append(CenterFaceDetector(conf=options.conf_face, device=options.device))
     if len(detectors) == 1:
         return detectors[0]
     from pyroblur.anonymize.detector import UnionDetector
