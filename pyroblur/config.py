@@ -203,6 +203,15 @@ class WiderSuiteConfig(_Section):
     seed: int = Field(1000, description="Seed of the fabricated suite.")
 
 
+class HeldOutSuite(_Section):
+    """A source's own split scored after training, e.g. the plate set's test split; it must also
+    be listed in ``balance.hold_out`` so that it never reaches training."""
+
+    name: str = Field(description="Suite name in reports.")
+    source: str = Field(description="Source name (sources[].name).")
+    split: str = Field(description="The source's own split.")
+
+
 class BenchmarkConfig(_Section):
     """Evaluation on the held-out test split and promotion."""
 
@@ -235,6 +244,9 @@ class BenchmarkConfig(_Section):
     leak_clip_frames: int = Field(16, ge=2, description="Frames of the moving clip made from each image.")
     wider: WiderSuiteConfig | None = Field(
         None, description="External WIDER FACE suite scored with the official Easy/Medium/Hard protocol."
+    )
+    suites: list[HeldOutSuite] = Field(
+        default_factory=list, description="Held-out source splits scored per class after training."
     )
 
     @field_validator("recall_floors")
@@ -305,6 +317,17 @@ class PipelineConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    @model_validator(mode="after")
+    def _suites_are_held_out(self) -> PipelineConfig:
+        held = {(h.source, h.split) for h in self.balance.hold_out}
+        loose = [s.name for s in self.benchmark.suites if (s.source, s.split) not in held]
+        if loose:
+            raise ValueError(
+                f"benchmark.suites {loose} must also be in balance.hold_out, or they would be scored on "
+                "images the model may have trained on"
+            )
+        return self
 
     @field_validator("sources")
     @classmethod

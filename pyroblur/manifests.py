@@ -148,6 +148,14 @@ class WiderResult(BaseModel):
     in_training: int = Field(0, description="suite images that were also training/validation images")
 
 
+class SuiteResult(BaseModel):
+    """Per-class accuracy on an external (held-out) suite."""
+
+    name: str
+    images: int
+    per_class: dict[str, ClassSummary]
+
+
 class BenchmarkManifest(Manifest):
     weights: str
     report_json: str
@@ -166,6 +174,7 @@ class BenchmarkManifest(Manifest):
     operating_point: OperatingPoint | None = None
     privacy: dict[str, ClassPrivacy] = Field(default_factory=dict, description="class -> coverage and leaks")
     wider: WiderResult | None = None
+    suites: list[SuiteResult] = Field(default_factory=list, description="held-out source splits")
 
 
 class Gate(BaseModel):

@@ -144,7 +144,9 @@ def benchmark(
     maybe_inject_failure("benchmark")
     digest = stage_digest(benchmark, cfg, model, dataset, imgsz, dataset_name)
     out = get_paths().reports / digest[:16]
-    manifest, images, preds = run_benchmark(Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest)
+    manifest, images, preds = run_benchmark(
+        Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest, dataset_name=dataset_name
+    )
     if dataset_name and images:  # predictions + per-sample TP/FP/FN for the App (none without test images)
         fo_scores = record_predictions(dataset_name, images, preds, digest)
         manifest = manifest.model_copy(

@@ -50,3 +50,24 @@ def test_real_default_is_sized_for_1000_per_class() -> None:
     assert not cfg.allow_small_evidence
     with pytest.raises(ValueError, match=">= 0"):
         BalanceConfig(min_images_per_class={"val": -1, "test": 0})
+
+
+def test_a_benchmark_suite_must_be_held_out_of_training() -> None:
+    from pyroblur.config import parse_config
+
+    suites = {"suites": [{"name": "plates_test", "source": "plates", "split": "test"}]}
+    with pytest.raises(ValueError, match=r"plates_test.*balance.hold_out"):
+        parse_config({"benchmark": suites})
+    cfg = parse_config({"benchmark": suites, "balance": {"hold_out": [{"source": "plates", "split": "test"}]}})
+    assert cfg.benchmark.suites[0].name == "plates_test"
+
+
+def test_real_config_holds_out_its_external_suites() -> None:
+    from pathlib import Path
+
+    from pyroblur.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "pyroblur.yaml")
+    held = {(h.source, h.split) for h in cfg.balance.hold_out}
+    assert ("wider_face", "val") in held and ("license_plates", "test") in held
+    assert cfg.benchmark.wider is not None and cfg.benchmark.wider.eval_tools_sha256

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import numpy as np
 import pytest
 from curation_data import box, photo, record, save_jpeg
 
@@ -160,3 +161,13 @@ def test_held_out_source_splits_and_their_near_duplicates_stay_out(tmp_path) -> 
     chosen = set(ds.match_tags("selected").values("filepath"))
     assert not any("/wider/" in fp for fp in chosen) and str(near.resolve()) not in chosen
     assert sum(m.images.values()) == 8
+
+    # the held-out split is readable as an external suite, boxes in pixels
+    from pyroblur.evaluation.benchmark import holdout_testset
+
+    suite = holdout_testset(name, "wider", "val")
+    assert len(suite.images) == 4 and all("/wider/" in str(p) for p in suite.images)
+    assert [len(g) for g in suite.gt] == [1, 1, 1, 1]
+    np.testing.assert_allclose(suite.gt[0].xyxy, [[10, 10, 40, 44]], atol=1e-3)
+    with pytest.raises(Exception, match="no curated image of source 'wider' split 'test'"):
+        holdout_testset(name, "wider", "test")

@@ -181,3 +181,23 @@ def test_an_explicit_model_still_works_beside_an_ungated_champion(tmp_path: Path
     mine = tmp_path / "mine.pt"
     mine.write_bytes(b"x")
     assert resolve_weights(mine, reg) == mine
+
+
+def test_report_shows_privacy_wider_and_held_out_suites(tmp_path: Path) -> None:
+    from pyroblur.evaluation.report import flat_metrics, to_markdown
+    from pyroblur.manifests import SuiteResult, WiderResult
+
+    rep = report(tmp_path, "a", 0.5)
+    rep = rep.model_copy(
+        update={
+            "wider": WiderResult(name="w", images=3, faces=9, easy=0.9, medium=0.8, hard=0.5, in_training=2),
+            "suites": [SuiteResult(name="plates_test", images=4, per_class=rep.per_class)],
+        }
+    )
+    md = to_markdown(rep)
+    assert "| 0.900 | 0.800 | 0.500 |" in md and "**Not independent**: 2 suite images" in md
+    assert "Held-out suite `plates_test` (4 images" in md
+    assert "| face | 60 | 0.950 | n/a |" in md  # boxes, coverage, mean hidden area (not measured here)
+    flat = flat_metrics(rep)
+    assert flat["wider/hard"] == 0.5 and flat["face/coverage"] == pytest.approx(0.95)
+    assert flat["plates_test/face/map50"] == pytest.approx(0.9)

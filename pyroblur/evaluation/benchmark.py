@@ -32,7 +32,14 @@ from pyroblur.core.hashing import digest_of, sha256_file
 from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
 from pyroblur.evaluation.report import to_markdown
-from pyroblur.manifests import BenchmarkManifest, ClassPrivacy, ClassSummary, OperatingPoint, WiderResult
+from pyroblur.manifests import (
+    BenchmarkManifest,
+    ClassPrivacy,
+    ClassSummary,
+    OperatingPoint,
+    SuiteResult,
+    WiderResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +183,17 @@ def export_onnx(weights: Path, imgsz: int, out_dir: Path) -> Path:
 
 
 def benchmark(
-    weights: Path, data_yaml: Path, imgsz: int, cfg: BenchmarkConfig, out_dir: Path, digest: str
+    weights: Path,
+    data_yaml: Path,
+    imgsz: int,
+    cfg: BenchmarkConfig,
+    out_dir: Path,
+    digest: str,
+    dataset_name: str | None = None,
 ) -> tuple[BenchmarkManifest, list[Path], list[Detections]]:
     """Evaluate ``weights`` on the ``test`` split of ``data_yaml``; write JSON + markdown reports.
+
+    ``cfg.suites`` (held-out source splits) are read from the FiftyOne dataset ``dataset_name``.
 
     Returns the manifest and the test images with their predictions (for FiftyOne).
     """
@@ -213,6 +228,11 @@ def benchmark(
     )
     op, privacy = privacy_report(Path(weights), test, device, cfg)
     wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half, data_yaml) if cfg.wider else None
+    suites = [
+        score_suite(weights, s.name, holdout_testset(dataset_name, s.source, s.split), imgsz, device, cfg, half)
+        for s in cfg.suites
+        if dataset_name
+    ]
     ms, ips = measure_speed(weights, test.images, imgsz, device, cfg.speed_images, half)
     model = YOLO(str(weights))
     params = int(sum(p.numel() for p in model.model.parameters()))
@@ -251,6 +271,7 @@ def benchmark(
         operating_point=op,
         privacy=privacy,
         wider=wider_result,
+        suites=suites,
     )
     (out_dir / "report.md").write_text(to_markdown(manifest))
     (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
@@ -411,3 +432,43 @@ def fetch_eval_tools(suite: WiderSuiteConfig, gt_dir: Path) -> None:
         )
     )
     extract_archive(zip_path, tools_parent)
+
+
+def holdout_testset(dataset_name: str, source: str, split: str) -> TestSet:
+    """The curated samples of one source's own split (read-only), boxes in pixels.
+
+    Raises:
+        InputError: the dataset holds no curated sample of that source split.
+    """
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    from pyroblur.core.errors import InputError
+
+    view = (
+        fo.load_dataset(dataset_name)
+        .match_tags("curated")
+        .match((F("source") == source) & (F("source_split") == split))
+        .sort_by("sha256")
+    )
+    fps, widths, heights, dets = view.values(
+        ["filepath", "metadata.width", "metadata.height", "ground_truth.detections"]
+    )
+    if not fps:
+        raise InputError(
+            f"no curated image of source '{source}' split '{split}'",
+            subject=f"FiftyOne dataset {dataset_name}",
+            hint="check benchmark.suites against sources[].name and the source's split names",
+        )
+    gts = [Detections.from_fiftyone(d, w, h, CLASSES) for d, w, h in zip(dets, widths, heights, strict=True)]
+    return TestSet([Path(f) for f in fps], gts)
+
+
+def score_suite(
+    weights: Path, name: str, suite: TestSet, imgsz: int, device: str, cfg: BenchmarkConfig, half: bool
+) -> SuiteResult:
+    """Per-class accuracy of ``weights`` on an external suite (same protocol as the test split)."""
+    preds = predict(weights, suite.images, imgsz, device, cfg.conf, cfg.iou, half=half)
+    per_class, _ = score(suite.gt, preds)
+    log.info("suite %s (%d images): %s", name, len(suite.images), {k: round(v.map50, 4) for k, v in per_class.items()})
+    return SuiteResult(name=name, images=len(suite.images), per_class=per_class)

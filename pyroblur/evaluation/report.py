@@ -58,6 +58,20 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
         ]
         if w.in_training:
             rows += ["", f"**Not independent**: {w.in_training} suite images were training/validation images."]
+    for suite in m.suites:
+        rows += [
+            "",
+            f"Held-out suite `{suite.name}` ({suite.images} images, never in training):",
+            "",
+            "| class | images | instances | mAP50 | mAP50-95 | precision | recall |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        rows += [
+            f"| {name} | {c.images} | {c.instances} | {c.map50:.3f} | {c.map50_95:.3f} | {c.precision:.3f} | "
+            f"{c.recall:.3f} |"
+            for name, c in suite.per_class.items()
+            if c.instances
+        ]
     if m.face_by_size:
         rows += [
             "",
@@ -101,5 +115,9 @@ def flat_metrics(m: BenchmarkManifest) -> dict[str, float]:
         out[f"{name}/longest_leak"] = float(p.longest_leak)
     if m.wider is not None:
         out.update({"wider/easy": m.wider.easy, "wider/medium": m.wider.medium, "wider/hard": m.wider.hard})
+    for suite in m.suites:
+        for name, c in suite.per_class.items():
+            if c.instances:
+                out[f"{suite.name}/{name}/map50"] = float(c.map50)
     out["ms_per_image"] = float(m.ms_per_image)
     return out
