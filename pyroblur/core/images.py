@@ -46,24 +46,26 @@ def max_image_pixels() -> int:
 
 def apply_pillow_limit(max_pixels: int | None = None) -> None:
     """Give Pillow the same limit (it warns above it and refuses above twice it)."""
+    import warnings
+
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels or max_image_pixels()
+    # Between the limit and twice it Pillow only warns; our callers refuse those images
+    # themselves (check_pixels), so the warning says nothing new. Set once: catch_warnings
+    # is not thread-safe and decoders run in threads.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def image_size(data: bytes, *, subject: str = "<image>") -> tuple[int, int]:
     """``(width, height)`` from the header alone; raises :class:`InputError` when the bytes
     are not an image Pillow can identify."""
-    import warnings
-
     from PIL import Image, UnidentifiedImageError
 
-    apply_pillow_limit()  # Pillow refuses outright above twice the limit; we check the rest below
+    apply_pillow_limit()  # Pillow refuses outright above twice the limit; we check the rest
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                return int(im.width), int(im.height)
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height)
     except Image.DecompressionBombError as exc:
         size = _size_past_pillow_limit(data)
         if size is None:
