@@ -166,14 +166,16 @@ class TiledDetector:
         if not self._model_classes:
             return [Detections.empty() for _ in frames]
         origins = [self._tiles_of(f) for f in frames]
+        whole = self._predict(list(frames))
         if not any(origins):
-            return self._predict(list(frames))
-        # Full frames and their tiles go through the model together, in bounded batches.
-        jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, image)
+            return whole
+        # Full frames in their own call, exactly as without tiles (a batch mixing shapes is
+        # letterboxed differently and finds other boxes), then the tiles in bounded batches:
+        # tiled detection is always a superset of the full-frame pass.
+        jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, tile)
         for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
-            jobs.append((i, 0, 0, frame))
             jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
-        found: list[list[Detections]] = [[] for _ in frames]
+        found: list[list[Detections]] = [[d] if len(d) else [] for d in whole]
         for k in range(0, len(jobs), self.tile_batch):
             chunk = jobs[k : k + self.tile_batch]
             for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):

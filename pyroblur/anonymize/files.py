@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,103 @@ def _residual_summary(per_frame: list[tuple[int, Detections]]) -> dict[str, Any]
     }
 
 
+@dataclass
+class _Collected:
+    """What one file's run gathers frame by frame for its audit record and sidecar."""
+
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    sidecar: list[dict[str, Any]] = field(default_factory=list)
+    residuals: list[tuple[int, Detections]] = field(default_factory=list)
+    boxes: int = 0
+    filled: int = 0
+
+    def add(self, index: int, dets: Detections, filled: np.ndarray | None, track_id: np.ndarray | None) -> None:
+        self.boxes += len(dets)
+        self.filled += int(filled.sum()) if filled is not None else 0
+        self.audit.append({"frame": index, "boxes": boxes_json(dets, filled, track_id)})
+        self.sidecar.append({"frame": index, "detections": _det_json(dets, filled)})
+
+
+def _resumed(src: Path, dst: Path) -> FileResult:
+    doc = json.loads(audit_path(dst).read_text())
+    return FileResult(
+        input=src,
+        output=dst,
+        kind=file_kind(src) or "image",
+        frames=doc.get("frames_written") or 1,
+        expected_frames=doc.get("frames_expected"),
+        residual=(doc.get("residual") or {}).get("count"),
+        audit=audit_path(dst),
+        resumed=True,
+    )
+
+
+def _image(
+    src: Path, dst: Path, options: AnonymizeOptions, detect: Detector, verify: Detector | None, got: _Collected
+) -> FileResult:
+    dets, hidden, (h, w) = anonymize_image_file(
+        src, dst, detect, make_hider(options), jpeg_quality=options.jpeg_quality
+    )
+    if verify is not None:
+        got.residuals.append((0, verify([hidden])[0]))
+    got.add(0, dets, None, None)
+    sidecar = _sidecar_path(dst) if options.sidecar else None
+    if sidecar is not None:
+        doc = {"input": str(src), "output": str(dst), "width": w, "height": h, "detections": _det_json(dets)}
+        write_atomic(sidecar, json.dumps(doc, indent=1).encode())
+    return FileResult(input=src, output=dst, kind="image", boxes=len(dets), sidecar=sidecar)
+
+
+def _video(
+    src: Path, dst: Path, options: AnonymizeOptions, detect: Detector, verify: Detector | None, got: _Collected
+) -> FileResult:
+    def on_frame(rec: FrameRecord) -> None:
+        got.add(rec.index, rec.detections, rec.remembered, rec.track_id)
+        if rec.residual is not None:
+            got.residuals.append((rec.index, rec.residual))
+
+    try:
+        probe_video(src)
+        outcome = anonymize_video(
+            src,
+            dst,
+            detect,
+            make_hider(options),
+            batch_size=options.batch_size,
+            filler=TrackFiller(options.memory_frames, max_scale=options.fill_scale) if options.memory_frames else None,
+            drop_frame=_drop_frame_from_env(),
+            progress=options.progress,
+            on_frame=on_frame,
+            crf=options.crf,
+            verify=verify,
+        )
+    except VideoError as exc:
+        raise UnreadableInputError(str(exc), subject=str(src)) from exc
+    sidecar = _sidecar_path(dst) if options.sidecar else None
+    if sidecar is not None:
+        info = outcome.info
+        doc = {
+            "input": str(src),
+            "output": str(dst),
+            "width": info.width,
+            "height": info.height,
+            "fps": info.fps,
+            "frames": got.sidecar,
+        }
+        write_atomic(sidecar, json.dumps(doc).encode())
+    return FileResult(
+        input=src,
+        output=dst,
+        kind="video",
+        frames=outcome.frames,
+        expected_frames=outcome.expected,
+        complete=outcome.complete,
+        boxes=got.boxes,
+        remembered=got.filled,
+        sidecar=sidecar,
+    )
+
+
 def anonymize_file(
     src: Path,
     dst: Path,
@@ -118,96 +216,18 @@ def anonymize_file(
     """
     start = time.perf_counter()
     kind = file_kind(src)
+    if kind is None:
+        raise UnreadableInputError(f"unsupported file type {src.suffix!r}", subject=str(src))
     model = model_record(options.weights, face_detector=options.face_detector)
     if resume and options.audit and audit_matches(src, dst, options, model.get("sha256")):
         logger.info("%s: output and audit record match, skipped (resume)", src)
-        doc = json.loads(audit_path(dst).read_text())
-        return FileResult(
-            input=src,
-            output=dst,
-            kind=kind or "image",
-            frames=doc.get("frames_written") or 1,
-            expected_frames=doc.get("frames_expected"),
-            residual=(doc.get("residual") or {}).get("count"),
-            audit=audit_path(dst),
-            resumed=True,
-        )
+        return _resumed(src, dst)
     input_sha = sha256_file(src) if options.audit else None
     detect = filtered(detector, options)
     verify = detect if (options.verify or options.strict) else None
-    hide = make_hider(options)
-    sidecar = _sidecar_path(dst) if options.sidecar else None
-    audit_frames: list[dict[str, Any]] = []
-    residuals: list[tuple[int, Detections]] = []
-    if kind == "image":
-        dets, hidden, (h, w) = anonymize_image_file(src, dst, detect, hide, jpeg_quality=options.jpeg_quality)
-        if verify is not None:
-            residuals.append((0, verify([hidden])[0]))
-        audit_frames.append({"frame": 0, "boxes": boxes_json(dets)})
-        if sidecar is not None:
-            doc = {"input": str(src), "output": str(dst), "width": w, "height": h, "detections": _det_json(dets)}
-            write_atomic(sidecar, json.dumps(doc, indent=1).encode())
-        result = FileResult(input=src, output=dst, kind="image", boxes=len(dets), sidecar=sidecar)
-    elif kind == "video":
-        try:
-            probe_video(src)
-        except VideoError as exc:
-            raise UnreadableInputError(str(exc), subject=str(src)) from exc
-        side_frames: list[dict[str, Any]] = []
-        counts = {"boxes": 0, "remembered": 0}
-
-        def on_frame(rec: FrameRecord) -> None:
-            counts["boxes"] += len(rec.detections)
-            counts["remembered"] += int(rec.remembered.sum())
-            audit_frames.append({"frame": rec.index, "boxes": boxes_json(rec.detections, rec.remembered, rec.track_id)})
-            if rec.residual is not None:
-                residuals.append((rec.index, rec.residual))
-            if sidecar is not None:
-                side_frames.append({"frame": rec.index, "detections": _det_json(rec.detections, rec.remembered)})
-
-        try:
-            outcome = anonymize_video(
-                src,
-                dst,
-                detect,
-                hide,
-                batch_size=options.batch_size,
-                filler=TrackFiller(options.memory_frames, max_scale=options.fill_scale)
-                if options.memory_frames
-                else None,
-                drop_frame=_drop_frame_from_env(),
-                progress=options.progress,
-                on_frame=on_frame,
-                crf=options.crf,
-                verify=verify,
-            )
-        except VideoError as exc:
-            raise UnreadableInputError(str(exc), subject=str(src)) from exc
-        info = outcome.info
-        if sidecar is not None:
-            doc = {
-                "input": str(src),
-                "output": str(dst),
-                "width": info.width,
-                "height": info.height,
-                "fps": info.fps,
-                "frames": side_frames,
-            }
-            write_atomic(sidecar, json.dumps(doc).encode())
-        result = FileResult(
-            input=src,
-            output=dst,
-            kind="video",
-            frames=outcome.frames,
-            expected_frames=outcome.expected,
-            complete=outcome.complete,
-            boxes=counts["boxes"],
-            remembered=counts["remembered"],
-            sidecar=sidecar,
-        )
-    else:
-        raise UnreadableInputError(f"unsupported file type {src.suffix!r}", subject=str(src))
-    residual = _residual_summary(residuals) if verify is not None else None
+    got = _Collected()
+    result = (_image if kind == "image" else _video)(src, dst, options, detect, verify, got)
+    residual = _residual_summary(got.residuals) if verify is not None else None
     result.residual = residual["count"] if residual is not None else None
     if options.audit:
         result.audit = write_audit(
@@ -215,7 +235,7 @@ def anonymize_file(
             dst,
             options,
             model,
-            frames=audit_frames,
+            frames=got.audit,
             written=result.frames,
             expected=result.expected_frames,
             complete=result.complete,
@@ -228,9 +248,8 @@ def anonymize_file(
         raise IncompleteOutputError(
             f"the residual check still finds {result.residual} box(es) in the anonymized output; output removed",
             subject=str(src),
-            hint=f"see {result.audit} for where; lower the thresholds, raise --enlarge or use --mode solid"
-            if result.audit
-            else "lower the thresholds, raise --enlarge or use --mode solid",
+            hint=f"see {result.audit or 'the audit record'} for where; lower the thresholds, raise --enlarge "
+            "or use --mode solid",
         )
     result.seconds = round(time.perf_counter() - start, 3)
     logger.info("Anonymized %s -> %s (%d boxes)", src, dst, result.boxes)
