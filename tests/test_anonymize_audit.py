@@ -165,3 +165,23 @@ def test_interrupted_folder_job_resumes_without_redoing_finished_files(folder, t
     detector = TextureDetector()
     anonymize_path(folder, out, _opts(blur_strength=0.8), detector=detector, resume=True)
     assert detector.frames == 4
+
+
+def test_audit_names_the_champion_and_its_gates(tmp_path, monkeypatch) -> None:
+    from pyroblur.core.settings import get_paths
+    from pyroblur.registry.store import Candidate, champion_weights, promote_if_better
+
+    monkeypatch.setenv("PYROBLUR_DATA_DIR", str(tmp_path / "data"))
+    registry = get_paths().registry
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"weights of a promoted model")
+    promote_if_better(registry, Candidate(weights=weights, metrics={"map": 0.5}), "map")
+    champion = champion_weights(registry)
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), _image(0))
+    out = tmp_path / "out.png"
+    assert anonymize_path(img, out, _opts(weights=champion), detector=TextureDetector()).ok
+    model = json.loads(audit_path(out).read_text())["model"]
+    assert model["sha256"] == _sha(champion)
+    assert model["registry"]["gates_passed"] is True and model["registry"]["gates"]
+    assert model["registry"]["champion_id"]

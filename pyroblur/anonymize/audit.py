@@ -9,6 +9,7 @@ whose record matches: same input bytes, same output bytes, same model, same opti
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -50,11 +51,23 @@ def options_digest(options: AnonymizeOptions) -> str:
 
 def model_record(weights: Path | None, *, face_detector: str = "yolo") -> dict[str, Any]:
     """The model as the record names it: path, sha256 and, when ``weights`` are the
-    registry's champion, its id and promotion gates."""
-    record: dict[str, Any] = {"face_detector": face_detector}
+    registry's champion, its id and promotion gates. Cached per file version: a folder of
+    small images must not hash a 100 MB checkpoint once per image."""
     if weights is None:
-        return record
+        return {"face_detector": face_detector}
     weights = Path(weights)
+    try:
+        st = weights.stat()
+        version = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        version = None
+    return dict(_model_record(str(weights), version, face_detector))
+
+
+@functools.lru_cache(maxsize=8)
+def _model_record(weights_str: str, version: tuple[int, int] | None, face_detector: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"face_detector": face_detector}
+    weights = Path(weights_str)
     record |= {"weights": str(weights), "sha256": sha256_file(weights) if weights.is_file() else None}
     try:
         from pyroblur.core.settings import get_paths
