@@ -289,23 +289,8 @@ class OrchestrationConfig(_Section):
     )
 
 
-def _sources_as_any_of(schema: dict[str, Any]) -> None:
-    """JSON schema of ``sources``: ``anyOf`` instead of pydantic's ``oneOf`` + ``discriminator``.
-
-    Prefect's run form renders ``anyOf`` as one button per source kind that swaps the fields
-    below it, and ``oneOf`` only as a raw JSON editor (docs/operations.md). Validation is the
-    same: each alternative's ``kind`` is a constant, so exactly one can match.
-    """
-    items = schema.get("properties", {}).get("sources", {}).get("items", {})
-    if "oneOf" in items:
-        items["anyOf"] = items.pop("oneOf")
-        items.pop("discriminator", None)
-
-
 class PipelineConfig(_Section):
     """Everything the training pipeline needs; the ``training_pipeline`` flow's parameter."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_sources_as_any_of)
 
     name: str = Field("pyroblur", description="Run name, used in reports.")
     sources: list[SourceConfig] = Field(

@@ -92,14 +92,18 @@ def test_ui_shows_the_completed_run(ui: str, ops_stack: Stack, trained_run):
 
 
 def test_ui_run_form_of_train(ui: str, ops_stack: Stack):
-    """The custom-run page renders the typed config as a form with its descriptions, and each
-    source with a selector of its kind (one button per source model), not a JSON editor."""
+    """The custom-run page renders the typed config as a form with its descriptions. In the
+    default UI each source (an item of a list of a union) is a JSON editor; the V2 UI (/v2)
+    renders each source as tabs, one per source kind (docs/operations.md)."""
     dep = ops_stack.deployments["train"]
-    dom = page(f"{ui}/deployments/deployment/{dep}/run", ARTIFACTS / "prefect-ui-train-form.png", "WiderFaceSource")
+    dom = page(f"{ui}/deployments/deployment/{dep}/run", ARTIFACTS / "prefect-ui-train-form.png", "Run name, used")
     assert "Run name, used in reports." in dom or "Datasets to download or generate." in dom
-    assert "schema-form-property-any-of" in dom, "sources are not rendered with the anyOf selector"
+    dom = page(
+        f"{ui}/v2/deployments/deployment/{dep}/run", ARTIFACTS / "prefect-ui-v2-train-form.png", "WiderFaceSource"
+    )
     for kind in ("SyntheticSource", "WiderFaceSource", "HuggingFaceCocoSource", "LocalFolderSource"):
         assert kind in dom, kind
+    assert 'role="tab"' in dom
 
 
 def test_ui_schedule_of_retrain_weekly(ui: str, ops_stack: Stack):
