@@ -186,3 +186,22 @@ def test_constant_rate_is_not_mistaken_for_variable(tmp_path) -> None:
     times = frame_times(src)
     assert times is not None and len(times) == N and not is_variable_rate(times)
     assert not is_variable_rate(None) and not is_variable_rate([0.0, 0.04])
+
+
+@pytest.mark.parametrize("vfr", [False, True])
+def test_every_audio_stream_is_kept(tmp_path, vfr) -> None:
+    """Two audio tracks (e.g. two languages) both reach the output, on the constant-rate
+    path and on the variable-rate (retimed) path."""
+    src = tmp_path / "two.mkv"
+    video = ["-vf", "setpts='if(lt(N,25),N*0.04,1+(N-25)*0.08)/TB'", "-fps_mode", "vfr"] if vfr else []
+    _ffmpeg(
+        *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
+        *("-f", "lavfi", "-i", "sine=frequency=440", "-f", "lavfi", "-i", "sine=frequency=880", "-t", "2"),
+        *video,
+        *("-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-pix_fmt", "yuv420p"),
+        *("-c:a", "aac", str(src)),
+    )
+    assert is_variable_rate(frame_times(src)) is vfr
+    out = tmp_path / "out.mkv"
+    assert anonymize_path(src, out, _opts(), detector=nothing).ok
+    assert probe_video(out).audio_codecs == ("aac", "aac")
