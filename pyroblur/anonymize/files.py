@@ -107,12 +107,14 @@ class _Collected:
     residuals: list[tuple[int, Detections]] = field(default_factory=list)
     boxes: int = 0
     filled: int = 0
+    keep_sidecar: bool = False
 
     def add(self, index: int, dets: Detections, filled: np.ndarray | None, track_id: np.ndarray | None) -> None:
         self.boxes += len(dets)
         self.filled += int(filled.sum()) if filled is not None else 0
         self.audit.append({"frame": index, "boxes": boxes_json(dets, filled, track_id)})
-        self.sidecar.append({"frame": index, "detections": _det_json(dets, filled)})
+        if self.keep_sidecar:
+            self.sidecar.append({"frame": index, "detections": _det_json(dets, filled)})
 
 
 def _resumed(src: Path, dst: Path) -> FileResult:
@@ -225,7 +227,7 @@ def anonymize_file(
     input_sha = sha256_file(src) if options.audit else None
     detect = filtered(detector, options)
     verify = detect if (options.verify or options.strict) else None
-    got = _Collected()
+    got = _Collected(keep_sidecar=options.sidecar)
     result = (_image if kind == "image" else _video)(src, dst, options, detect, verify, got)
     residual = _residual_summary(got.residuals) if verify is not None else None
     result.residual = residual["count"] if residual is not None else None
