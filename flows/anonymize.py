@@ -59,7 +59,9 @@ def anonymize_folder(params: AnonymizeFolderParams) -> AnonymizeFolderResult:
     retries is reported as skipped."""
     logger = get_run_logger()
     plan = plan_outputs(params.input_dir, params.output_dir)
-    weights = resolve_weights(params.options.weights) if params.options.face_detector != "centerface" else None
+    # Resolved once here, so every task (and its audit record) uses the same champion.
+    needs_model = params.options.face_detector != "centerface" or 1 in params.options.class_ids
+    weights = resolve_weights(params.options.weights) if needs_model else None
     options = params.options.model_copy(update={"weights": weights, "progress": False})
     logger.info("%d file(s) to anonymize with %s", len(plan.items), options.weights)
     report = Report(skipped=list(plan.skipped))

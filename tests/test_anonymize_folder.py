@@ -285,6 +285,30 @@ def test_cli_help_lists_options_and_exit_codes(cli_app) -> None:
         assert word in result.output
     for word in ("--batch-size", "--device", "--sidecar", "Exit codes"):
         assert word in result.output
+    for word in ("--face-detector", "--tiles", "--ellipse", "--blur-strength", "--mosaic-cells", "--color"):
+        assert word in result.output
+    for word in ("--crf", "--jpeg-quality", "--audit", "--verify", "--strict", "--resume"):
+        assert word in result.output
+    # rich reads "[default: ...]" as markup unless escaped: the text must survive.
+    assert "[default: the model's training size]" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("value", "bgr"),
+    [("0,0,0", (0, 0, 0)), ("255,128,0", (0, 128, 255)), (" 1, 2 ,3", (3, 2, 1))],
+)
+def test_color_option_is_rgb_and_becomes_bgr(value, bgr) -> None:
+    from pyroblur.anonymize.cli import _parse_color
+
+    assert _parse_color(value) == bgr
+
+
+@pytest.mark.parametrize("value", ["", "red", "1,2", "1,2,3,4", "0,0,256", "-1,0,0"])
+def test_color_option_rejects_bad_values(value) -> None:
+    from pyroblur.anonymize.cli import _parse_color
+
+    with pytest.raises(typer.BadParameter):
+        _parse_color(value)
 
 
 # --- Prefect flow ------------------------------------------------------------------------
