@@ -463,3 +463,19 @@ def test_leftovers_of_one_output_file_are_removed_but_not_the_folder_around_it(t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "a.png").is_file() and not mine.exists()
     assert other.exists() and nested.exists()  # not this output's: left alone
+
+
+def test_curation_rejects_oversized_images_from_the_header_with_the_same_limit(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from pyroblur.curation.importer import _decode
+    from pyroblur.curation.validation import IMAGE_REASONS
+
+    assert "too_large" in IMAGE_REASONS
+    assert _decode(png_bomb(tmp_path / "bomb.png").read_bytes())[3] == "too_large"
+    ok, buf = cv2.imencode(".jpg", np.full((100, 150, 3), 90, np.uint8))
+    width, height, thumb, problem = _decode(buf.tobytes())
+    assert (width, height, problem) == (150, 100, None) and thumb is not None
+    monkeypatch.setenv("PYROBLUR_MAX_IMAGE_PIXELS", str(150 * 100 - 1))  # the one setting
+    assert _decode(buf.tobytes())[3] == "too_large"

@@ -36,7 +36,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "source_split": ("str", "Split the source put the image in (not ours)."),
     "sha256": ("str", "sha256 of the image file's bytes."),
     "phash": ("str", "64-bit DCT perceptual hash (hex)."),
-    "read_problem": ("str", "What decoding the file found: missing_file, unreadable, truncated."),
+    "read_problem": ("str", "What decoding the file found: missing_file, unreadable, too_large, truncated."),
     "record_issues": ("list", "Problems the source recorded: missing_labels, bad_labels."),
     "image_problem": ("str", "Image-level reason found for this image alone (before deduplication)."),
     "rejection": ("str", "Why the image is rejected (None when curated)."),

@@ -80,8 +80,8 @@ def _phase(seconds: dict[str, float], name: str) -> Iterator[None]:
 class ImageInfo:
     """What curation needs from an image file: digest, real size in pixels, perceptual hash.
 
-    ``problem`` is ``missing_file``, ``unreadable`` or ``truncated`` when the file cannot be used
-    (``width``/``height``/``phash`` are then 0).
+    ``problem`` is ``missing_file``, ``unreadable``, ``too_large`` or ``truncated`` when the file
+    cannot be used (``width``/``height``/``phash`` are then 0).
     """
 
     sha256: str | None
@@ -92,16 +92,27 @@ class ImageInfo:
 
 
 def _decode(data: bytes) -> tuple[int, int, np.ndarray | None, str | None]:
-    """Real ``(width, height)``, the 32x32 hash thumbnail, and a problem when undecodable."""
+    """Real ``(width, height)``, the 32x32 hash thumbnail, and a problem when undecodable
+    or over the project's pixel limit (``PYROBLUR_MAX_IMAGE_PIXELS``, checked on the header)."""
     from PIL import Image
 
+    from pyroblur.core.errors import InputError
+    from pyroblur.core.images import apply_pillow_limit, check_pixels
+
+    apply_pillow_limit()  # the same limit as every other decoder
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
+            try:
+                check_pixels(width, height)
+            except InputError:
+                return 0, 0, None, "too_large"
             # JPEG: decode at a reduced scale (still reads every byte, so truncation shows).
             im.draft("L", (64, 64))
             im.load()
             thumb = thumbnail(im)
+    except Image.DecompressionBombError:  # more than twice the limit: Pillow refuses to open it
+        return 0, 0, None, "too_large"
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the file is unusable
         problem = "truncated" if "truncat" in str(exc).lower() else "unreadable"
         return 0, 0, None, problem

@@ -14,6 +14,7 @@ from pyroblur.core.records import BoxRecord
 IMAGE_REASONS = (
     "missing_file",  # the file is not there (or cannot be read)
     "unreadable",  # not an image, or a corrupt one the decoder refuses
+    "too_large",  # more pixels than PYROBLUR_MAX_IMAGE_PIXELS (a decompression bomb?): never decoded
     "truncated",  # the data ends before the image does
     "missing_labels",  # the source has no label file for it (policy: reject or background)
     "bad_labels",  # the label file could not be parsed
