@@ -7,6 +7,11 @@ Container metadata (creation time, GPS location tags) is deliberately not copied
 The output is written under a temporary name next to the final one and renamed only when
 the encoder has finished cleanly, so a crash never leaves a half-written file under the
 final name.
+
+Timing: a video stream that starts after its audio is delayed by the same amount in the
+output (``-itsoffset``); a variable-frame-rate input (frame times read with PyAV) is encoded
+without B-frames and then retimed frame by frame (:func:`retime`). A decode that ends well
+short of the frames the container announces is reported (:class:`VideoOutcome`).
 """
 
 from __future__ import annotations
