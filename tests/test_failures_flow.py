@@ -222,3 +222,50 @@ def test_group_sigterm_without_an_api_server_still_reports_the_crash(tmp_path):
             break
         assert time.monotonic() < deadline, "the temporary API server outlived the run"
         time.sleep(0.5)
+
+
+def _hostile_zip(kind: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("_annotations.coco.json", "{}")
+        if kind == "unsafe":
+            zf.writestr("../escaped.txt", "outside the target")
+        else:  # 256 MiB of zeros packed into about 250 KB: a zip bomb
+            with zf.open("zeros.bin", "w") as fh:
+                for _ in range(256):
+                    fh.write(b"\0" * (1 << 20))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("unsafe", "contains a '..' component"), ("bomb", "zip bomb")])
+def test_hostile_archive_fails_once_named_and_writes_nothing(tmp_path, prefect_server, kind, expected):
+    """A downloaded archive that would escape its folder, or expand 1000x, is refused before
+    anything is extracted, on the first attempt (an unsafe archive used to be retried 3 times)."""
+    from http_fixtures import FileServer
+
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    path = f"/datasets/acme/plates/resolve/{rev}/data/train.zip"
+    with FileServer() as server:
+        server.files[path] = _hostile_zip(kind)
+        source = {
+            "kind": "hf_coco",
+            "name": "plates",
+            "repo": "acme/plates",
+            "revision": rev,
+            "endpoint": server.url(""),
+            "splits": ["train"],
+            "http": {"retries": 1, "backoff_s": 0.01, "progress": False},
+        }
+        proc = _run(tmp_path, prefect_server, tiny_config(sources=[source]), "--until", "download")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    line = _error_line(proc)
+    assert "train.zip" in line and expected in line
+    download = _task_runs(prefect_server, _last_flow_run(prefect_server)["id"])["download"]
+    assert download["state"]["name"] == "Failed" and download["run_count"] == 1
+    raw = tmp_path / "data" / "raw" / "plates"
+    written = [p for p in raw.rglob("*") if p.is_file() and "archives" not in p.parts] if raw.exists() else []
+    assert written == [] and not (raw / "escaped.txt").exists()  # nothing extracted, nothing escaped
+    print(f"{kind}: {line}")

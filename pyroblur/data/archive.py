@@ -54,12 +54,14 @@ class ArchiveError(InputError, RuntimeError):
 
 
 class UnsafeArchiveError(ArchiveError):
-    """A member would be written outside the target folder; nothing was extracted."""
+    """A member would be written outside the target folder, or the archive would expand
+    beyond the limits (``member`` is then ``None``); nothing was extracted."""
 
-    def __init__(self, archive: Path, member: str, why: str) -> None:
+    def __init__(self, archive: Path, member: str | None, why: str) -> None:
         self.archive, self.member = archive, member
+        what = f"member {member!r}" if member is not None else "it"
         super().__init__(
-            f"refusing to extract {archive}: member {member!r} {why}. The archive is "
+            f"refusing to extract {archive}: {what} {why}. The archive is "
             "corrupt or malicious; download it again from a trusted URL."
         )
 
@@ -134,11 +136,11 @@ def max_extract_bytes() -> int:
 def _check_limits(archive: Path, total: int, members: int, *, max_bytes: int, max_ratio: float) -> None:
     """Refuse an archive that expands beyond the limits, before anything is written."""
     if members > MAX_MEMBERS:
-        raise UnsafeArchiveError(archive, f"<{members} members>", f"makes the archive exceed {MAX_MEMBERS:,} members")
+        raise UnsafeArchiveError(archive, None, f"has more than {MAX_MEMBERS:,} members")
     if total > max_bytes:
         raise UnsafeArchiveError(
             archive,
-            "<all members>",
+            None,
             f"would expand to {total:,} bytes, over the limit of {max_bytes:,} (PYROBLUR_MAX_EXTRACT_BYTES)",
         )
     if total <= RATIO_FLOOR_BYTES:
@@ -147,7 +149,7 @@ def _check_limits(archive: Path, total: int, members: int, *, max_bytes: int, ma
     if total > RATIO_FLOOR_BYTES and total / packed > max_ratio:
         raise UnsafeArchiveError(
             archive,
-            "<all members>",
+            None,
             f"would expand {total / packed:,.0f} times its own size ({packed:,} -> {total:,} bytes), "
             f"over the limit of {max_ratio:g}x (a zip bomb?)",
         )
