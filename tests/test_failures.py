@@ -479,3 +479,28 @@ def test_curation_rejects_oversized_images_from_the_header_with_the_same_limit(t
     assert (width, height, problem) == (150, 100, None) and thumb is not None
     monkeypatch.setenv("PYROBLUR_MAX_IMAGE_PIXELS", str(150 * 100 - 1))  # the one setting
     assert _decode(buf.tobytes())[3] == "too_large"
+
+
+def test_benchmark_inference_logs_no_deprecation_warnings(tmp_path, weights):
+    """ultralytics 8.4 deprecated ``half=``: passing it logged "'half' is deprecated" about
+    30 times per benchmark run."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    from pyroblur.evaluation.benchmark import measure_speed, predict
+
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), np.full((64, 64, 3), 90, np.uint8))
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ultralytics")
+    logger.addHandler(handler)
+    try:
+        predict(weights, [img], 64, "cpu", 0.01, 0.6, half=False)
+        measure_speed(weights, [img], 64, "cpu", 1, False)
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "deprecated" in m], seen
