@@ -465,9 +465,15 @@ def preflight(cfg: PipelineConfig, *, until: str = "promote") -> None:
         except (RegistryError, OSError, ValueError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
 
+    def installed(package: str) -> bool:
+        try:
+            return importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # ValueError: blocked in sys.modules (None)
+            return False
+
     for src in cfg.sources:
         package = _SOURCE_PACKAGES.get(src.kind)
-        if package and importlib.util.find_spec(package) is None:
+        if package and not installed(package):
             raise ConfigError(
                 f"source '{src.name}' (kind {src.kind}) needs the Python package '{package}', which is not "
                 f"installed (pip install {package}, or remove the source)"

@@ -269,3 +269,43 @@ def test_hostile_archive_fails_once_named_and_writes_nothing(tmp_path, prefect_s
     written = [p for p in raw.rglob("*") if p.is_file() and "archives" not in p.parts] if raw.exists() else []
     assert written == [] and not (raw / "escaped.txt").exists()  # nothing extracted, nothing escaped
     print(f"{kind}: {line}")
+
+
+def _without_roboflow(tmp_path: Path, how: str) -> str:
+    """A PYTHONPATH entry that makes ``roboflow`` missing (``absent``: blocked in sys.modules,
+    as if not installed) or broken (``broken``: importing it fails) in the child process."""
+    shim = tmp_path / f"shim-{how}"
+    shim.mkdir()
+    if how == "absent":
+        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['roboflow'] = None\n")
+    else:
+        (shim / "roboflow").mkdir()
+        (shim / "roboflow" / "__init__.py").write_text("raise ImportError('roboflow is broken here (test shim)')\n")
+    return str(shim)
+
+
+def test_missing_package_is_named_before_any_stage(tmp_path, prefect_server):
+    source = {"kind": "roboflow", "name": "rf"}
+    proc = _run(
+        tmp_path, prefect_server, tiny_config(sources=[source]), PYTHONPATH=_without_roboflow(tmp_path, "absent")
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "needs the Python package 'roboflow'" in _error_line(proc)
+    assert _task_runs(prefect_server, _last_flow_run(prefect_server)["id"]) == {}
+
+
+def test_unimportable_package_fails_the_stage_once(tmp_path, prefect_server):
+    source = {"kind": "roboflow", "name": "rf"}
+    proc = _run(
+        tmp_path,
+        prefect_server,
+        tiny_config(sources=[source]),
+        "--until",
+        "download",
+        PYTHONPATH=_without_roboflow(tmp_path, "broken"),
+        ROBOFLOW_API_KEY="not-a-key",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "the roboflow package is needed" in _error_line(proc)
+    download = _task_runs(prefect_server, _last_flow_run(prefect_server)["id"])["download"]
+    assert download["state"]["name"] == "Failed" and download["run_count"] == 1
