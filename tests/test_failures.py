@@ -31,6 +31,17 @@ from pyroblur.core.errors import (
     one_line,
 )
 
+
+@pytest.fixture(autouse=True)
+def _restore_pillow_limit():
+    """Tests here change the pixel limit, which Pillow keeps in a global: put it back."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
+
+
 #: Peak resident memory any hostile input may cost (acceptance: under 2 GB).
 MAX_RSS_KB = 2 * 1024 * 1024
 
