@@ -8,10 +8,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pyroblur import CLASSES
 from pyroblur.config import BalanceConfig, BenchmarkConfig, CurationConfig, SplitConfig, TrainConfig
-from pyroblur.core.hashing import digest_of, sha256_file
-from pyroblur.core.records import load_records, save_records
+from pyroblur.core.hashing import digest_of
+from pyroblur.core.records import load_records
 from pyroblur.core.settings import get_paths
 from pyroblur.data.sources.models import SourceConfig
 from pyroblur.manifests import (
@@ -20,7 +19,6 @@ from pyroblur.manifests import (
     DownloadManifest,
     ExportManifest,
     PromotionManifest,
-    SourceOutput,
     SplitManifest,
     TrainManifest,
 )
@@ -44,30 +42,15 @@ def _opts(stage: str) -> dict:
 @task(**_opts("download"))
 def download(sources: list[SourceConfig]) -> DownloadManifest:
     """Download or generate every source into ``<data>/raw/<name>``; index their records."""
-    from pyroblur.data.sources import fetch_source
+    from pyroblur.data.sources import fetch_and_index
+    from tasks._secrets import load_secret_blocks
 
     maybe_inject_failure("download")
+    load_secret_blocks(sources)
     log = get_run_logger()
-    raw = get_paths().raw
-    outs = []
-    for src in sources:
-        records = fetch_source(src, raw / src.name)
-        # Content-addressed, so two configs sharing a source name never overwrite each other.
-        index = get_paths().indexes / f"{src.name}-{digest_of([r.model_dump(mode='json') for r in records])[:16]}.jsonl"
-        if not index.exists():
-            save_records(records, index)
-        boxes = {c: sum(1 for r in records for b in r.boxes if b.class_id == i) for i, c in enumerate(CLASSES)}
-        log.info("source %s: %d images, boxes %s", src.name, len(records), boxes)
-        outs.append(
-            SourceOutput(
-                name=src.name,
-                kind=src.kind,
-                index_path=str(index),
-                index_sha256=sha256_file(index),
-                num_images=len(records),
-                num_boxes=boxes,
-            )
-        )
+    outs = [fetch_and_index(src, get_paths().raw / src.name, get_paths().indexes) for src in sources]
+    for o in outs:
+        log.info("source %s: %d images, boxes %s", o.name, o.num_images, o.num_boxes)
     return DownloadManifest(digest=digest_of([o.index_sha256 for o in outs]), sources=outs)
 
 
@@ -95,9 +78,7 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
     from pyroblur.curation.split import balance_and_split
 
     maybe_inject_failure("balance_split")
-    manifest = balance_and_split(
-        curated.dataset_name, bal, spl, stage_digest(balance_split, bal, spl, curated)
-    )
+    manifest = balance_and_split(curated.dataset_name, bal, spl, stage_digest(balance_split, bal, spl, curated))
     log = get_run_logger()
     for w in manifest.warnings:
         log.warning(w)

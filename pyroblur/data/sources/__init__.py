@@ -15,8 +15,9 @@ from typing import Any
 from pyroblur.core.errors import PyroblurError
 from pyroblur.core.records import SampleRecord
 from pyroblur.data.sources.models import SourceConfig
+from pyroblur.manifests import SourceOutput
 
-__all__ = ["SourceConfig", "fetch_source", "plan_source"]
+__all__ = ["SourceConfig", "fetch_and_index", "fetch_source", "plan_source"]
 
 
 def _module(cfg: Any) -> Any:
@@ -62,3 +63,25 @@ def fetch_source(cfg: Any, dest: Path) -> list[SampleRecord]:
 def plan_source(cfg: Any, dest: Path) -> list[Any]:
     """List the downloads ``fetch_source`` would make (URL, expected size, destination)."""
     return _module(cfg).plan(cfg, dest)
+
+
+def fetch_and_index(cfg: Any, dest: Path, indexes: Path) -> SourceOutput:
+    """Fetch one source into ``dest`` and write its records once, content-addressed, under
+    ``indexes`` (two configs sharing a source name never overwrite each other's index)."""
+    from pyroblur import CLASSES
+    from pyroblur.core.hashing import digest_of, sha256_file
+    from pyroblur.core.records import save_records
+
+    records = fetch_source(cfg, dest)
+    index = indexes / f"{cfg.name}-{digest_of([r.model_dump(mode='json') for r in records])[:16]}.jsonl"
+    if not index.exists():
+        save_records(records, index)
+    boxes = {c: sum(1 for r in records for b in r.boxes if b.class_id == i) for i, c in enumerate(CLASSES)}
+    return SourceOutput(
+        name=cfg.name,
+        kind=cfg.kind,
+        index_path=str(index),
+        index_sha256=sha256_file(index),
+        num_images=len(records),
+        num_boxes=boxes,
+    )

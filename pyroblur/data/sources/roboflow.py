@@ -6,8 +6,8 @@ or as COCO (``coco``: ``<split>/_annotations.coco.json`` beside the images). The
 absolute paths inside the download folder, so the export is downloaded straight into its final
 folder (never renamed afterwards); a stamp written last marks it complete.
 
-The API key comes from a Prefect Secret block (``api_key_secret_block``, when set) or the
-environment variable ``api_key_env``. It is a secret: it is never logged, never written
+The API key comes from the environment variable ``api_key_env``; under Prefect, the download
+task first fills it from the Secret block named in ``api_key_secret_block`` when one is set. It is a secret: it is never logged, never written
 to records, manifests or the stamp, and is scrubbed from the messages of errors raised
 here (and of log records emitted while the ``roboflow`` package runs).
 
@@ -78,27 +78,19 @@ def _what(cfg: RoboflowSource) -> dict[str, Any]:
 
 
 def _api_key(cfg: RoboflowSource) -> str:
-    if cfg.api_key_secret_block:
-        try:
-            # Imported here so the library keeps no hard dependency on Prefect.
-            from prefect.blocks.system import Secret
-        except ImportError:  # pragma: no cover - prefect is a project dependency
-            raise RoboflowKeyMissingError("api_key_secret_block is set but prefect is not installed") from None
-        try:
-            value = Secret.load(cfg.api_key_secret_block).get()
-        except Exception as exc:  # noqa: BLE001 - any failure: clear message, no key inside
-            raise RoboflowKeyMissingError(
-                f"cannot load the Prefect Secret block {cfg.api_key_secret_block!r} "
-                f"({type(exc).__name__}); create it with the Roboflow API key or unset "
-                f"api_key_secret_block to use ${cfg.api_key_env}"
-            ) from None
-        if value:
-            return str(value)
+    # A Prefect Secret block (api_key_secret_block) is read by the orchestration layer (the
+    # download task, tasks/_secrets.py), which puts the key into ``api_key_env`` for this process:
+    # the library itself never talks to Prefect.
     value = os.environ.get(cfg.api_key_env, "").strip()
     if not value:
+        where = (
+            f" (the Prefect Secret block {cfg.api_key_secret_block!r} is read only when the pipeline runs "
+            "under Prefect: `pyroblur run`, a deployment)"
+            if cfg.api_key_secret_block
+            else " (or name a Prefect Secret block in api_key_secret_block)"
+        )
         raise RoboflowKeyMissingError(
-            f"no Roboflow API key: set the environment variable {cfg.api_key_env} (or a "
-            "Prefect Secret block named in api_key_secret_block). Get a key at "
+            f"no Roboflow API key: set the environment variable {cfg.api_key_env}{where}. Get a key at "
             "https://app.roboflow.com/settings/api"
         )
     return value
