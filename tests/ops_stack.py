@@ -205,6 +205,36 @@ def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> 
     return runs
 
 
+def _start_mongod(dbpath: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """FiftyOne's bundled mongod on 127.0.0.1 and a free port; returns it and its URI."""
+    import importlib.util
+    import socket
+
+    from conftest import free_port
+
+    binary = Path(importlib.util.find_spec("fiftyone").origin).parent / "db" / "bin" / "mongod"
+    dbpath.mkdir(parents=True)
+    port = free_port()
+    log = (dbpath.parent / "mongod.log").open("w")
+    proc = subprocess.Popen(
+        [str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mongod exited: {(dbpath.parent / 'mongod.log').read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"mongodb://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    pytest.fail(f"mongod did not listen on {port} in {timeout} s")
+
+
 def snapshot_code(dest: Path) -> Path:
     """Copy the checkout's files (tracked and untracked, not ignored) to ``dest``."""
     names = (
@@ -258,14 +288,14 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     ``prefect deploy --all`` of the repository's prefect.yaml, against ``prefect_server``."""
     base = tmp_path_factory.mktemp("ops")
     code = snapshot_code(base / "code")
-    # One mongod for the whole session, as a real deployment has (FIFTYONE_DATABASE_URI): flow-run
+    # One MongoDB of the stack's own, as a real deployment has (FIFTYONE_DATABASE_URI): flow-run
     # processes come and go, and one that starts while the last one's private mongod shuts down
-    # can find the curated dataset missing (the cache check then rightly recomputes).
-    import fiftyone as fo
-
-    fo.list_datasets()
+    # can find the curated dataset missing; FiftyOne's shared per-user mongod can be stopped by
+    # another FiftyOne process of the user while the stack runs.
+    mongod, mongo_uri = _start_mongod(base / "mongo")
     env = {
-        **os.environ,  # the session's isolated FiftyOne database
+        **os.environ,  # the session's FiftyOne database name
+        "FIFTYONE_DATABASE_URI": mongo_uri,
         # A data root (registry, lineage, result storage) of its own: other tests' champions
         # must not decide whether retrain-weekly sees "unchanged sources".
         "PYROBLUR_DATA_DIR": str(base / "data"),
@@ -323,7 +353,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         stack.upcoming = _take_scheduled_runs(stack, "retrain-weekly")
         yield stack
     finally:
-        for proc in [*stack.workers.values(), *stack.retired]:
+        for proc in [*stack.workers.values(), *stack.retired, mongod]:
             _stop(proc)
 
 
