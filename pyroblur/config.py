@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pyroblur.core.errors import ConfigurationError
 from pyroblur.core.yamlsafe import UnsafeYamlError, load_yaml
 from pyroblur.data.sources.models import SourceConfig, SyntheticSource
+
+log = logging.getLogger(__name__)
 
 #: Config files larger than this are refused before parsing (real ones are a few KB).
 MAX_CONFIG_BYTES = 1_000_000
@@ -433,14 +436,16 @@ def _parse_yaml(text: str, source: str) -> Any:
 _SOURCE_PACKAGES = {"roboflow": "roboflow"}
 
 
-def preflight(cfg: PipelineConfig, *, until: str = "promote") -> None:
+def preflight(cfg: PipelineConfig, *, until: str = "promote", check_network: bool = True) -> None:
     """Check what a run needs before any expensive stage, so a bad precondition fails in
     seconds, named, instead of after training.
 
     Checks: the data root is writable; the model registry (if any) is a valid registry; every
     source's optional package is installed; the training weights exist or may be downloaded;
     the training and benchmark devices exist on this machine (unless the GPU stage runs as its
-    own deployment, or ``until`` stops before training). Raises :class:`ConfigError` (exit 2).
+    own deployment, or ``until`` stops before training); every host a source still has to download
+    from answers (``check_network``: files already in place need no network). All problems are
+    collected into one :class:`ConfigError` (exit 2).
     """
     import importlib.util
     import os
@@ -471,28 +476,54 @@ def preflight(cfg: PipelineConfig, *, until: str = "promote") -> None:
         except (ImportError, ValueError):  # ValueError: blocked in sys.modules (None)
             return False
 
+    # Everything below is collected, not raised one by one: a user fixes all of it in one go.
+    problems: list[str] = []
     for src in cfg.sources:
         package = _SOURCE_PACKAGES.get(src.kind)
         if package and not installed(package):
-            raise ConfigError(
+            problems.append(
                 f"source '{src.name}' (kind {src.kind}) needs the Python package '{package}', which is not "
                 f"installed (pip install {package}, or remove the source)"
             )
+    if check_network:
+        problems += _unreachable_sources(cfg, paths.raw)
 
     stages = ("download", "curate", "balance_split", "export", "train", "promote")
-    if until in stages and stages.index(until) < stages.index("train"):
-        return
-    model = cfg.train.model
-    if not model.endswith((".yaml", ".yml")) and not Path(model).exists() and not cfg.train.allow_download:
-        raise ConfigError(
-            f"train.model: weights file '{model}' not found and train.allow_download is false "
-            "(give the file's full path, or a .yaml such as yolo11n.yaml to train from scratch)"
-        )
-    if cfg.orchestration.train_deployment:
-        return  # the GPU stage runs on another machine; its devices are checked there
-    from pyroblur.core.devices import device_problem
+    if not (until in stages and stages.index(until) < stages.index("train")):
+        model = cfg.train.model
+        if not model.endswith((".yaml", ".yml")) and not Path(model).exists() and not cfg.train.allow_download:
+            problems.append(
+                f"train.model: weights file '{model}' not found and train.allow_download is false "
+                "(give the file's full path, or a .yaml such as yolo11n.yaml to train from scratch)"
+            )
+        if not cfg.orchestration.train_deployment:  # else the GPU stage's devices are checked there
+            from pyroblur.core.devices import device_problem
 
-    for key, device in (("train.device", cfg.train.device), ("benchmark.device", cfg.benchmark.device)):
-        problem = device_problem(device)
-        if problem:
-            raise ConfigError(f"{key}: {problem}")
+            for key, device in (("train.device", cfg.train.device), ("benchmark.device", cfg.benchmark.device)):
+                problem = device_problem(device)
+                if problem:
+                    problems.append(f"{key}: {problem}")
+    if problems:
+        raise ConfigError(
+            "; ".join(problems)
+            if len(problems) == 1
+            else f"{len(problems)} problems: " + "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        )
+
+
+def _unreachable_sources(cfg: PipelineConfig, raw: Path) -> list[str]:
+    """One line per source whose download host cannot be reached while its files are missing."""
+    from pyroblur.data.download import check_reachable
+    from pyroblur.data.sources import plan_source
+
+    out = []
+    for src in cfg.sources:
+        try:
+            planned = plan_source(src, raw / src.name)
+        except Exception as exc:  # noqa: BLE001 - planning problems surface in the download stage
+            log.debug("cannot plan source %s: %s", src.name, exc)
+            continue
+        err = check_reachable(planned)
+        if err is not None:
+            out.append(f"source '{src.name}': {err}")
+    return out

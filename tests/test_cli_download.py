@@ -71,3 +71,52 @@ def test_download_without_network_fails_fast_naming_host_and_remedy(tmp_path):
         assert str(data / "raw" / "wider_face" / "archives" / name) in err
     assert "`local` source" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one line a user can act on
+
+
+def test_run_of_the_real_config_without_network_stops_before_any_stage(tmp_path):
+    """`pyroblur run` checks every download host before the first stage: with no network it exits
+    2 naming each unreachable host, the files to put in place and the `local` alternative (and, on
+    this GPU-less machine, the GPU devices, in the same message)."""
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            "--config",
+            str(ROOT / "configs" / "pyroblur.yaml"),
+            "--set",
+            "sources.0.endpoint=https://hub.no-such-host.invalid",
+            "--set",
+            "sources.1.endpoint=https://hub.no-such-host.invalid",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYROBLUR_DATA_DIR": str(data), "PREFECT_API_URL": ""},
+        timeout=180,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("pipeline failed:")]
+    assert len(line) == 1, proc.stderr[-2000:]
+    for name in ("wider_face", "license_plates"):
+        assert f"source '{name}': cannot reach hub.no-such-host.invalid (DNS lookup failed" in line[0]
+    assert str(data / "raw" / "wider_face" / "archives" / "WIDER_train.zip") in line[0]
+    assert "`local` source" in line[0]
+    assert not (data / "raw" / "wider_face" / "archives").exists()  # nothing was downloaded or started
+
+
+def test_reachability_check_skips_files_already_in_place(tmp_path):
+    import socket
+
+    from pyroblur.data.download import PlannedDownload, check_reachable
+
+    with socket.socket() as s:  # a port on which nothing listens: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "a.zip"
+    planned = [PlannedDownload(url=f"http://127.0.0.1:{port}/a.zip", dest=dest)]
+    err = check_reachable(planned, timeout=2)
+    assert err is not None and "connection refused" in str(err) and str(dest) in str(err)
+    dest.write_bytes(b"already here")  # pre-downloaded by the user: no network needed
+    assert check_reachable(planned, timeout=2) is None

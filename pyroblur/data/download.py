@@ -45,6 +45,7 @@ __all__ = [
     "DownloadPolicy",
     "HTTPStatusError",
     "HostUnreachableError",
+    "check_reachable",
     "InsufficientDiskSpaceError",
     "PlannedDownload",
     "RetriesExhaustedError",
@@ -334,6 +335,49 @@ def unreachable_reason(exc: BaseException) -> str | None:
             return "connection refused"
         stack.extend([e.__cause__, e.__context__, getattr(e, "reason", None)])
         stack.extend(a for a in e.args if isinstance(a, BaseException))
+    return None
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` cannot be reached (DNS failure, refused, no route), or None."""
+    import concurrent.futures
+
+    def connect() -> None:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+
+    # getaddrinfo has no timeout of its own: bound the whole probe from outside.
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(connect).result(timeout=timeout * 2)
+    except socket.gaierror:
+        return "DNS lookup failed: no network, or the host name is wrong"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except (concurrent.futures.TimeoutError, TimeoutError):
+        return f"no answer within {timeout * 2:g} s"
+    except OSError as exc:  # e.g. network unreachable, no route to host
+        return exc.strerror or type(exc).__name__
+    finally:
+        pool.shutdown(wait=False)
+    return None
+
+
+def check_reachable(planned: Iterable[PlannedDownload], timeout: float = 3.0) -> HostUnreachableError | None:
+    """Before a run: can every host still needed be reached? Files already in place (verified or
+    present) need no network. Returns the error naming the first unreachable host and every file
+    that would have to come from it, or None."""
+    todo = [q for q in planned if not is_verified(q) and not q.dest.exists()]
+    by_host: dict[tuple[str, int], list[PlannedDownload]] = {}
+    for q in todo:
+        parts = urlsplit(q.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            continue
+        by_host.setdefault((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), []).append(q)
+    for (host, port), items in by_host.items():
+        reason = _probe(host, port, timeout)
+        if reason is not None:
+            return HostUnreachableError(items[0].url, reason, [q.dest for q in todo])
     return None
 
 
