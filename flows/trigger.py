@@ -165,7 +165,9 @@ def _task_states(client: Any, flow_run_id: Any) -> str:
         flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}), sort=TaskRunSort.EXPECTED_START_TIME_ASC
     )
     return ", ".join(
-        f"{t.name.rsplit('-', 1)[0]} {t.state.name if t.state else '?'}" for t in runs if "/" not in t.name
+        f"{t.name.rsplit('-', 1)[0]} {t.state.name if t.state else '?'}"
+        for t in runs
+        if ".run_deployment." not in t.task_key  # the link to a child run, listed as a run itself
     )
 
 
