@@ -246,7 +246,7 @@ def open_app(
     """Open the FiftyOne App on the curated dataset (saved views: curated, rejected, duplicates, train, val, test)."""
     name = dataset or _load(config, None).curation.dataset_name
     configure_environment()
-    from pyroblur.curation.app import AppError, serve
+    from pyroblur.curation.app import AppError, remote_hint, serve
 
     try:
         session = serve(name, address=address, port=port, view=view)
@@ -254,6 +254,7 @@ def open_app(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     typer.echo(f"FiftyOne App serving '{name}' at http://{address}:{port} (Ctrl+C to stop)")
+    typer.echo(remote_hint(address, port))
     session.wait(-1)
 
 

@@ -221,6 +221,10 @@ def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
         stop_group(app)
         log.close()
     assert port_closed(port), f"the App still answers on port {port} 60 s after its process stopped"
+    # One remote-access hint, with the port actually served (FiftyOne's own says 5151 twice).
+    out = (tmp_path / "app.log").read_text()
+    assert out.count("ssh -N -L") == 1, out[-3000:]
+    assert f"ssh -N -L {port}:127.0.0.1:{port}" in out and f"http://localhost:{port}" in out
 
 
 def test_app_unknown_dataset_exits_with_message():

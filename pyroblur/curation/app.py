@@ -42,11 +42,31 @@ def serve(dataset_name: str, address: str = "127.0.0.1", port: int = 5151, view:
     without trying to open a browser on this machine; the caller keeps the process alive
     (``session.wait(-1)``).
     """
+    import logging as _logging
+
     import fiftyone as fo
 
     target = load_view(dataset_name, view)
-    session = fo.launch_app(target, address=address, port=port, remote=True, auto=False)
+    # FiftyOne logs its own remote hint, always with 5151 as the local port of the tunnel; the
+    # CLI prints :func:`remote_hint` instead, once, with the port actually served.
+    session_log = _logging.getLogger("fiftyone.core.session.session")
+    level = session_log.level
+    session_log.setLevel(_logging.WARNING)
+    try:
+        session = fo.launch_app(target, address=address, port=port, remote=True, auto=False)
+    finally:
+        session_log.setLevel(level)
     log.info(
         "FiftyOne App serving '%s'%s at http://%s:%d", dataset_name, f" (view {view})" if view else "", address, port
     )
     return session
+
+
+def remote_hint(address: str, port: int) -> str:
+    """How to open the App from another machine (an ssh tunnel to the port actually served)."""
+    if address in ("0.0.0.0", "::"):
+        return f"The App listens on every interface: open http://<this-host>:{port} (mind who can reach it)."
+    return (
+        f"From another machine: ssh -N -L {port}:{address}:{port} [<user>@]<this-host>, "
+        f"then open http://localhost:{port}"
+    )
