@@ -8,8 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig, preflight
+from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
 from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest
+from pyroblur.preflight import preflight
 from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure, route_library_logs
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train

@@ -179,14 +179,14 @@ def _tiny(**changes):
 
 
 def test_preflight_passes_on_a_fresh_root(data_root):
-    from pyroblur.config import preflight
+    from pyroblur.preflight import preflight
 
     preflight(_tiny())
     assert data_root.is_dir()
 
 
 def test_preflight_names_a_corrupt_registry(data_root):
-    from pyroblur.config import preflight
+    from pyroblur.preflight import preflight
 
     data_root.mkdir()
     (data_root / "registry.json").write_text("{ not json")
@@ -199,7 +199,7 @@ def test_preflight_names_a_corrupt_registry(data_root):
 def test_preflight_names_a_missing_package(data_root, monkeypatch):
     import importlib.util
 
-    from pyroblur.config import preflight
+    from pyroblur.preflight import preflight
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "roboflow" else real(name, *a))
@@ -211,7 +211,7 @@ def test_preflight_names_a_missing_package(data_root, monkeypatch):
 def test_preflight_names_missing_weights_and_devices(data_root):
     import torch
 
-    from pyroblur.config import preflight
+    from pyroblur.preflight import preflight
 
     with pytest.raises(ConfigError, match="train.model: weights file 'nope.pt' not found"):
         preflight(_tiny(**{"train.model": "nope.pt", "train.allow_download": False}))

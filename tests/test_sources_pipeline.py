@@ -139,7 +139,11 @@ def test_download_stage_indexes_real_layouts_once(tmp_path: Path, prefect_server
 def test_unreachable_host_fails_the_stage_at_once_with_the_offline_remedy(tmp_path: Path, prefect_server: str) -> None:
     """What the real config does without network, on a host that never resolves (.invalid)."""
     sources = [{"kind": "wider_face", "name": "pl_offline", "endpoint": "https://hub.no-such-host.invalid"}]
-    proc, elapsed = run_download(tmp_path, prefect_server, sources, "pl-offline")
+    # The run's preflight would stop this before the stage (tests/test_cli_download.py); here the
+    # stage itself is under test, so the preflight's host probe is switched off.
+    proc, elapsed = run_download(
+        tmp_path, prefect_server, sources, "pl-offline", env={"PYROBLUR_PREFLIGHT_NETWORK": "0"}
+    )
     assert proc.returncode != 0
     err = proc.stderr
     assert "cannot reach hub.no-such-host.invalid (DNS lookup failed" in err

@@ -373,6 +373,8 @@ def check_reachable(planned: Iterable[PlannedDownload], timeout: float = 3.0) ->
         parts = urlsplit(q.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             continue
+        if requests.utils.get_environ_proxies(q.url):
+            continue  # reached through a proxy: a direct probe would say nothing about it
         by_host.setdefault((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), []).append(q)
     for (host, port), items in by_host.items():
         reason = _probe(host, port, timeout)
