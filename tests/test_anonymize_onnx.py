@@ -58,9 +58,16 @@ def test_same_boxes_as_ultralytics_on_the_same_export(onnx_model) -> None:
         image, imgsz=SIZE, conf=conf, iou=0.5, classes=[0, 1], verbose=False
     )[0]
     theirs = result.boxes.xyxy.cpu().numpy()
-    assert len(ours) == len(theirs) > 0
-    assert box_iou(ours.xyxy, theirs).max(axis=1).min() > 0.999
-    np.testing.assert_allclose(np.sort(ours.confidence), np.sort(result.boxes.conf.cpu().numpy()), rtol=1e-4)
+    theirs_conf = result.boxes.conf.cpu().numpy()
+    assert len(ours) > 0 and len(theirs) > 0
+    # A random head scores every anchor the same; between equal scores NMS keeps whichever box
+    # its sort puts first, and torchvision's sort is not ours, so the kept sets can differ by a
+    # tied box or two (seen once under load: 32 vs 33). Every box one runner keeps must be a box
+    # the other keeps too (same place, same score), and the counts agree but for such ties.
+    assert abs(len(ours) - len(theirs)) <= max(2, len(theirs) // 20), (len(ours), len(theirs))
+    same = (box_iou(ours.xyxy, theirs) > 0.999) & np.isclose(ours.confidence[:, None], theirs_conf[None, :], rtol=1e-4)
+    smaller = same if len(ours) <= len(theirs) else same.T
+    assert smaller.any(axis=1).all(), f"{(~smaller.any(axis=1)).sum()} boxes of one runner not found by the other"
     assert OnnxDetector(onnx_model, device="cpu").imgsz == SIZE  # from the export's metadata
 
 
