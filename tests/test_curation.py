@@ -215,7 +215,9 @@ def test_local_yolo_source_with_broken_files_is_curated_not_crashed(tmp_path):
 def test_stamps_curate_then_split_and_recurate_clears_split(curated, tmp_path):
     _, _, _, recs, cfg = curated
     assert dataset_stamp(cfg.dataset_name, "curate") == "digest-1"
-    balance_and_split(cfg.dataset_name, BalanceConfig(samples_per_class=5, allow_small_evidence=True), SplitConfig(), "split-1")
+    balance_and_split(
+        cfg.dataset_name, BalanceConfig(samples_per_class=5, allow_small_evidence=True), SplitConfig(), "split-1"
+    )
     assert dataset_stamp(cfg.dataset_name, "split") == "split-1"
     curate(recs, cfg, "digest-2")
     assert dataset_stamp(cfg.dataset_name, "curate") == "digest-2"
