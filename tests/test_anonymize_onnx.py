@@ -47,27 +47,38 @@ def test_letterbox_matches_ultralytics(h, w) -> None:
 
 
 def test_same_boxes_as_ultralytics_on_the_same_export(onnx_model) -> None:
-    """A random-init model scores everything near zero; with a threshold below that, both
-    runners keep and suppress the same boxes (NMS included)."""
+    """Decoding, un-letterboxing and scores agree with ultralytics on the same export.
+
+    A random head scores every anchor the same, so which of two overlapping equal-score boxes
+    NMS keeps is up to each implementation's sort (and one different pick changes what it
+    suppresses next: once 14 of 32 kept boxes differed). The comparison is therefore made
+    against the other runner's candidates before suppression (NMS at IoU 1.0 keeps them all):
+    every box one runner keeps must be a candidate of the other, at the same place with the
+    same score. The suppression itself is OpenCV's NMSBoxesBatched.
+    """
     from ultralytics import YOLO
 
     image = _scene(SIZE, SIZE)
     conf = 1e-6
     ours = OnnxDetector(onnx_model, conf={0: conf, 1: conf}, device="cpu")([image])[0]
-    result = YOLO(str(onnx_model), task="detect").predict(
-        image, imgsz=SIZE, conf=conf, iou=0.5, classes=[0, 1], verbose=False
-    )[0]
-    theirs = result.boxes.xyxy.cpu().numpy()
-    theirs_conf = result.boxes.conf.cpu().numpy()
+    ours_all = OnnxDetector(onnx_model, conf={0: conf, 1: conf}, iou=1.0, max_det=100000, device="cpu")([image])[0]
+    model = YOLO(str(onnx_model), task="detect")
+    theirs = model.predict(image, imgsz=SIZE, conf=conf, iou=0.5, classes=[0, 1], verbose=False)[0].boxes
+    theirs_all = model.predict(image, imgsz=SIZE, conf=conf, iou=1.0, classes=[0, 1], verbose=False, max_det=100000)[
+        0
+    ].boxes
     assert len(ours) > 0 and len(theirs) > 0
-    # A random head scores every anchor the same; between equal scores NMS keeps whichever box
-    # its sort puts first, and torchvision's sort is not ours, so the kept sets can differ by a
-    # tied box or two (seen once under load: 32 vs 33). Every box one runner keeps must be a box
-    # the other keeps too (same place, same score), and the counts agree but for such ties.
-    assert abs(len(ours) - len(theirs)) <= max(2, len(theirs) // 20), (len(ours), len(theirs))
-    same = (box_iou(ours.xyxy, theirs) > 0.999) & np.isclose(ours.confidence[:, None], theirs_conf[None, :], rtol=1e-4)
-    smaller = same if len(ours) <= len(theirs) else same.T
-    assert smaller.any(axis=1).all(), f"{(~smaller.any(axis=1)).sum()} boxes of one runner not found by the other"
+    assert len(ours_all) == len(theirs_all) > len(ours)  # the same candidates before suppression
+
+    def found_in(boxes, scores, xyxy, conf_) -> np.ndarray:
+        same = (box_iou(boxes, xyxy) > 0.999) & np.isclose(scores[:, None], conf_[None, :], rtol=1e-4)
+        return same.any(axis=1)
+
+    t_xyxy, t_conf = theirs.xyxy.cpu().numpy(), theirs.conf.cpu().numpy()
+    ta_xyxy, ta_conf = theirs_all.xyxy.cpu().numpy(), theirs_all.conf.cpu().numpy()
+    assert found_in(ours_all.xyxy, ours_all.confidence, ta_xyxy, ta_conf).all()
+    assert found_in(ours.xyxy, ours.confidence, ta_xyxy, ta_conf).all()
+    assert found_in(t_xyxy, t_conf, ours_all.xyxy, ours_all.confidence).all()
     assert OnnxDetector(onnx_model, device="cpu").imgsz == SIZE  # from the export's metadata
 
 
