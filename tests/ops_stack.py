@@ -15,10 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +363,32 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
 def trained_run(ops_stack: Stack) -> dict[str, Any]:
     """One completed run of the ``train`` deployment with the tiny parameters."""
     return ops_stack.run("train", {"config": TINY_OPS}, timeout=300)
+
+
+# ----------------------------------------------------------------------------- failure webhook
+
+
+class _Sink(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Sink.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Sink.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", _Sink.received
+    finally:
+        server.shutdown()
+        server.server_close()

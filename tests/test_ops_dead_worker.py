@@ -10,10 +10,7 @@ run's logs through the API.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +21,6 @@ pytest_plugins = ["ops_stack"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ACTIVE = ["RUNNING", "PENDING", "CANCELLING"]
-
-
-class _Sink(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Sink.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    _Sink.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", _Sink.received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _until(what: str, check, timeout: float, stack: Stack, every: float = 2.0) -> Any:
