@@ -1,8 +1,9 @@
 """Common sample records produced by every source (synthetic, WIDER FACE, COCO, YOLO, ...).
 
-Boxes are in **pixels** (``x1, y1, x2, y2``) of the original image. Records are written
-as JSON lines (``index.jsonl``) next to the raw images so curation can read any source the
-same way.
+Boxes are in **pixels** (``x1, y1, x2, y2``) of the original image. Each source's records
+are written once as JSON lines, content-addressed (``<source>-<digest>.jsonl`` under the
+download stage's index folder, see ``pyroblur.data.sources.fetch_and_index``), so curation
+reads every source the same way.
 """
 
 from __future__ import annotations
