@@ -1,19 +1,48 @@
 """``anonymize_folder``: anonymize every image and video under a folder with the champion
 model (or given weights), one retried task per file with a bounded number in flight, and
 publish a markdown report. Run again after an interruption, it skips every file whose output
-and audit record already match (``resume``)."""
+and audit record already match (``resume``).
+
+Fan-out (``shards`` > 1): the planned files are split into shards balanced by size (the same
+shards on every run of the same job). A run of a deployment (``anonymize`` on the gpu pool)
+sends every shard but the first to the *same* deployment as a flow run of its own (``files``:
+that shard's list, ``shards=1``, the weights it resolved), so each free gpu worker takes one;
+the first shard runs here, because this run already holds a gpu slot. A child no worker has
+started by the time this run is done with its own shard is taken over and run here (so one gpu
+worker, or a full pool, never deadlocks the job). The children are waited for with the GPU
+stage's bounded wait (``tasks.remote.wait_for_run``), their reports merged into this run's
+artifact, and a failed child fails this run naming the shard, after the other shards' outputs
+are written. Called directly (no deployment: the ``pyroblur`` CLI, ``python -m``, a test), every
+shard runs in this process, which the log says.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed, wait
-from pydantic import BaseModel, ConfigDict, Field
+from prefect.states import Cancelled, Completed, Pending
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pyroblur.anonymize import AnonymizeOptions, FileResult, Report, Skipped, plan_outputs, resolve_weights
+from pyroblur.anonymize.planning import Plan
+from pyroblur.config import OrchestrationConfig
+from pyroblur.core.errors import PermanentError
+from tasks._common import maybe_inject_failure
 from tasks.anonymize import anonymize_file_task
+from tasks.remote import GpuStageTimeout, _settle_link, wait_for_run
+
+#: How often the parent polls a shard's flow run.
+SHARD_POLL_SECONDS = 2.0
 
 
 class AnonymizeFolderParams(BaseModel):
@@ -28,15 +57,116 @@ class AnonymizeFolderParams(BaseModel):
         1, ge=1, le=16, description="files in flight at once in this worker (each holds its own model)"
     )
     resume: bool = Field(True, description="skip files whose output and audit record already match")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "split the files into this many shards balanced by size; a deployment run sends every shard "
+            "but the first to the same deployment (one flow run per shard, so each free gpu worker takes "
+            "one). Set it to the number of gpu workers. Called directly: all shards run in this process"
+        ),
+    )
+    files: list[Path] | None = Field(
+        None,
+        description=(
+            "only these files (relative to input_dir, or absolute paths under it); empty: every file "
+            "under input_dir. A run with shards sets it for each shard's flow run"
+        ),
+    )
+    shard_start_timeout_minutes: float = Field(
+        60.0, gt=0, description="fail a shard whose flow run no gpu worker has started in this time"
+    )
+    shard_timeout_hours: float = Field(
+        48.0, gt=0, description="fail a shard whose flow run has not finished in this time"
+    )
+
+    @model_validator(mode="after")
+    def check_files_under_input(self) -> AnonymizeFolderParams:
+        """Every entry of ``files`` must name a path under ``input_dir`` (checked on the names,
+        without following links, as the plan does): a shard never reaches outside its job."""
+        if not self.files:  # the UI's form sends [] for a list left empty
+            self.files = None
+            return self
+        root = Path(os.path.abspath(self.input_dir))
+        outside = [str(f) for f in self.files if not _absolute(self.input_dir, f).is_relative_to(root)]
+        if outside:
+            raise ValueError(f"files outside input_dir {self.input_dir}: {', '.join(outside[:5])}")
+        return self
+
+
+class ShardSummary(BaseModel):
+    """What one shard did: where it ran and its counts."""
+
+    index: int
+    files: int
+    bytes: int
+    flow_run: str | None = Field(None, description="the flow run created for it (None: none was)")
+    ran_here: bool = Field(True, description="run in the parent's own process, not by a worker")
+    state: str = Field("Completed", description="final state of the shard's work")
+    written: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    error: str | None = None
 
 
 class AnonymizeFolderResult(BaseModel):
-    """Counts of one run and the full per-file report."""
+    """Counts of one run and the full per-file report (all shards merged)."""
 
     written: int
     resumed: int = 0
     skipped: int
     report: Report
+    shards: list[ShardSummary] = Field(default_factory=list)
+
+
+class ShardsFailed(PermanentError):
+    """One or more shards' flow runs failed, crashed, were cancelled or timed out; the other
+    shards' outputs are written and a re-run of the same job redoes only what is missing."""
+
+
+def _absolute(root: Path, path: Path) -> Path:
+    """``path`` (relative to ``root``, or absolute) as a normalized absolute path (links kept)."""
+    return Path(os.path.abspath(Path(root) / path))
+
+
+def restrict_plan(plan: Plan, input_dir: Path, files: list[Path]) -> Plan:
+    """The part of ``plan`` for ``files`` only; a listed file the plan does not hold (gone, hidden,
+    inside the output) is reported as skipped rather than dropped."""
+    wanted = {_absolute(input_dir, f): f for f in files}
+    items = [(s, d) for s, d in plan.items if Path(os.path.abspath(s)) in wanted]
+    skipped = [s for s in plan.skipped if Path(os.path.abspath(s.input)) in wanted]
+    found = {Path(os.path.abspath(s)) for s, _ in items} | {Path(os.path.abspath(s.input)) for s in skipped}
+    for path, given in wanted.items():
+        if path not in found:
+            reason = "not found under input_dir" if not path.exists() else "not a file of this job (hidden or output)"
+            skipped.append(Skipped(input=path, reason=f"listed in files as {given}: {reason}"))
+    return Plan(items=items, skipped=skipped)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def make_shards(items: list[tuple[Path, Path]], shards: int) -> list[list[tuple[Path, Path]]]:
+    """Split ``items`` into at most ``shards`` non-empty shards of about equal total size.
+
+    Deterministic (largest file first, ties by path, each to the lightest shard so far, ties to
+    the lower index), so a re-run of the same job makes the same shards. Each shard is in path
+    order.
+    """
+    count = max(1, min(shards, len(items)))
+    order = sorted(items, key=lambda item: (-_size(item[0]), str(item[0])))
+    groups: list[list[tuple[Path, Path]]] = [[] for _ in range(count)]
+    totals = [0] * count
+    for item in order:
+        k = min(range(count), key=lambda i: (totals[i], i))
+        groups[k].append(item)
+        totals[k] += _size(item[0])
+    return [sorted(g, key=lambda item: str(item[0])) for g in groups if g]
 
 
 def _collect(future: PrefectFuture, src: Path, report: Report) -> None:
@@ -52,37 +182,251 @@ def _collect(future: PrefectFuture, src: Path, report: Report) -> None:
         report.skipped.append(Skipped(input=src, reason=f"failed after retries: {reason}"))
 
 
-@flow(name="anonymize_folder", log_prints=False)
+def _run_files(items: list[tuple[Path, Path]], options: AnonymizeOptions, concurrency: int, resume: bool) -> Report:
+    """One retried task per file in this process, at most ``concurrency`` in flight."""
+    report = Report()
+    in_flight: dict[PrefectFuture, Path] = {}
+    for src, dst in items:
+        if len(in_flight) >= concurrency:
+            # A sliding window: the next file starts as soon as any one finishes.
+            future = next(as_completed(list(in_flight)))
+            _collect(future, in_flight.pop(future), report)
+        in_flight[anonymize_file_task.submit(src, dst, options, resume)] = src
+    wait(list(in_flight))
+    for future, src in in_flight.items():
+        _collect(future, src, report)
+    return report
+
+
+def _summary(index: int, items: list[tuple[Path, Path]], report: Report, **kw: Any) -> ShardSummary:
+    return ShardSummary(
+        index=index,
+        files=len(items),
+        bytes=sum(_size(s) for s, _ in items),
+        written=len(report.processed),
+        resumed=sum(r.resumed for r in report.processed),
+        skipped=len(report.skipped),
+        **kw,
+    )
+
+
+def _own_deployment() -> UUID | None:
+    """The deployment of this flow run itself (None when it was called directly, also as a
+    subflow of another deployment's run: ``runtime.deployment`` would name that one)."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(runtime.flow_run.id)).deployment_id
+
+
+def _claim(run_id: UUID, why: str) -> bool:
+    """Take a shard's flow run away from the pool if no worker has picked it up: propose
+    Pending as a worker does (the server lets exactly one party move a run to Pending), then
+    cancel it with ``why``. False when a worker got there first."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        if run.state is None or run.state.type != StateType.SCHEDULED:
+            return False
+        if client.set_flow_run_state(run_id, Pending(message=why)).status != SetStateStatus.ACCEPT:
+            return False
+        client.set_flow_run_state(run_id, Cancelled(message=why), force=True)
+        if run.parent_task_run_id is not None:  # the parent's link to it: not a failure
+            client.set_task_run_state(run.parent_task_run_id, Completed(message=why), force=True)
+        return True
+
+
+def _child_report(run: FlowRun) -> Report:
+    """A finished shard run's report, read from Prefect's result storage."""
+    result = run.state.result() if run.state is not None else None
+    if not isinstance(result, AnonymizeFolderResult):
+        raise PermanentError(
+            f"returned {type(result).__name__}, not AnonymizeFolderResult",
+            hint="do all gpu workers run the same code and share Prefect's result storage?",
+        )
+    return result.report
+
+
+def _wait_for_shard(run_id: UUID, orch: OrchestrationConfig) -> tuple[FlowRun, Report | None, str | None]:
+    """Wait (bounded) for a shard's flow run: the run, its report, or why there is none."""
+    try:
+        run = wait_for_run(run_id, orch)
+    except GpuStageTimeout as exc:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+        _settle_link(run, None)
+        return run, None, str(exc)
+    _settle_link(run, None)
+    if run.state is None or not run.state.is_completed():
+        name = run.state.name if run.state else "unknown"
+        return run, None, f"ended {name}: {run.state.message if run.state else ''}".rstrip(": ")
+    try:
+        return run, _child_report(run), None
+    except Exception as exc:  # noqa: BLE001 - an unreadable result fails this shard only
+        return run, None, f"result unreadable: {exc}"
+
+
+def _fan_out(
+    params: AnonymizeFolderParams,
+    options: AnonymizeOptions,
+    shards: list[list[tuple[Path, Path]]],
+    deployment_id: UUID,
+    report: Report,
+) -> list[ShardSummary]:
+    """Run shard 1 here and the others as flow runs of ``deployment_id``; merge every shard's
+    report into ``report`` (a failed shard's files become skipped entries naming it)."""
+    log = get_run_logger()
+    n = len(shards)
+    parent = runtime.flow_run.name or "this run"
+    with get_client(sync_client=True) as client:
+        job_variables = client.read_flow_run(UUID(runtime.flow_run.id)).job_variables or None
+    children: dict[int, FlowRun] = {}
+    local = [1]
+    for k, items in enumerate(shards[1:], start=2):
+        child = params.model_copy(
+            update={
+                "options": options,
+                "shards": 1,
+                "files": [
+                    s.relative_to(params.input_dir) if s.is_relative_to(params.input_dir) else s for s, _ in items
+                ],
+            }
+        )
+        try:
+            children[k] = run_deployment(
+                deployment_id,
+                parameters={"params": child.model_dump(mode="json")},
+                flow_run_name=f"{parent}-shard-{k}of{n}",
+                job_variables=job_variables,
+                timeout=0,
+            )
+        except Exception as exc:  # noqa: BLE001 - never lose a shard: run it here instead
+            log.warning("could not create a flow run for shard %d/%d (%s): it runs in this process", k, n, exc)
+            local.append(k)
+    names = ", ".join(f"{k} as '{run.name}'" for k, run in children.items()) or "none"
+    log.info("%d shards: shard 1 (%d files) runs here; flow runs of this deployment: %s", n, len(shards[0]), names)
+
+    summaries: dict[int, ShardSummary] = {}
+
+    def run_here(k: int, flow_run: str | None = None) -> None:
+        part = _run_files(shards[k - 1], options, params.concurrency, params.resume)
+        summaries[k] = _summary(k, shards[k - 1], part, flow_run=flow_run)
+        _merge(report, part)
+
+    for k in local:
+        run_here(k)
+    # Shards no worker has started yet (one gpu worker, or the pool's slots all held): run here.
+    for k in reversed(list(children)):
+        why = f"shard {k}/{n} ran in the parent flow run '{parent}': no worker had started it"
+        if _claim(children[k].id, why):
+            log.info("%s (%d files)", why, len(shards[k - 1]))
+            run_here(k, children.pop(k).name)
+
+    orch = OrchestrationConfig(
+        train_deployment=f"anonymize shards of flow run '{parent}'",
+        poll_seconds=SHARD_POLL_SECONDS,
+        stage_start_timeout_minutes=params.shard_start_timeout_minutes,
+        stage_timeout_hours=params.shard_timeout_hours,
+    )
+    for k, created in children.items():
+        items = shards[k - 1]
+        run, part, error = _wait_for_shard(created.id, orch)
+        state = run.state.name if run.state else "unknown"
+        if part is None:
+            log.error("shard %d/%d (flow run '%s', %d files): %s", k, n, run.name, len(items), error)
+            reason = f"shard {k}/{n} (flow run '{run.name}') {error}"
+            part = Report(skipped=[Skipped(input=src, reason=reason) for src, _ in items])
+            summaries[k] = _summary(k, items, Report(), flow_run=run.name, ran_here=False, state=state, error=error)
+        else:
+            summaries[k] = _summary(k, items, part, flow_run=run.name, ran_here=False, state=state)
+            log.info(
+                "shard %d/%d (flow run '%s'): %d written, %d skipped",
+                k,
+                n,
+                run.name,
+                len(part.processed),
+                len(part.skipped),
+            )
+        _merge(report, part)
+    return [summaries[k] for k in sorted(summaries)]
+
+
+def _merge(report: Report, part: Report) -> None:
+    report.processed.extend(part.processed)
+    report.skipped.extend(part.skipped)
+
+
+def _shards_markdown(shards: list[ShardSummary]) -> str:
+    lines = [
+        "",
+        "## Shards",
+        "",
+        "| shard | flow run | state | files | MB | written | already done | skipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in shards:
+        where = "this run" if s.ran_here else f"`{s.flow_run}`"
+        lines.append(
+            f"| {s.index}/{len(shards)} | {where} | {s.state} | {s.files} | {s.bytes / 1e6:.1f} "
+            f"| {s.written} | {s.resumed} | {s.skipped} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="anonymize_folder", log_prints=False, persist_result=True)
 def anonymize_folder(params: AnonymizeFolderParams) -> AnonymizeFolderResult:
     """Plan input -> output paths (refusing any that would overwrite an input), then run
     one task per file, at most ``concurrency`` at a time; a file that still fails after its
-    retries is reported as skipped."""
+    retries is reported as skipped. With ``shards`` > 1 in a deployment run, the files are
+    fanned out over the deployment's work pool (see the module's docstring).
+
+    Raises:
+        ShardsFailed: a shard's flow run failed, crashed, was cancelled or timed out (the
+            report and the other shards' outputs are written first).
+    """
     logger = get_run_logger()
+    if params.files is not None:
+        maybe_inject_failure("anonymize_shard")  # test switch: PYROBLUR_INJECT_FAILURE
     plan = plan_outputs(params.input_dir, params.output_dir)
-    # Resolved once here, so every task (and its audit record) uses the same champion.
+    if params.files is not None:
+        plan = restrict_plan(plan, params.input_dir, params.files)
+    # Resolved once here, so every task (and its audit record, and every shard) uses the same champion.
     needs_model = params.options.face_detector != "centerface" or 1 in params.options.class_ids
     weights = resolve_weights(params.options.weights) if needs_model else None
     options = params.options.model_copy(update={"weights": weights, "progress": False})
     logger.info("%d file(s) to anonymize with %s", len(plan.items), options.weights)
     report = Report(skipped=list(plan.skipped))
-    in_flight: dict[PrefectFuture, Path] = {}
-    for src, dst in plan.items:
-        if len(in_flight) >= params.concurrency:
-            # A sliding window: the next file starts as soon as any one finishes.
-            future = next(as_completed(list(in_flight)))
-            _collect(future, in_flight.pop(future), report)
-        in_flight[anonymize_file_task.submit(src, dst, options, params.resume)] = src
-    wait(list(in_flight))
-    for future, src in in_flight.items():
-        _collect(future, src, report)
+    shards = make_shards(plan.items, params.shards)
+    deployment_id = _own_deployment() if len(shards) > 1 else None
+    summaries: list[ShardSummary] = []
+    if deployment_id is not None:
+        summaries = _fan_out(params, options, shards, deployment_id, report)
+    else:
+        if len(shards) > 1:
+            logger.info(
+                "shards=%d: this run is not a deployment run (called directly, e.g. by the pyroblur CLI), "
+                "so all %d shards run in this process",
+                params.shards,
+                len(shards),
+            )
+        _merge(report, _run_files(plan.items, options, params.concurrency, params.resume))
     report.processed.sort(key=lambda r: str(r.input))
+    markdown = report.to_markdown(f"Anonymized {params.input_dir}")
     create_markdown_artifact(
         key="anonymize-report",
-        markdown=report.to_markdown(f"Anonymized {params.input_dir}"),
+        markdown=markdown + (_shards_markdown(summaries) if summaries else ""),
         description="Files written and skipped by anonymize_folder",
     )
     resumed = sum(r.resumed for r in report.processed)
     logger.info("%d written (%d already done), %d skipped", len(report.processed), resumed, len(report.skipped))
+    failed = [s for s in summaries if s.error]
+    if failed:
+        named = "; ".join(
+            f"shard {s.index}/{len(summaries)} (flow run '{s.flow_run}', {s.files} files): {s.error}" for s in failed
+        )
+        raise ShardsFailed(
+            f"{len(failed)} of {len(summaries)} shards failed: {named}. The other shards' "
+            f"{len(report.processed)} outputs are written",
+            subject=str(params.input_dir),
+            hint="fix the cause (see the shard's flow run) and run the same job again: finished files are skipped",
+        )
     return AnonymizeFolderResult(
-        written=len(report.processed), resumed=resumed, skipped=len(report.skipped), report=report
+        written=len(report.processed), resumed=resumed, skipped=len(report.skipped), report=report, shards=summaries
     )

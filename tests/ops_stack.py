@@ -68,6 +68,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     retired: list[subprocess.Popen] = field(default_factory=list)
+    #: Workers beyond one per pool (e.g. a second gpu worker), by worker name.
+    extra_workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     setup_output: str = ""
     started: dict[str, float] = field(default_factory=dict)
     code: Path = ROOT
@@ -118,6 +120,67 @@ class Stack:
             w["last_heartbeat_time"] and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= since
             for w in r.json()
         )
+
+    def start_extra_worker(self, pool: str, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Another worker for ``pool`` named ``name`` (e.g. a second gpu worker: one per GPU), as
+        ``make worker WORKER_NAME=name`` starts it, with its own ``--limit 1`` on the gpu pool.
+        Its entrypoint sets the pool's limit to its own: raise it with :meth:`set_pool_limit`
+        once :meth:`wait_for_worker` says it is up. Stopped by :meth:`stop_extra_worker` or at
+        the session's end."""
+        extra = {"WORK_POOL_CONCURRENCY": "2" if pool == "cpu" else "1"}
+        if pool == "gpu":
+            extra["WORK_POOL_TEMPLATE"] = str(self.base / "gpu-pool.json")
+        log = self.base / f"worker-{name}.log"
+        self.logs[f"worker {name}"] = log
+        with log.open("w") as fh:
+            proc = subprocess.Popen(
+                ["sh", str(self.code / "docker" / "worker-entrypoint.sh")],
+                env={
+                    **self.env,
+                    **extra,
+                    **(env or {}),
+                    "WORK_POOL": pool,
+                    "WORK_POOL_TYPE": "process",
+                    "WORKER_NAME": name,
+                },
+                cwd=self.code,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.extra_workers[name] = proc
+        return proc
+
+    def wait_for_worker(self, pool: str, name: str, since: float, timeout: float = 120) -> None:
+        """Until worker ``name`` of ``pool`` has sent a heartbeat at or after ``since`` (epoch s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.extra_workers.get(name)
+            if proc is not None and proc.poll() is not None:
+                pytest.fail(f"worker {name} exited early\n{self.worker_logs()}")
+            r = API.post(f"{self.api}/work_pools/{pool}/workers/filter", json={}, timeout=30)
+            if r.status_code != 404:
+                r.raise_for_status()
+                if any(
+                    w["name"] == name
+                    and w["last_heartbeat_time"]
+                    and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= since
+                    for w in r.json()
+                ):
+                    return
+            time.sleep(1)
+        pytest.fail(f"worker {name} of pool {pool} not up in {timeout} s\n{self.worker_logs()}")
+
+    def stop_extra_worker(self, name: str) -> None:
+        """Stop worker ``name`` (TERM, then KILL, its process group)."""
+        proc = self.extra_workers.pop(name)
+        _stop(proc)
+        self.retired.append(proc)
+
+    def set_pool_limit(self, pool: str, limit: int) -> None:
+        """The work pool's concurrency limit (what ``prefect work-pool set-concurrency-limit`` sets)."""
+        r = API.patch(f"{self.api}/work_pools/{pool}", json={"concurrency_limit": limit}, timeout=30)
+        r.raise_for_status()
 
     def kill_worker(self, pool: str) -> list[int]:
         """SIGKILL a worker and everything it started, as when its host dies: its process group
@@ -355,7 +418,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         stack.upcoming = _take_scheduled_runs(stack, "retrain-weekly")
         yield stack
     finally:
-        for proc in [*stack.workers.values(), *stack.retired, mongod]:
+        for proc in [*stack.workers.values(), *stack.extra_workers.values(), *stack.retired, mongod]:
             _stop(proc)
 
 
