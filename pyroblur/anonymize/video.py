@@ -1,17 +1,17 @@
-"""Video in, video out, through the ffmpeg binary that ``imageio-ffmpeg`` ships.
+"""Video in, video out, through PyAV (FFmpeg's libraries in process).
 
-Frames are decoded to raw BGR through a pipe, detected in batches, anonymized, and piped
-into a second ffmpeg that encodes H.264 at the source's frame rate and size and muxes the
-source's audio streams back in (copied when the container takes them, AAC otherwise).
-Container metadata (creation time, GPS location tags) is deliberately not copied.
-The output is written under a temporary name next to the final one and renamed only when
-the encoder has finished cleanly, so a crash never leaves a half-written file under the
-final name.
+Frames are decoded one packet at a time (memory stays bounded whatever the clip's length),
+converted to upright BGR (the display matrix of phone videos is applied), detected in batches,
+anonymized and encoded to H.264 (libx264, ``crf``) with **each frame's own source timestamp**,
+so a variable frame rate and a video that starts after its audio come out as they went in.
+Every audio stream is copied packet for packet (no re-encode) and interleaved with the video by
+time. Container metadata (creation time, GPS location tags) is deliberately not copied.
+The output is written under a temporary name next to the final one and renamed only when the
+muxer has finished cleanly, so a crash never leaves a half-written file under the final name.
+A decode that ends well short of the frames the container announces is reported
+(:class:`VideoOutcome`).
 
-Timing: a video stream that starts after its audio is delayed by the same amount in the
-output (``-itsoffset``); a variable-frame-rate input (frame times read with PyAV) is encoded
-without B-frames and then retimed frame by frame (:func:`retime`). A decode that ends well
-short of the frames the container announces is reported (:class:`VideoOutcome`).
+PyAV is imported when a video is first touched, so images work without it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ import contextlib
 import logging
 import os
 import queue
-import re
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -36,22 +34,26 @@ from pyroblur.anonymize.temporal import FilledFrame, TrackFiller
 from pyroblur.core.detections import Detections
 from pyroblur.core.io import temp_path
 
+if TYPE_CHECKING:
+    import av.container
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "DecodedFrame",
     "FrameRecord",
     "VideoOutcome",
     "VideoError",
     "VideoInfo",
     "anonymize_video",
+    "decode_frames",
     "ffmpeg_exe",
     "output_suffix",
     "probe_video",
     "frame_times",
     "is_variable_rate",
     "read_frames",
-    "retime",
     "temp_path",
 ]
 
@@ -75,15 +77,62 @@ VIDEO_SUFFIXES = frozenset(
 #: Containers that take H.264 as written; others are written as ``.mkv`` (see output_suffix).
 _H264_CONTAINERS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".flv", ".ts", ".mts", ".m2ts", ".3gp"})
 _MP4_FAMILY = frozenset({".mp4", ".m4v", ".mov", ".3gp"})
-_MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+#: AV_TIME_BASE: the unit of a container's start time and duration.
+_AV_TIME_BASE = 1_000_000
+#: Decode errors tolerated (corrupt packets skipped, as ffmpeg does) before giving up.
+_MAX_DECODE_ERRORS = 100
 
 
 class VideoError(RuntimeError):
-    """The video could not be read or written (message carries ffmpeg's own words)."""
+    """The video could not be read or written (the message names the file and FFmpeg's words)."""
+
+
+def _av() -> Any:
+    """The ``av`` module, or a :class:`VideoError` saying how to get it."""
+    try:
+        import av
+    except ImportError as exc:  # a declared dependency; missing only on a hand-made install
+        raise VideoError("video needs PyAV: pip install 'av>=14'") from exc
+    return av
+
+
+class _Converter:
+    """Pixel format conversion through FFmpeg's ``scale`` filter, as the ffmpeg CLI does it:
+    it honours the frames' chroma siting and colour tags, and rounds accurately (without
+    ``accurate_rnd`` every decode/encode round trip shifts the picture by about a level;
+    a plain ``VideoFrame.reformat`` misplaces 4:2:0 chroma by half a pixel each way).
+    Every frame comes out ``width`` x ``height`` (a stream that changes size mid-way is
+    scaled back to its first size)."""
+
+    def __init__(self, width: int, height: int, dst_format: str, time_base: Fraction) -> None:
+        self.size, self.dst_format, self.time_base = (width, height), dst_format, time_base
+        self.graph: Any = None
+        self.src: tuple[int, int, str] | None = None
+
+    def __call__(self, frame: Any) -> Any:
+        src = (frame.width, frame.height, frame.format.name)
+        if src != self.src:
+            av = _av()
+            graph = av.filter.Graph()
+            chain = [
+                graph.add_buffer(width=src[0], height=src[1], format=src[2], time_base=self.time_base),
+                graph.add("scale", f"w={self.size[0]}:h={self.size[1]}:flags=accurate_rnd"),
+                graph.add("format", self.dst_format),
+                graph.add("buffersink"),
+            ]
+            for a, b in zip(chain, chain[1:], strict=False):
+                a.link_to(b)
+            graph.configure()
+            self.graph, self.src = graph, src
+        self.graph.push(frame)
+        return self.graph.pull()
 
 
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``)."""
+    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``).
+
+    The anonymizer itself does not run it (PyAV does the work in process); tests and
+    benchmarks build their clips with it."""
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -98,11 +147,16 @@ def output_suffix(suffix: str) -> str:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the decoder reports about a file.
+    """What the container and the first decoded frame say about a file.
 
-    ``width``/``height`` are the displayed frame size in pixels (after rotation metadata),
-    ``fps`` frames per second, ``duration`` seconds (0 when unknown), ``audio_codecs`` the
-    codec names of the audio streams (empty when silent).
+    ``width``/``height`` are the displayed frame size in pixels (after rotation),
+    ``fps`` the average frame rate, ``duration`` seconds (the longest stream's; 0 when
+    unknown), ``audio_codecs`` the codec names of the audio streams (empty when silent),
+    ``video_offset`` seconds from the file's start to the video stream's first frame (audio
+    may start first), ``rotation`` the display rotation in degrees counter-clockwise (0, 90,
+    180 or 270; frames are decoded upright), ``time_base`` the video stream's timestamp unit,
+    ``frame_count`` the frames the container announces (0 when it does not say) and
+    ``video_duration`` the video stream's own duration in seconds (0 when unknown).
     """
 
     width: int
@@ -110,20 +164,34 @@ class VideoInfo:
     fps: float
     duration: float
     audio_codecs: tuple[str, ...] = ()
-    #: seconds from the file's start to the video stream's first frame (audio may start first)
     video_offset: float = 0.0
+    rotation: int = 0
+    time_base: Fraction = Fraction(1, 90_000)
+    frame_count: int = 0
+    video_duration: float = 0.0
 
     @property
     def has_audio(self) -> bool:
+        """True when the file has at least one audio stream."""
         return bool(self.audio_codecs)
 
     @property
     def frame_count_estimate(self) -> int | None:
-        """Frames the container announces: (duration - video offset) x rate. The duration is
-        the longest stream's, so a file whose audio runs on after the video overestimates."""
-        if self.duration <= 0 or self.fps <= 0:
-            return None
-        return round((self.duration - self.video_offset) * self.fps)
+        """Frames the file should decode to, ``None`` when it does not say.
+
+        The container's frame count when it announces one, capped by the video stream's
+        duration x rate (an MP4 cut with an edit list counts samples it never shows); else
+        (duration - video offset) x rate, where the duration is the longest stream's, so a
+        file whose audio runs on after the video overestimates."""
+        by_time = None
+        if self.fps > 0:
+            if self.video_duration > 0:
+                by_time = round(self.video_duration * self.fps)
+            elif self.duration > 0:
+                by_time = round((self.duration - self.video_offset) * self.fps)
+        if self.frame_count > 0:
+            return min(self.frame_count, by_time) if by_time else self.frame_count
+        return by_time
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -134,231 +202,305 @@ class VideoInfo:
         return Fraction(self.fps).limit_denominator(1001)
 
 
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_SIZE = re.compile(r"\b(\d{1,5})x(\d{1,5})\b")
-_FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)\b")
-_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
-_FILE_START = re.compile(r"Duration:.*?start:\s*(-?[\d.]+)")
-_STREAM_START = re.compile(r"\bstart (-?[\d.]+)")
+def _open(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading.
+
+    Raises:
+        VideoError: the file is missing or FFmpeg cannot read its header.
+    """
+    av = _av()
+    try:
+        return av.open(str(path), "r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"cannot open video {path}: {exc}") from exc
+
+
+def _video_stream(container: Any, path: Path) -> Any:
+    """The first video stream that is not a cover picture."""
+    _av()
+    from av.stream import Disposition
+
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    raise VideoError(f"no video stream in {path}")
+
+
+def _rotation(frame: Any, stream: Any, path: Path) -> int:
+    """Display rotation in degrees counter-clockwise, a multiple of 90: the frame's display
+    matrix (FFmpeg attaches the container's to every decoded frame), else a ``rotate`` tag."""
+    degrees = float(frame.rotation or 0)
+    if not degrees:
+        with contextlib.suppress(KeyError, ValueError):
+            degrees = -float(stream.metadata["rotate"])  # the tag is clockwise
+    quarter = round(degrees / 90)
+    if abs(degrees - 90 * quarter) > 1:
+        logger.warning("%s: rotation of %.1f degrees is not a multiple of 90; ignored", path, degrees)
+        return 0
+    return 90 * (quarter % 4)
 
 
 def probe_video(path: Path) -> VideoInfo:
-    """Read a file's stream header with ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe)."""
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-        check=False,  # ffmpeg -i without an output always exits 1
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
-    text = proc.stderr
-    video_line = next(
-        (ln for ln in text.splitlines() if "Stream #" in ln and "Video:" in ln and "attached pic" not in ln),
-        None,
-    )
-    if video_line is None:
-        raise VideoError(f"no video stream in {path}: {_tail(text)}")
-    after = video_line.split("Video:", 1)[1]
-    size = _SIZE.search(re.sub(r"\b0x[0-9a-fA-F]+", "", after))
-    fps = _FPS.search(after)
-    if not size or not fps:
-        raise VideoError(f"could not read size/frame rate of {path}: {video_line.strip()}")
-    width, height = int(size.group(1)), int(size.group(2))
-    rotation = _ROTATION.search(text)
-    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
-        width, height = height, width  # ffmpeg autorotates while decoding
-    d = _DURATION.search(text)
-    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else 0.0
-    audio = tuple(
-        ln.split("Audio:", 1)[1].split()[0].strip(",")
-        for ln in text.splitlines()
-        if "Stream #" in ln and "Audio:" in ln
-    )
-    # ffmpeg (>= 7) names each stream's start; the output's video must start as late as the
-    # input's relative to its audio, or the audio drifts out of sync by that much.
-    file_start = _FILE_START.search(text)
-    video_start = _STREAM_START.search(after)
-    offset = 0.0
-    if file_start and video_start:
-        offset = max(0.0, float(video_start.group(1)) - float(file_start.group(1)))
-    return VideoInfo(width, height, float(fps.group(1)), duration, audio, offset)
+    """Read ``path``'s header with PyAV and decode its first frame (for the rotation).
+
+    Raises:
+        VideoError: no video stream, an unreadable header, or not one decodable frame.
+    """
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        first = next((f for _, f in _decode_packets(container, stream, path)), None)
+        if first is None:
+            raise VideoError(f"cannot decode video {path}: no frame could be decoded")
+        rotation = _rotation(first, stream, path)
+        ctx = stream.codec_context
+        width, height = ctx.width, ctx.height
+        if rotation % 180:
+            width, height = height, width
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not width or not height or not rate:
+            raise VideoError(f"could not read the size or frame rate of {path}")
+        tb = stream.time_base or Fraction(1, 90_000)
+        start = (container.start_time or 0) / _AV_TIME_BASE
+        video_start = float(stream.start_time * tb) if stream.start_time is not None else start
+        return VideoInfo(
+            width=width,
+            height=height,
+            fps=float(rate),
+            duration=(container.duration or 0) / _AV_TIME_BASE,
+            audio_codecs=tuple(s.codec_context.name for s in container.streams.audio),
+            video_offset=max(0.0, video_start - start),
+            rotation=rotation,
+            time_base=Fraction(tb),
+            frame_count=stream.frames or 0,
+            video_duration=float(stream.duration * tb) if stream.duration else 0.0,
+        )
+    finally:
+        container.close()
 
 
-def _tail(text: str, n: int = 600) -> str:
-    text = text.strip()
-    return text[-n:] if text else "(no message)"
+def _decode_packets(container: Any, stream: Any, path: Path) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(packet, frame)`` for every frame of ``stream``, decoding packet by packet.
+
+    A read error after the first frame ends the stream (a truncated file: what decoded so
+    far is kept and the caller compares counts); a corrupt packet is skipped, as ffmpeg does.
+
+    Raises:
+        VideoError: a read error before any frame, or too many corrupt packets.
+    """
+    av = _av()
+    packets = container.demux(stream)
+    frames = errors = 0
+    packet = None
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            packet = None
+        except av.FFmpegError as exc:
+            if not frames:
+                raise VideoError(f"cannot decode video {path}: {exc}") from exc
+            logger.warning("%s: reading stopped after %d frames: %s", path, frames, exc)
+            packet = None
+        if packet is not None and not packet.size:
+            continue  # the demuxer's end-of-stream marker: the decoder is drained below
+        try:
+            decoded = stream.decode(packet)  # None drains the decoder
+        except av.FFmpegError as exc:
+            errors += 1
+            if errors > _MAX_DECODE_ERRORS:
+                raise VideoError(f"cannot decode video {path}: {errors} corrupt packets, last: {exc}") from exc
+            logger.debug("%s: skipped a corrupt packet: %s", path, exc)
+            decoded = []
+        for frame in decoded:
+            frames += 1
+            yield packet, frame
+        if packet is None:
+            return
+
+
+class DecodedFrame(NamedTuple):
+    """One decoded frame: ``image`` upright ``(H, W, 3)`` BGR uint8, ``pts`` its presentation
+    timestamp in units of :attr:`VideoInfo.time_base` (as in the source file)."""
+
+    image: np.ndarray
+    pts: int
+
+
+def decode_frames(path: Path, info: VideoInfo | None = None) -> Iterator[DecodedFrame]:
+    """Yield the frames of ``path``'s video stream in presentation order, each once, with its
+    source timestamp; one packet is decoded at a time, so memory does not grow with length.
+
+    Frames are turned upright (``info.rotation``). A frame without a timestamp, or one not
+    after its predecessor's, is placed one frame interval (or one tick) after it.
+
+    Raises:
+        VideoError: the file cannot be opened or not one frame decodes.
+    """
+    info = info or probe_video(path)
+    turns = (info.rotation // 90) % 4
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"  # frame and slice threads
+        step = max(1, round(1 / (info.fps * info.time_base))) if info.fps > 0 else 1
+        stored = (info.height, info.width) if turns % 2 else (info.width, info.height)
+        to_bgr = _Converter(*stored, "bgr24", info.time_base)
+        last: int | None = None
+        for _, frame in _decode_packets(container, stream, path):
+            pts = frame.pts
+            image = to_bgr(frame).to_ndarray()
+            if turns:
+                image = np.ascontiguousarray(np.rot90(image, turns))
+            if last is not None and (pts is None or pts <= last):
+                pts = last + (step if pts is None else 1)
+            elif pts is None:
+                pts = 0
+            last = pts
+            yield DecodedFrame(image, pts)
+    finally:
+        container.close()
 
 
 def read_frames(path: Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of ``path`` as ``(H, W, 3)`` BGR uint8 arrays, in order, each once.
+    """Yield the frames of ``path`` as upright ``(H, W, 3)`` BGR uint8 arrays, in order, each
+    once (:func:`decode_frames` without the timestamps).
 
     Raises:
-        VideoError: when ffmpeg fails before the end of the stream.
+        VideoError: the file cannot be opened or not one frame decodes.
     """
-    info = info or probe_video(path)
-    frame_bytes = info.width * info.height * 3
-    cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-i",
-        str(path),
-        "-map",
-        "0:v:0",
-        "-an",
-        "-sn",
-        "-dn",
-        # One output frame per decoded frame: no duplication or dropping to a constant rate.
-        "-fps_mode",
-        "passthrough",
-        # Accurate rounding in the YUV->BGR conversion: without it every decode/encode
-        # round trip darkens the picture by ~2 levels.
-        "-sws_flags",
-        "accurate_rnd",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "bgr24",
-        "-",
-    ]
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=frame_bytes)
-        assert proc.stdout is not None
-        try:
-            while True:
-                buf = proc.stdout.read(frame_bytes)
-                if len(buf) < frame_bytes:
-                    break
-                yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
-        finally:
-            proc.stdout.close()
-            if proc.poll() is None:
-                proc.terminate()
-            code = proc.wait()
-        if code not in (0, -15):
-            err.seek(0)
-            raise VideoError(f"ffmpeg could not decode {path}: {_tail(err.read().decode(errors='replace'))}")
+    for decoded in decode_frames(path, info):
+        yield decoded.image
 
 
-class _Encoder:
-    """An ffmpeg process that encodes raw BGR frames from stdin and muxes ``audio_from``'s
-    audio streams into ``dst``."""
+class _Writer:
+    """``dst`` opened for writing: an H.264 stream fed frame by frame and ``src``'s audio
+    streams copied packet by packet, interleaved by time.
 
-    def __init__(
-        self,
-        dst: Path,
-        info: VideoInfo,
-        audio_from: Path,
-        crf: int = 18,
-        *,
-        final_suffix: str | None = None,
-        no_reorder: bool = False,
-    ) -> None:
+    Timestamps keep the source's timeline, moved so that the file starts at 0 (as ffmpeg
+    does): video and audio keep their offsets to each other."""
+
+    def __init__(self, dst: Path, info: VideoInfo, src: Path, crf: int, *, final_suffix: str) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {crf}")
-        pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
-        final = (final_suffix or dst.suffix).lower()  # the container the audio must suit
-        if final in _MP4_FAMILY and not set(info.audio_codecs) <= _MP4_AUDIO:
-            audio = ["-c:a", "aac", "-b:a", "192k"]
-        else:
-            audio = ["-c:a", "copy"]
-        fps = info.fps_fraction
-        self.cmd = [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "bgr24",
-            "-s",
-            f"{info.width}x{info.height}",
-            "-framerate",
-            f"{fps.numerator}/{fps.denominator}",
-            *(["-itsoffset", f"{info.video_offset:.6f}"] if info.video_offset > 0 else []),
-            "-i",
-            "-",
-            "-i",
-            str(audio_from),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a?",
-            # Container metadata (phone videos carry GPS location tags) is not copied: an
-            # anonymized file should not say where it was shot.
-            "-map_metadata",
-            "-1",
-            "-sws_flags",
-            "accurate_rnd",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            str(crf),
-            "-pix_fmt",
-            pix_fmt,
-            # Without B-frames decode order is presentation order: packet k is frame k, so
-            # retime() can give each packet its source frame's timestamp.
-            *(["-bf", "0"] if no_reorder else []),
-            *audio,
-        ]
-        if dst.suffix.lower() in _MP4_FAMILY:
-            self.cmd += ["-movflags", "+faststart"]
-        self.cmd.append(str(dst))
-        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish/abort
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stderr=self._err)
-
-    def write(self, frame: np.ndarray) -> None:
-        assert self.proc.stdin is not None
+        av = _av()
+        self.av, self.dst, self.info = av, dst, info
+        self.pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
+        self.to_yuv = _Converter(info.width, info.height, self.pix_fmt, info.time_base)
+        self.audio_in = _open(src)
+        self.out: Any = None
         try:
-            self.proc.stdin.write(np.ascontiguousarray(frame).data)
-        except BrokenPipeError as exc:
-            self.proc.wait()
-            raise VideoError(f"ffmpeg encoder stopped: {self._stderr()}") from exc
+            start = Fraction(self.audio_in.start_time or 0, _AV_TIME_BASE)  # the file's origin
+            self.video_origin = int(start / info.time_base)
+            options = {"movflags": "+faststart"} if final_suffix.lower() in _MP4_FAMILY else {}
+            self.out = av.open(str(dst), "w", options=options)
+            self.video = self.out.add_stream("libx264", rate=info.fps_fraction)
+            self.video.width, self.video.height, self.video.pix_fmt = info.width, info.height, self.pix_fmt
+            self.video.codec_context.time_base = info.time_base
+            self.video.time_base = info.time_base
+            self.video.options = {"crf": str(crf), "preset": "veryfast"}
+            self.audio: dict[int, Any] = {}
+            self.audio_origin: dict[int, int] = {}
+            for stream in self.audio_in.streams.audio:
+                try:
+                    copy = self.out.add_stream_from_template(stream)
+                except ValueError as exc:
+                    raise VideoError(
+                        f"cannot copy the {stream.codec_context.name} audio of {src} into {final_suffix} "
+                        f"(write .mkv instead): {exc}"
+                    ) from exc
+                if stream.language:
+                    copy.metadata["language"] = stream.language
+                self.audio[stream.index] = copy
+                self.audio_origin[stream.index] = int(start / stream.time_base)
+            from av.stream import Discard
 
-    def _stderr(self) -> str:
-        self._err.seek(0)
-        return _tail(self._err.read().decode(errors="replace"))
+            for stream in self.audio_in.streams:
+                if stream.index not in self.audio:
+                    stream.discard = Discard.all  # the demuxer skips these packets
+            self.packets = self.audio_in.demux(*self.audio_in.streams.audio) if self.audio else iter(())
+            self.pending: Any = None
+        except BaseException:
+            self.abort()
+            raise
+
+    def _mux(self, packets: Any) -> None:
+        try:
+            self.out.mux(packets)
+        except self.av.FFmpegError as exc:
+            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+
+    def _copy_audio(self, until: float | None) -> None:
+        """Mux the source's audio packets up to ``until`` seconds (all when ``None``)."""
+        while True:
+            if self.pending is None:
+                try:
+                    self.pending = next(self.packets)
+                except StopIteration:
+                    return
+                except self.av.FFmpegError as exc:  # a truncated file: copy what was there
+                    logger.warning("%s: audio stops early: %s", self.dst.name, exc)
+                    self.packets = iter(())
+                    return
+            packet, index = self.pending, self.pending.stream.index
+            if packet.dts is None and packet.pts is None:
+                self.pending = None  # the demuxer's end-of-stream marker
+                continue
+            origin = self.audio_origin[index]
+            ts = packet.dts if packet.dts is not None else packet.pts
+            if until is not None and float((ts - origin) * packet.time_base) > until:
+                return
+            if packet.pts is not None:
+                packet.pts -= origin
+            if packet.dts is not None:
+                packet.dts -= origin
+            packet.stream = self.audio[index]
+            self.pending = None
+            self._mux(packet)
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Encode one BGR frame presented at ``pts`` (source time base)."""
+        frame = self.to_yuv(self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24"))
+        frame.pts = pts - self.video_origin
+        frame.time_base = self.info.time_base
+        self._copy_audio(float(frame.pts * self.info.time_base))
+        try:
+            packets = self.video.encode(frame)
+        except self.av.FFmpegError as exc:
+            raise VideoError(f"cannot encode video {self.dst}: {exc}") from exc
+        self._mux(packets)
 
     def finish(self) -> None:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.close()
-        code = self.proc.wait()
-        msg = self._stderr()
-        self._err.close()
-        if code != 0:
-            raise VideoError(f"ffmpeg encoder failed ({code}): {msg}")
+        """Flush the encoder, copy the rest of the audio, write the trailer and close."""
+        try:
+            self._mux(self.video.encode(None))
+            self._copy_audio(None)
+            self.out.close()
+        except self.av.FFmpegError as exc:
+            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+        finally:
+            self.out = None
+            self.abort()
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._err.close()
+        """Close both files without finishing the output (the caller removes it)."""
+        for container in (self.out, self.audio_in):
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.close()
+        self.out = None
 
 
 def frame_times(path: Path) -> list[float] | None:
     """Presentation times (seconds from the file's start) of the first video stream's
-    frames, in order, read from the container's packets (no decoding) with PyAV; ``None``
-    when PyAV is missing or the container does not say."""
-    try:
-        import av
-    except ImportError:
-        logger.info("PyAV not installed: variable frame rates are written at their average rate")
-        return None
+    frames, in order, read from the container's packets (no decoding); ``None`` when the
+    container does not say or cannot be read."""
+    av = _av()
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             tb = stream.time_base
-            start = (container.start_time or 0) / 1_000_000  # AV_TIME_BASE units
+            start = (container.start_time or 0) / _AV_TIME_BASE
             pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
     except (av.FFmpegError, IndexError, OSError) as exc:
         logger.info("could not read frame times of %s: %s", path, exc)
@@ -383,35 +525,6 @@ def is_variable_rate(times: list[float] | None, tolerance: float = 0.02) -> bool
     return median > 0 and bool((np.abs(steps - median) > tolerance * median + 1e-4).any())
 
 
-def retime(src: Path, dst: Path, times: list[float]) -> None:
-    """Copy ``src`` (our encoder's output, no B-frames) into ``dst`` with video packet k
-    presented at ``times[k]`` seconds; audio packets are copied unchanged. Frames beyond
-    ``times`` continue at its last interval."""
-    import av
-
-    tb = Fraction(1, 90_000)  # MPEG's clock: fine enough for any source's timestamps
-    step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1 / 25
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream_from_template(vin)
-        audio = {s.index: out.add_stream_from_template(s) for s in inp.streams.audio}
-        k = 0
-        for packet in inp.demux(vin, *inp.streams.audio):
-            if packet.dts is None and packet.pts is None:
-                continue  # demuxer flush packet
-            if packet.stream.index == vin.index:
-                t = times[k] if k < len(times) else times[-1] + (k - len(times) + 1) * step
-                nxt = times[k + 1] if k + 1 < len(times) else t + step
-                packet.pts = packet.dts = round(t / tb)
-                packet.duration = max(1, round((nxt - t) / tb))
-                packet.time_base = tb
-                packet.stream = vout
-                k += 1
-            else:
-                packet.stream = audio[packet.stream.index]
-            out.mux(packet)
-
-
 @dataclass
 class FrameRecord:
     """Boxes hidden in one frame: ``detections`` in pixels, ``remembered`` true for rows
@@ -427,9 +540,9 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class VideoOutcome:
-    """What :func:`anonymize_video` wrote: ``frames`` written and ``expected`` (from the
-    container's duration and rate; ``None`` when it does not say). ``complete`` is false
-    when clearly fewer frames could be decoded than the container announced."""
+    """What :func:`anonymize_video` wrote: ``frames`` written and ``expected`` (see
+    :attr:`VideoInfo.frame_count_estimate`; ``None`` when the file does not say).
+    ``complete`` is false when clearly fewer frames could be decoded than announced."""
 
     info: VideoInfo
     frames: int
@@ -437,16 +550,18 @@ class VideoOutcome:
 
     @property
     def complete(self) -> bool:
+        """False when more than 2 frames (or 2 %) fewer were written than expected."""
         if self.expected is None:
             return True
-        # Duration x rate is an estimate (rounding, a last frame's duration, an audio stream
-        # a little longer): a shortfall of more than 2 frames or 2 % is a truncated input.
+        # An estimate (rounding, a last frame's duration, an audio stream a little longer):
+        # a shortfall of more than 2 frames or 2 % is a truncated input.
         return self.frames >= self.expected - max(2, round(0.02 * self.expected))
 
 
-def _batches(frames: Iterator[np.ndarray], size: int, out: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: decode ahead so ffmpeg decoding overlaps inference and encoding."""
-    batch: list[np.ndarray] = []
+def _batches(frames: Iterator[DecodedFrame], size: int, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: decode ahead so decoding overlaps inference and encoding. At most
+    the queue's size in batches is held."""
+    batch: list[DecodedFrame] = []
     try:
         for frame in frames:
             if stop.is_set():
@@ -463,7 +578,7 @@ def _batches(frames: Iterator[np.ndarray], size: int, out: queue.Queue, stop: th
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
-            close()  # stops the decoder process when we end early
+            close()  # closes the input file when we end early
 
 
 def anonymize_video(
@@ -480,7 +595,8 @@ def anonymize_video(
     crf: int = 18,
     verify: Detector | None = None,
 ) -> VideoOutcome:
-    """Anonymize ``src`` into ``dst`` (written atomically).
+    """Anonymize ``src`` into ``dst`` (written atomically): every frame keeps its source
+    timestamp, every audio stream is copied.
 
     Args:
         src: input video.
@@ -501,29 +617,29 @@ def anonymize_video(
     Returns:
         A :class:`VideoOutcome`; a truncated input gives a shorter output with
         ``complete`` false (the caller decides what that means).
+
+    Raises:
+        VideoError: ``src`` cannot be decoded (not one frame) or ``dst`` cannot be written;
+            nothing is left at ``dst`` then.
+        ValueError: ``crf`` out of range or a detector returning the wrong number of results.
     """
     from tqdm.auto import tqdm
 
     info = probe_video(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dst)
-    # Variable frame rate: encode without B-frames into Matroska (takes any audio), then give
-    # every frame its source timestamp (retime). Constant rate: one encoder pass, as before.
-    times = frame_times(src)
-    vfr = is_variable_rate(times)
-    encoded = tmp.with_name(tmp.stem + ".vfr.mkv") if vfr else tmp
-    if vfr:
-        logger.info("%s: variable frame rate, timestamps kept", src)
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = threading.Thread(
         target=_batches,
-        args=(read_frames(src, info), max(1, batch_size), q, stop),
+        args=(decode_frames(src, info), max(1, batch_size), q, stop),
         daemon=True,
     )
-    encoder: _Encoder | None = None
-    held: dict[int, np.ndarray] = {}  # frames waiting for the filler's look-ahead
+    writer: _Writer | None = None
+    held: dict[int, DecodedFrame] = {}  # frames waiting for the filler's look-ahead
     n_in = n_out = 0
+    first_pts: int | None = None
+    last_pts = 0
     bar = tqdm(
         total=info.frame_count_estimate,
         unit="frame",
@@ -533,36 +649,39 @@ def anonymize_video(
     )
 
     def emit(ready: list[FilledFrame]) -> None:
-        nonlocal n_out
+        nonlocal n_out, first_pts, last_pts
         if not ready:
             return
-        assert encoder is not None
-        out_frames = [hide(held.pop(f.index), f.detections) for f in ready]
+        assert writer is not None
+        sources = [held.pop(f.index) for f in ready]
+        out_frames = [hide(s.image, f.detections) for s, f in zip(sources, ready, strict=True)]
         residual = verify(out_frames) if verify is not None else [None] * len(out_frames)
-        for f, frame, res in zip(ready, out_frames, residual, strict=True):
-            encoder.write(frame)
+        for f, s, frame, res in zip(ready, sources, out_frames, residual, strict=True):
+            writer.write(frame, s.pts)
+            first_pts = s.pts if first_pts is None else first_pts
+            last_pts = s.pts
             if on_frame is not None:
                 on_frame(FrameRecord(f.index, f.detections, f.filled, res, f.track_id))
             n_out += 1
             bar.update(1)
 
     try:
-        encoder = _Encoder(encoded, info, src, crf=crf, final_suffix=dst.suffix, no_reorder=vfr)
+        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix)
         reader.start()
         while (batch := q.get()) is not None:
             if isinstance(batch, BaseException):
                 raise batch
-            dets = detector(batch)
+            dets = detector([d.image for d in batch])
             if len(dets) != len(batch):
                 raise ValueError(f"detector returned {len(dets)} results for {len(batch)} frames")
             ready: list[FilledFrame] = []
-            for frame, d in zip(batch, dets, strict=True):
+            for decoded, d in zip(batch, dets, strict=True):
                 if drop_frame is not None and n_in == drop_frame:
                     logger.warning("Test switch: dropping the detections of frame %d", n_in)
                     d = Detections.empty()
-                held[n_in] = frame
+                held[n_in] = decoded
                 if filler is not None:
-                    ready += filler.push(d, frame.shape[:2])
+                    ready += filler.push(d, decoded.image.shape[:2])
                 else:
                     ready.append(FilledFrame(n_in, d, np.zeros(len(d), bool), np.full(len(d), -1), len(d)))
                 n_in += 1
@@ -570,30 +689,27 @@ def anonymize_video(
         if filler is not None:
             emit(filler.flush())
         if n_out == 0:
-            raise VideoError(f"no frames decoded from {src}")
-        encoder.finish()
-        encoder = None
-        if vfr:
-            assert times is not None
-            retime(encoded, tmp, times)
+            raise VideoError(f"cannot decode video {src}: no frames decoded")
+        writer.finish()
+        writer = None
         os.replace(tmp, dst)
     finally:
         stop.set()
         bar.close()
-        if encoder is not None:
-            encoder.abort()
+        if writer is not None:
+            writer.abort()
         # Unblock and end the reader if we stopped early.
         while reader.is_alive():
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.1)
         tmp.unlink(missing_ok=True)
-        encoded.unlink(missing_ok=True)
     expected = info.frame_count_estimate
-    if vfr and times and len(times) > 1 and info.duration > 0:
-        # The header's rate of a VFR file is a nominal one (Matroska says 25 for a 17 fps
-        # clip): count frames at the clip's mean interval instead.
-        mean_step = (times[-1] - times[0]) / (len(times) - 1)
-        expected = round((info.duration - info.video_offset) / mean_step) if mean_step > 0 else expected
+    if not info.frame_count and n_out > 1 and info.duration > 0 and first_pts is not None:
+        # No frame count in the header (Matroska): the header's rate of a variable-rate file
+        # is a nominal one (25 for a 17 fps clip), so count at the decoded frames' mean interval.
+        mean_step = float((last_pts - first_pts) * info.time_base) / (n_out - 1)
+        if mean_step > 0:
+            expected = round((info.duration - info.video_offset) / mean_step)
     outcome = VideoOutcome(info, n_out, expected)
     if not outcome.complete:
         logger.warning("%s: only %d of %d expected frames could be decoded", src, n_out, outcome.expected)
