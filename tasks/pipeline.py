@@ -141,11 +141,13 @@ def benchmark(
 @task(**_opts("promote"))
 def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportManifest, imgsz: int) -> PromotionManifest:
     """Champion/challenger: register the model; it becomes champion only if every gate passes
-    (pyroblur.registry.promotion). A champion measured on other test data is re-benchmarked on
+    (pyroblur.registry.promotion), and a champion is exported to ONNX at ``imgsz`` (recorded in
+    its registry entry with its sha256). A champion measured on other test data is re-benchmarked on
     this run's test split first, so both numbers come from the same images."""
     from pyroblur.evaluation.benchmark import benchmark as run_benchmark
     from pyroblur.evaluation.report import flat_metrics
     from pyroblur.registry import promotion
+    from pyroblur.registry.store import load_registry
 
     maybe_inject_failure("promote")
     registry, champion_metrics = get_paths().registry, None
@@ -157,9 +159,19 @@ def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportMani
     decision = promotion.decide(
         registry, report, flat_metrics(report), dataset.digest, dataset.evidence,
         cfg.primary_metric, cfg.min_improvement, cfg.recall_floors, champion_metrics,
+        onnx_imgsz=imgsz,  # a champion is also exported to ONNX: anonymization on a CPU runs it without torch
     )  # fmt: skip
     manifest = promotion.to_manifest(decision, registry, report.test_digest)
-    get_run_logger().info("promotion: %s", decision.reason)
+    log = get_run_logger()
+    log.info("promotion: %s", decision.reason)
+    if decision.promoted:
+        entry = load_registry(registry).get(decision.candidate_id)
+        if entry is not None and entry.onnx is not None:
+            log.info("champion ONNX export: %s (sha256 %s)", entry.onnx.path, entry.onnx.sha256[:16])
+        else:
+            log.warning(
+                "champion %s has no ONNX export (see the warnings): anonymization uses the .pt", decision.candidate_id
+            )
     create_markdown_artifact(
         key="pyroblur-promotion", markdown=promotion.to_markdown(manifest), description="Promotion decision"
     )

@@ -84,6 +84,11 @@ def anonymize_path(
     report = Report(skipped=list(plan.skipped))
     if plan.items and detector is None:
         detector = build_detector(options)
+        used = getattr(detector, "weights", None)
+        if options.weights is None and isinstance(used, Path):
+            # the champion's file actually loaded (its ONNX export or its .pt) goes into the
+            # audit records, by path and sha256, instead of no model at all
+            options = options.model_copy(update={"weights": used})
     for src, dst in plan.items:
         try:
             report.processed.append(anonymize_file(src, dst, options, detector, resume=resume))  # type: ignore[arg-type]

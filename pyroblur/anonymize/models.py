@@ -15,8 +15,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_detector", "resolve_weights"]
 
 
-def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> Path:
+def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
     """The weights to use: ``weights`` when given, else the registry's champion.
+
+    With no ``weights`` and a ``device`` that runs on the CPU (``cpu``, or ``auto`` on a host
+    without a GPU, decided without importing torch), the champion's ONNX export is returned
+    when the registry records one and the file still has its recorded sha256: onnxruntime runs
+    it without torch, which makes the first image seconds sooner. Otherwise (no export
+    recorded, e.g. a champion promoted before exports; the file missing or changed; a GPU
+    device; ``device=None``) the champion's ``.pt``, and the log says why when an export was
+    expected. A changed ONNX is never used.
 
     The registry's own errors (a corrupt file, a champion without passed promotion gates)
     pass through unchanged: they name the registry and say what to do.
@@ -35,9 +43,11 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> 
         from pyroblur.core.settings import get_paths
 
         registry_path = get_paths().registry
-    from pyroblur.registry.store import champion_weights
+    from pyroblur.anonymize.onnx_detector import cpu_without_torch
+    from pyroblur.registry.store import champion_files
 
-    champion = champion_weights(registry_path)
+    on_cpu = device is not None and cpu_without_torch(device)
+    champion = champion_files(registry_path, check_onnx=on_cpu)
     if champion is None:
         raise NoModelError(
             f"No --model given and no champion model in the registry {registry_path}. "
@@ -46,20 +56,28 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None) -> 
             "or pass --model path/to/weights.pt (or .onnx).",
             subject=str(registry_path),
         )
-    if not Path(champion).is_file():
+    if champion.onnx is not None:
+        logger.info("champion %s: its ONNX export %s (sha256 verified)", champion.entry.id, champion.onnx)
+        return champion.onnx
+    if on_cpu and champion.entry.onnx is not None:
+        logger.warning("%s; using the champion's .pt %s instead", champion.onnx_problem, champion.weights)
+    elif on_cpu:
+        logger.info("%s; using the champion's .pt %s", champion.onnx_problem, champion.weights)
+    if not champion.weights.is_file():
         raise NoModelError(
-            f"The champion in {registry_path} points to {champion}, which does not exist; "
+            f"The champion in {registry_path} points to {champion.weights}, which does not exist; "
             "pass --model or promote another model.",
             subject=str(registry_path),
         )
-    return Path(champion)
+    return champion.weights
 
 
 def build_detector(options: AnonymizeOptions) -> Detector:
     """The detector ``options`` ask for.
 
-    ``face_detector="yolo"``: our YOLO model (``options.weights`` or the champion; an
-    exported ``.onnx`` runs on onnxruntime without torch), with tiled passes when
+    ``face_detector="yolo"``: our YOLO model (``options.weights`` or the champion, whose
+    verified ONNX export is preferred on a CPU; an ``.onnx`` runs on onnxruntime without
+    torch), with tiled passes when
     ``options.tiles``; ``"centerface"``: CenterFace for faces and our
     model for plates (when plates are asked for); ``"union"``: both for faces, ours for plates.
 
@@ -69,7 +87,7 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     need_yolo = options.face_detector != "centerface" or 1 in options.class_ids
     detectors: list[Detector] = []
     if need_yolo:
-        weights = resolve_weights(options.weights)
+        weights = resolve_weights(options.weights, device=options.device)
         classes = options.class_ids
         if options.face_detector == "centerface":
             classes = tuple(c for c in classes if c != 0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,7 +27,27 @@ from pyroblur.core.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxDetector"]
+__all__ = ["OnnxDetector", "cpu_without_torch"]
+
+
+def cpu_without_torch(device: str | None) -> bool:
+    """True when ``device`` certainly means the CPU, decided without importing torch.
+
+    ``cpu`` (or ``-1``) always; ``auto`` (or empty) on a Linux host with no GPU driver
+    (neither NVIDIA's ``/proc/driver/nvidia`` and ``/dev/nvidia*`` nor ROCm's ``/dev/kfd``),
+    or where ``CUDA_VISIBLE_DEVICES`` hides every GPU. False wherever torch must be asked
+    (a GPU driver present, macOS with its MPS, other systems), and for any other device.
+    """
+    spec = (device or "auto").strip().lower()
+    if spec in ("cpu", "-1"):
+        return True
+    if spec != "auto" or not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return True
+    dev = Path("/dev")
+    driver = Path("/proc/driver/nvidia").exists() or (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
+    return not driver
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -68,7 +90,8 @@ class OnnxDetector(TiledDetector):
         self.weights = Path(weights)
         if not self.weights.is_file():
             raise FileNotFoundError(f"model weights not found: {self.weights}")
-        self.device = resolve_device(device)
+        # auto on a host without a GPU driver is the CPU: no torch import to find that out
+        self.device = "cpu" if cpu_without_torch(device) else resolve_device(device)
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -15,6 +15,10 @@ candidate becomes champion only when every gate passes:
 
 A value that could not be measured fails its gate. Every gate, with its value, bar and verdict,
 goes into the log, the report artifact and the registry entry (with the test-set digest).
+
+A promoted model is also exported to ONNX (:mod:`pyroblur.registry.export`) when the caller
+gives its training size, so that anonymization on a CPU runs without torch; a failed export
+is a warning, never a failed promotion.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from pyroblur import CLASSES
 from pyroblur.manifests import BenchmarkManifest, Evidence, Gate, PromotionManifest
+from pyroblur.registry.export import export_champion_onnx
 from pyroblur.registry.store import Candidate, Decision, ModelEntry, load_registry, promote_if_better
 
 logger = logging.getLogger(__name__)
@@ -124,8 +129,12 @@ def decide(
     min_improvement: float,
     recall_floors: Mapping[str, float],
     champion_metrics: Mapping[str, float] | None = None,
+    onnx_imgsz: int | None = None,
 ) -> Decision:
     """Measure the gates and register the candidate; it is champion only if all pass.
+
+    A champion (new, or the same weights offered again by a retry) is then exported to ONNX at
+    ``onnx_imgsz`` and the export recorded in its entry, unless ``onnx_imgsz`` is ``None``.
 
     Args:
         registry: the registry JSON file.
@@ -137,6 +146,7 @@ def decide(
         recall_floors: class -> minimum coverage at the operating point.
         champion_metrics: the champion re-measured on this test split, when its stored
             metrics come from other data.
+        onnx_imgsz: the candidate's training input size, to export it at when promoted.
     """
     gates = [*evidence_gates(report, evidence), *recall_floor_gates(report, recall_floors)]
     decision = promote_if_better(
@@ -153,6 +163,8 @@ def decide(
         champion_metrics=champion_metrics,
         gates=gates,
     )
+    if decision.promoted and onnx_imgsz:
+        export_champion_onnx(registry, decision.candidate_id, onnx_imgsz)
     return decision
 
 

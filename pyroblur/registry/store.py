@@ -10,6 +10,11 @@ Weights are copied into ``<registry dir>/models/<id>/`` so that cleaning ``runs/
 breaks the champion; paths inside the registry are stored relative to the registry's
 directory so that the data volume can be mounted elsewhere.
 
+The champion's ONNX export (``models/<id>/<stem>.onnx``, made by
+:mod:`pyroblur.registry.export` when a model is promoted) is recorded in its entry with its
+sha256 and the sha256 of the gated ``.pt`` it was exported from; :func:`champion_files` hands
+it out only when the file still has that sha256 (anonymization on a CPU runs it without torch).
+
 Optional MLflow mirror: when ``MLFLOW_TRACKING_URI`` is set, each registered candidate is also
 logged as an MLflow run (params, metrics, weights as an artifact) and registered as a version of
 an MLflow model; the champion gets the ``champion`` alias. MLflow is imported lazily and any
@@ -58,6 +63,30 @@ class UngatedChampionError(RegistryError):
     """The champion's entry has no record of passed promotion gates: it is not used by default."""
 
 
+class OnnxExport(BaseModel):
+    """A registered model exported to ONNX (what anonymization on a CPU runs without torch).
+
+    Attributes:
+        path: the ``.onnx`` file, relative to the registry's directory when inside it.
+        sha256: sha256 of that file; a file that no longer has it is never used.
+        source_sha256: sha256 of the gated ``.pt`` it was exported from (its first 16 hex
+            digits are the entry's id).
+        imgsz: the input size it was exported at (the model's training size; the export has
+            dynamic axes, so ``--imgsz`` still applies).
+        exporter: the tools that made it, e.g. ``ultralytics 8.4.190, torch 2.15.0``.
+        exported_at: export time (UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    sha256: str
+    source_sha256: str
+    imgsz: int
+    exporter: str = ""
+    exported_at: datetime
+
+
 class ModelEntry(BaseModel):
     """One registered model.
 
@@ -75,6 +104,8 @@ class ModelEntry(BaseModel):
             before gates existed (such a champion is refused by :func:`champion_weights`).
         test_digest: digest of the test split (images and labels) the gates were measured on.
         report: path of the benchmark report the metrics come from.
+        onnx: its ONNX export, when one was made (``None`` for entries promoted before
+            exports existed, or when the export failed: the ``.pt`` is then used).
     """
 
     # NaN metrics (e.g. AP of a class without ground truth) round-trip as JSON NaN constants
@@ -92,6 +123,7 @@ class ModelEntry(BaseModel):
     gates: list[Gate] | None = None
     test_digest: str = ""
     report: str = ""
+    onnx: OnnxExport | None = None
 
     def gates_passed(self) -> bool:
         """True when the entry records gates and every one of them passed."""
@@ -214,17 +246,27 @@ def _resolve(registry_path: Path, weights: str) -> Path:
     return p if p.is_absolute() else registry_path.parent / p
 
 
-def champion_weights(registry_path: Path) -> Path | None:
-    """Absolute path of the champion's weights, or ``None`` when there is no champion.
+@dataclass(frozen=True)
+class ChampionFiles:
+    """The gated champion's files, as :func:`champion_files` found them.
 
-    Fails closed: a champion whose entry does not record passed promotion gates (written before
-    gates existed, or edited by hand) is refused rather than used to anonymize.
-
-    Raises:
-        CorruptRegistryError: the registry file exists but does not parse.
-        UngatedChampionError: the champion lacks a passed gate record (the message says which).
+    Attributes:
+        entry: the champion's registry entry (its gates passed).
+        weights: absolute path of its ``.pt`` weights (may be missing: callers check).
+        onnx: absolute path of its ONNX export when one is recorded and the file has the
+            recorded sha256; ``None`` otherwise.
+        onnx_problem: why ``onnx`` is ``None`` (no export recorded, file missing, sha256
+            mismatch), one sentence naming the file; empty when ``onnx`` is set.
     """
-    registry_path = Path(registry_path)
+
+    entry: ModelEntry
+    weights: Path
+    onnx: Path | None
+    onnx_problem: str
+
+
+def _gated_champion(registry_path: Path) -> ModelEntry | None:
+    """The champion's entry, refused (raises) when it lacks a passed gate record."""
     champion = load_registry(registry_path).champion()
     if champion is None:
         return None
@@ -236,10 +278,117 @@ def champion_weights(registry_path: Path) -> Path | None:
             subject=str(registry_path),
             hint="promote a model through the gated pipeline (`pyroblur run`), or pass --model explicitly",
         )
+    return champion
+
+
+def verified_onnx(registry_path: Path, entry: ModelEntry) -> tuple[Path | None, str]:
+    """``entry``'s ONNX export and ``""`` when its file exists with the recorded sha256 and the
+    record says it came from this entry's weights; else ``None`` and why not (one sentence)."""
+    record = entry.onnx
+    if record is None:
+        return None, f"model {entry.id} has no ONNX export recorded (promoted before exports, or the export failed)"
+    path = _resolve(Path(registry_path), record.path)
+    if not record.source_sha256.startswith(entry.id):
+        return None, (
+            f"the ONNX record of model {entry.id} names source weights {record.source_sha256[:16]}, "
+            "not this model: not used"
+        )
+    if not path.is_file():
+        return None, f"the ONNX export {path} of model {entry.id} is missing"
+    actual = sha256_file(path)
+    if actual != record.sha256:
+        return None, (
+            f"the ONNX export {path} of model {entry.id} has sha256 {actual[:16]}..., the registry "
+            f"recorded {record.sha256[:16]}...: changed since export, not used"
+        )
+    return path, ""
+
+
+def champion_files(registry_path: Path, *, check_onnx: bool = True) -> ChampionFiles | None:
+    """The gated champion's ``.pt`` and, when ``check_onnx``, its verified ONNX export.
+
+    Fails closed like :func:`champion_weights`. The ONNX is hashed and compared with the
+    sha256 recorded at export; a missing, changed or foreign file is reported in
+    ``onnx_problem`` and never handed out.
+
+    Raises:
+        CorruptRegistryError: the registry file exists but does not parse.
+        UngatedChampionError: the champion lacks a passed gate record.
+    """
+    registry_path = Path(registry_path)
+    champion = _gated_champion(registry_path)
+    if champion is None:
+        return None
+    onnx, problem = verified_onnx(registry_path, champion) if check_onnx else (None, "not checked")
+    return ChampionFiles(
+        entry=champion, weights=_resolve(registry_path, champion.weights), onnx=onnx, onnx_problem=problem
+    )
+
+
+def champion_weights(registry_path: Path) -> Path | None:
+    """Absolute path of the champion's weights, or ``None`` when there is no champion.
+
+    Fails closed: a champion whose entry does not record passed promotion gates (written before
+    gates existed, or edited by hand) is refused rather than used to anonymize.
+
+    Raises:
+        CorruptRegistryError: the registry file exists but does not parse.
+        UngatedChampionError: the champion lacks a passed gate record (the message says which).
+    """
+    registry_path = Path(registry_path)
+    champion = _gated_champion(registry_path)
+    if champion is None:
+        return None
     path = _resolve(registry_path, champion.weights)
     if not path.exists():
         logger.warning("champion %s weights %s are missing", champion.id, path)
     return path
+
+
+def record_onnx(
+    registry_path: Path,
+    model_id: str,
+    exported: Path,
+    *,
+    source_sha256: str,
+    imgsz: int,
+    exporter: str = "",
+) -> OnnxExport:
+    """Move ``exported`` to ``models/<id>/<stem>.onnx`` and record it in the entry ``model_id``.
+
+    The file is hashed first; the move and the registry update happen together under the
+    registry lock, so two exports of the same model never leave a record that names the
+    other's file.
+
+    Raises:
+        KeyError: no entry ``model_id`` in the registry.
+        ValueError: ``source_sha256`` is not the sha256 of that entry's weights.
+        CorruptRegistryError: the registry file exists but does not parse.
+    """
+    registry_path = Path(registry_path)
+    if not source_sha256.startswith(model_id):
+        raise ValueError(f"source sha256 {source_sha256[:16]} is not that of model {model_id}")
+    digest = sha256_file(exported)
+    with _locked(registry_path):
+        reg = _read(registry_path)
+        entry = reg.get(model_id)
+        if entry is None:
+            raise KeyError(f"model {model_id} is not in the registry {registry_path}")
+        dest = registry_path.parent / "models" / model_id / f"{Path(entry.weights).stem}.onnx"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(exported, dest)
+        record = OnnxExport(
+            path=dest.relative_to(registry_path.parent).as_posix(),
+            sha256=digest,
+            source_sha256=source_sha256,
+            imgsz=imgsz,
+            exporter=exporter,
+            exported_at=datetime.now(UTC),
+        )
+        entry.onnx = record
+        write_atomic(registry_path, reg.model_dump_json(indent=2) + "\n")
+    logger.info("registry %s: model %s exported to ONNX %s (sha256 %s)", registry_path, model_id, dest, digest[:16])
+    return record
 
 
 def _store_weights(registry_path: Path, weights: Path, model_id: str) -> str:
