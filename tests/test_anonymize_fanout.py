@@ -11,7 +11,8 @@ Against the ops stack (a Prefect server, the deployments of prefect.yaml, worker
 - a shard whose flow run fails fails the parent naming it, the other shard's outputs kept; the
   same job again (after an output and its audit record are deleted) redoes only what is missing.
 
-``PYROBLUR_FANOUT_TIMING=40`` also times a folder of 40 images with shards=1 and shards=2.
+``PYROBLUR_FANOUT_TIMING=40`` also times a folder of 40 images with shards=1 and shards=2
+(``PYROBLUR_FANOUT_IMGSZ=640``: at 640 px instead of 128) into test-artifacts/.
 """
 
 from __future__ import annotations
@@ -213,12 +214,14 @@ def test_failed_shard_names_itself_and_a_rerun_redoes_only_what_is_missing(two_g
 def test_timing_shards_1_vs_2(two_gpu_workers: Stack, job) -> None:
     stack = two_gpu_workers
     count = int(os.environ["PYROBLUR_FANOUT_TIMING"])
-    src = job["base"] / f"timing-{count}"
+    imgsz = int(os.environ.get("PYROBLUR_FANOUT_IMGSZ", "128"))  # 640: inference dominates
+    src = job["base"] / f"timing-{count}-{imgsz}"
     src.mkdir()
     _images(src, count, seed=7)
     figures: dict[str, float] = {}
     for shards in (1, 2, 1, 2):
         params = _params({**job, "in": src}, job["base"] / f"timing-out-{shards}-{len(figures)}", shards=shards)
+        params["params"]["options"]["imgsz"] = imgsz
         run_id = _start(stack, params)
         run = stack.wait(run_id, timeout=600)
         assert run["state"]["type"] == "COMPLETED", run["state"]
@@ -228,7 +231,9 @@ def test_timing_shards_1_vs_2(two_gpu_workers: Stack, job) -> None:
         wall = (datetime.fromisoformat(run["end_time"]) - datetime.fromisoformat(created)).total_seconds()
         figures[f"run{len(figures) + 1} shards={shards}"] = round(wall, 1)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "anonymize-fanout-timing.json").write_text(json.dumps({"images": count, **figures}, indent=2))
+    (ARTIFACTS / "anonymize-fanout-timing.json").write_text(
+        json.dumps({"images": count, "imgsz": imgsz, **figures}, indent=2)
+    )
     print(figures)
 
 
