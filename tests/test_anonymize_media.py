@@ -1,5 +1,5 @@
-"""Video edge cases through the bundled ffmpeg: a truncated input reported (exit 3 with
-frames written vs expected), variable frame rate timestamps kept, rotation metadata
+"""Video edge cases through PyAV (test clips built with the bundled ffmpeg): a truncated
+input reported (exit 3 with frames written vs expected), variable frame rate timestamps kept, rotation metadata
 honoured, audio kept in sync when the video stream starts after the audio, the encoder
 quality option."""
 
@@ -190,8 +190,8 @@ def test_constant_rate_is_not_mistaken_for_variable(tmp_path) -> None:
 
 @pytest.mark.parametrize("vfr", [False, True])
 def test_every_audio_stream_is_kept(tmp_path, vfr) -> None:
-    """Two audio tracks (e.g. two languages) both reach the output, on the constant-rate
-    path and on the variable-rate (retimed) path."""
+    """Two audio tracks (e.g. two languages) both reach the output, from a constant-rate
+    and from a variable-rate input."""
     src = tmp_path / "two.mkv"
     video = ["-vf", "setpts='if(lt(N,25),N*0.04,1+(N-25)*0.08)/TB'", "-fps_mode", "vfr"] if vfr else []
     _ffmpeg(

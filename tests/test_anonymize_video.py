@@ -1,4 +1,4 @@
-"""Video anonymization end to end through the bundled ffmpeg: boxes hidden, the rest kept,
+"""Video anonymization end to end through PyAV (clips built with the bundled ffmpeg): boxes hidden, the rest kept,
 frame count, frame rate and audio preserved, temporal memory covering a missed frame,
 atomic output. An oracle detector returns the ground-truth boxes; a separate smoke test
 runs a real (randomly initialised) YOLO11n."""

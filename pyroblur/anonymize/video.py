@@ -97,15 +97,20 @@ def _av() -> Any:
 
 
 class _Converter:
-    """Pixel format conversion through FFmpeg's ``scale`` filter, as the ffmpeg CLI does it:
-    it honours the frames' chroma siting and colour tags, and rounds accurately (without
-    ``accurate_rnd`` every decode/encode round trip shifts the picture by about a level;
-    a plain ``VideoFrame.reformat`` misplaces 4:2:0 chroma by half a pixel each way).
-    Every frame comes out ``width`` x ``height`` (a stream that changes size mid-way is
-    scaled back to its first size)."""
+    """Pixel format conversion (and rotation) through FFmpeg's filters, as the ffmpeg CLI
+    does it: ``scale`` honours the frames' chroma siting and colour tags and rounds
+    accurately (without ``accurate_rnd`` every decode/encode round trip shifts the picture by
+    about a level; a plain ``VideoFrame.reformat`` misplaces 4:2:0 chroma by half a pixel each
+    way), and a display rotation is applied before it, as ffmpeg's autorotation does. Every
+    frame comes out ``width`` x ``height`` (a stream that changes size mid-way is scaled back
+    to its first size)."""
 
-    def __init__(self, width: int, height: int, dst_format: str, time_base: Fraction) -> None:
+    #: Filters that turn a frame upright, by display rotation (degrees counter-clockwise).
+    _UPRIGHT = {90: ["transpose=cclock"], 180: ["hflip", "vflip"], 270: ["transpose=clock"]}
+
+    def __init__(self, width: int, height: int, dst_format: str, time_base: Fraction, rotation: int = 0) -> None:
         self.size, self.dst_format, self.time_base = (width, height), dst_format, time_base
+        self.rotation = rotation
         self.graph: Any = None
         self.src: tuple[int, int, str] | None = None
 
@@ -114,8 +119,11 @@ class _Converter:
         if src != self.src:
             av = _av()
             graph = av.filter.Graph()
-            chain = [
-                graph.add_buffer(width=src[0], height=src[1], format=src[2], time_base=self.time_base),
+            chain = [graph.add_buffer(width=src[0], height=src[1], format=src[2], time_base=self.time_base)]
+            for spec in self._UPRIGHT.get(self.rotation, []):
+                name, _, args = spec.partition("=")
+                chain.append(graph.add(name, args or None))
+            chain += [
                 graph.add("scale", f"w={self.size[0]}:h={self.size[1]}:flags=accurate_rnd"),
                 graph.add("format", self.dst_format),
                 graph.add("buffersink"),
@@ -268,7 +276,7 @@ def probe_video(path: Path) -> VideoInfo:
             height=height,
             fps=float(rate),
             duration=(container.duration or 0) / _AV_TIME_BASE,
-            audio_codecs=tuple(s.codec_context.name for s in container.streams.audio),
+            audio_codecs=tuple(s.codec_context.codec.canonical_name for s in container.streams.audio),
             video_offset=max(0.0, video_start - start),
             rotation=rotation,
             time_base=Fraction(tb),
@@ -338,20 +346,16 @@ def decode_frames(path: Path, info: VideoInfo | None = None) -> Iterator[Decoded
         VideoError: the file cannot be opened or not one frame decodes.
     """
     info = info or probe_video(path)
-    turns = (info.rotation // 90) % 4
     container = _open(path)
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"  # frame and slice threads
         step = max(1, round(1 / (info.fps * info.time_base))) if info.fps > 0 else 1
-        stored = (info.height, info.width) if turns % 2 else (info.width, info.height)
-        to_bgr = _Converter(*stored, "bgr24", info.time_base)
+        to_bgr = _Converter(info.width, info.height, "bgr24", info.time_base, info.rotation)
         last: int | None = None
         for _, frame in _decode_packets(container, stream, path):
             pts = frame.pts
             image = to_bgr(frame).to_ndarray()
-            if turns:
-                image = np.ascontiguousarray(np.rot90(image, turns))
             if last is not None and (pts is None or pts <= last):
                 pts = last + (step if pts is None else 1)
             elif pts is None:
@@ -406,7 +410,7 @@ class _Writer:
                     copy = self.out.add_stream_from_template(stream)
                 except ValueError as exc:
                     raise VideoError(
-                        f"cannot copy the {stream.codec_context.name} audio of {src} into {final_suffix} "
+                        f"cannot copy the {stream.codec_context.codec.canonical_name} audio of {src} into {final_suffix} "
                         f"(write .mkv instead): {exc}"
                     ) from exc
                 if stream.language:
@@ -706,7 +710,9 @@ def anonymize_video(
     expected = info.frame_count_estimate
     if not info.frame_count and n_out > 1 and info.duration > 0 and first_pts is not None:
         # No frame count in the header (Matroska): the header's rate of a variable-rate file
-        # is a nominal one (25 for a 17 fps clip), so count at the decoded frames' mean interval.
+        # is a nominal one (25 for a 17 fps clip), so count at the decoded frames' mean
+        # interval. (A file cut mid-data loses the reordered neighbours of its last frames,
+        # which lengthens that interval a little: a shortfall is then slightly understated.)
         mean_step = float((last_pts - first_pts) * info.time_base) / (n_out - 1)
         if mean_step > 0:
             expected = round((info.duration - info.video_offset) / mean_step)
