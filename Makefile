@@ -58,6 +58,10 @@ app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151;
 PREFECT_PORT    ?= 4200
 POOL            ?= cpu
 CPU_CONCURRENCY ?= 2
+# gpu workers: the GPU this worker's runs use (one worker per GPU), and how many GPUs the
+# gpu pool's workers hold together (its concurrency limit; default: this host's count)
+GPU  ?= 0
+GPUS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$${n:-0}" -gt 0 ] && echo $$n || echo 1)
 RETRAIN_CONFIG   ?= configs/pyroblur.yaml
 RETRAIN_SCHEDULE ?= auto
 server worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
@@ -66,7 +70,7 @@ server: install ## Prefect server + UI on http://127.0.0.1:$PREFECT_PORT (4200),
 	PREFECT_API_URL= PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
 		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GPU job template, limit 1)
+worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GPU job template, GPU=<index> it runs on, limit 1 each, pool limit GPUS)
 	@case "$(POOL)" in cpu|gpu) ;; *) echo "POOL must be cpu or gpu, got '$(POOL)'" >&2; exit 2;; esac
 	@mkdir -p $(PREFECT_HOME)
 	@# the template's data root is the containers' one; a local worker uses this checkout's
@@ -78,6 +82,7 @@ worker: install ## Worker for POOL=cpu|gpu (creates the pool if missing; gpu: GP
 		WORK_POOL=$(POOL) WORK_POOL_TYPE=process WORKER_NAME="$${WORKER_NAME:-$(POOL)-$$(hostname)}" \
 		WORK_POOL_TEMPLATE="$(if $(filter gpu,$(POOL)),$(PREFECT_HOME)/gpu-process-pool.json)" \
 		WORK_POOL_CONCURRENCY=$(if $(filter gpu,$(POOL)),1,$(CPU_CONCURRENCY)) \
+		$(if $(filter gpu,$(POOL)),CUDA_VISIBLE_DEVICES=$(GPU) WORK_POOL_LIMIT=$(GPUS)) \
 		sh docker/worker-entrypoint.sh
 
 deploy: install ## Deploy prefect.yaml; retrain-weekly gets RETRAIN_CONFIG, its schedule RETRAIN_SCHEDULE=auto|active|paused

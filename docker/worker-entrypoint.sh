@@ -28,8 +28,10 @@ if ! prefect work-pool inspect "$WORK_POOL" >/dev/null 2>&1; then
         prefect work-pool create "$WORK_POOL" --type "$WORK_POOL_TYPE" || true
     fi
 fi
-# one flow run per GPU: the pool-wide limit survives worker restarts and extra workers
-prefect work-pool set-concurrency-limit "$WORK_POOL" "$WORK_POOL_CONCURRENCY"
+# The pool-wide limit (WORK_POOL_LIMIT: for the gpu pool, the number of GPUs its workers
+# hold together) survives worker restarts; each worker takes at most WORK_POOL_CONCURRENCY
+# runs (gpu: 1, its own GPU, from its CUDA_VISIBLE_DEVICES, which its runs inherit).
+prefect work-pool set-concurrency-limit "$WORK_POOL" "${WORK_POOL_LIMIT:-$WORK_POOL_CONCURRENCY}"
 
 exec prefect worker start --pool "$WORK_POOL" --type "$WORK_POOL_TYPE" \
     --limit "$WORK_POOL_CONCURRENCY" --name "${WORKER_NAME:-$WORK_POOL-$(hostname)}"

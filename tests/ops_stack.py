@@ -375,6 +375,8 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        # Flow runs inherit their worker's GPU pin (the template sets none): none here.
+        "CUDA_VISIBLE_DEVICES": "",
     }
     # What the workers' entrypoint must set itself (heartbeats, library logs to the API): the
     # tests check its defaults, not ours.
@@ -387,7 +389,6 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     # The GPU template's data root is the containers'; point it at this session's (as `make worker`).
     template = json.loads((ROOT / "deployments" / "gpu-process-pool.json").read_text())
     template["variables"]["properties"]["env"]["default"]["PYROBLUR_DATA_DIR"] = env["PYROBLUR_DATA_DIR"]
-    template["variables"]["properties"]["env"]["default"]["CUDA_VISIBLE_DEVICES"] = ""
     (base / "gpu-pool.json").write_text(json.dumps(template))
     stack = Stack(api=prefect_server, logs={}, base=base, env=env, code=code)
     try:

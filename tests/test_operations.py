@@ -57,6 +57,14 @@ def test_make_targets_exist():
         text=True,
     )
     assert "gpu-process-pool.json" in out.stdout and "WORK_POOL_CONCURRENCY=1" in out.stdout
+    # one worker per GPU: GPU picks the device its runs inherit, GPUS the pool-wide limit
+    second = subprocess.run(
+        ["make", "-n", "-o", ".venv/.pyroblur-installed", "worker", "POOL=gpu", "GPU=1", "GPUS=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "CUDA_VISIBLE_DEVICES=1 WORK_POOL_LIMIT=2" in second.stdout, second.stdout
     bad = subprocess.run(
         ["make", "worker", "POOL=tpu", "-o", ".venv/.pyroblur-installed"], cwd=ROOT, capture_output=True, text=True
     )
