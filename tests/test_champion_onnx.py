@@ -190,6 +190,9 @@ def test_cli_default_champion_on_cpu_runs_the_onnx_without_torch(champion, tmp_p
     pt, onnx = _files(champion["registry"])
     model = json.loads(out.with_name(out.name + ".audit.json").read_text())["model"]
     assert model["weights"] == str(onnx) and model["sha256"] == champion["entry"].onnx.sha256
+    # the record still proves which gated champion the export belongs to
+    assert model["registry"]["champion_id"] == champion["entry"].id and model["registry"]["file"] == "onnx export"
+    assert model["registry"]["gates_passed"] is True and model["registry"]["gates"]
 
     ours_xyxy, ours_conf = _sidecar_boxes(out)
     assert len(ours_xyxy) > 0
@@ -211,6 +214,7 @@ def test_cli_changed_onnx_is_not_used_the_pt_is(champion, tmp_path) -> None:
     assert "torch" in imported and "ultralytics" in imported  # it ran the .pt
     model = json.loads(out.with_name(out.name + ".audit.json").read_text())["model"]
     assert model["weights"] == str(pt) and model["registry"]["gates_passed"] is True
+    assert model["registry"]["file"] == "weights"
 
     pt_boxes = _sidecar_boxes(out)
     onnx_xyxy, onnx_conf = _candidates(champion["registry"].parent / champion["entry"].onnx.path, champion["image"])

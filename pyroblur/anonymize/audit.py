@@ -81,10 +81,13 @@ def _model_record(weights_str: str, version: tuple[int, int] | None, face_detect
     if champion is not None:
         path = Path(champion.weights)
         path = path if path.is_absolute() else registry.parent / path
-        if path.is_file() and record["sha256"] == sha256_file(path):
+        # The champion's .pt, or its ONNX export (recorded with its sha256 at promotion).
+        onnx = champion.onnx.sha256 if champion.onnx is not None else None
+        if record["sha256"] is not None and record["sha256"] in {onnx, sha256_file(path) if path.is_file() else None}:
             record["registry"] = {
                 "path": str(registry),
                 "champion_id": champion.id,
+                "file": "onnx export" if record["sha256"] == onnx else "weights",
                 "gates": [g.model_dump(mode="json") for g in champion.gates or []],
                 "gates_passed": champion.gates_passed(),
             }
