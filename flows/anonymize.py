@@ -389,7 +389,7 @@ def anonymize_folder(params: AnonymizeFolderParams) -> AnonymizeFolderResult:
         plan = restrict_plan(plan, params.input_dir, params.files)
     # Resolved once here, so every task (and its audit record, and every shard) uses the same champion.
     needs_model = params.options.face_detector != "centerface" or 1 in params.options.class_ids
-    weights = resolve_weights(params.options.weights) if needs_model else None
+    weights = resolve_weights(params.options.weights, device=params.options.device) if needs_model else None
     options = params.options.model_copy(update={"weights": weights, "progress": False})
     logger.info("%d file(s) to anonymize with %s", len(plan.items), options.weights)
     report = Report(skipped=list(plan.skipped))
