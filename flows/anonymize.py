@@ -39,7 +39,7 @@ from pyroblur.config import OrchestrationConfig
 from pyroblur.core.errors import PermanentError
 from tasks._common import maybe_inject_failure
 from tasks.anonymize import anonymize_file_task
-from tasks.remote import GpuStageTimeout, _settle_link, wait_for_run
+from tasks.remote import GpuStageTimeout, settle_link, wait_for_run
 
 #: How often the parent polls a shard's flow run.
 SHARD_POLL_SECONDS = 2.0
@@ -244,16 +244,18 @@ def _child_report(run: FlowRun) -> Report:
     return result.report
 
 
-def _wait_for_shard(run_id: UUID, orch: OrchestrationConfig) -> tuple[FlowRun, Report | None, str | None]:
+def _wait_for_shard(
+    run_id: UUID, orch: OrchestrationConfig, label: str, subject: str
+) -> tuple[FlowRun, Report | None, str | None]:
     """Wait (bounded) for a shard's flow run: the run, its report, or why there is none."""
     try:
-        run = wait_for_run(run_id, orch)
+        run = wait_for_run(run_id, orch, label=label, subject=subject)
     except GpuStageTimeout as exc:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(run_id)
-        _settle_link(run, None)
+        settle_link(run, None)
         return run, None, str(exc)
-    _settle_link(run, None)
+    settle_link(run, None)
     if run.state is None or not run.state.is_completed():
         name = run.state.name if run.state else "unknown"
         return run, None, f"ended {name}: {run.state.message if run.state else ''}".rstrip(": ")
@@ -320,14 +322,15 @@ def _fan_out(
             run_here(k, children.pop(k).name)
 
     orch = OrchestrationConfig(
-        train_deployment=f"anonymize shards of flow run '{parent}'",
         poll_seconds=SHARD_POLL_SECONDS,
         stage_start_timeout_minutes=params.shard_start_timeout_minutes,
         stage_timeout_hours=params.shard_timeout_hours,
     )
     for k, created in children.items():
         items = shards[k - 1]
-        run, part, error = _wait_for_shard(created.id, orch)
+        run, part, error = _wait_for_shard(
+            created.id, orch, f"shard {k}/{n}", f"anonymize shards of flow run '{parent}'"
+        )
         state = run.state.name if run.state else "unknown"
         if part is None:
             log.error("shard %d/%d (flow run '%s', %d files): %s", k, n, run.name, len(items), error)

@@ -69,7 +69,7 @@ def gpu_stage_parameters(config: PipelineConfig, dataset: ExportManifest) -> dic
     }
 
 
-def _settle_link(run: FlowRun, result: GpuStageResult | None) -> None:
+def settle_link(run: FlowRun, result: GpuStageResult | None) -> None:
     """Give the parent's placeholder task run of the remote flow run a final state.
 
     ``run_deployment`` links the child to the parent through a task run it leaves Pending; the
@@ -101,13 +101,17 @@ def _give_up(flow_run_id: UUID, why: str) -> FlowRun:
         return client.read_flow_run(flow_run_id)
 
 
-def wait_for_run(flow_run_id: UUID, orch: OrchestrationConfig) -> FlowRun:
-    """Poll a flow run until it is final, with two bounds.
+def wait_for_run(
+    flow_run_id: UUID, orch: OrchestrationConfig, *, label: str = "GPU stage", subject: str | None = None
+) -> FlowRun:
+    """Poll a flow run until it is final, with two bounds. ``label`` names the run in errors
+    (``"GPU stage"``, ``"shard 2/3"``), ``subject`` the deployment (default: the GPU stage's).
 
     Raises:
         GpuStageTimeout: not Running within ``stage_start_timeout_minutes`` (no gpu worker, pool
             full) or not final within ``stage_timeout_hours``; the child is cancelled first.
     """
+    subject = subject or orch.train_deployment
     start = time.monotonic()
     start_limit = orch.stage_start_timeout_minutes * 60
     total_limit = orch.stage_timeout_hours * 3600
@@ -124,16 +128,16 @@ def wait_for_run(flow_run_id: UUID, orch: OrchestrationConfig) -> FlowRun:
                 why = f"no gpu worker started it within {orch.stage_start_timeout_minutes:g} min"
                 _give_up(flow_run_id, why)
                 raise GpuStageTimeout(
-                    f"GPU stage flow run '{run.name}': {why}",
-                    subject=orch.train_deployment,
+                    f"{label} flow run '{run.name}': {why}",
+                    subject=subject,
                     hint="is a gpu worker running (make worker POOL=gpu) and is the pool's slot free?",
                 )
             if waited > total_limit:
                 why = f"not finished within {orch.stage_timeout_hours:g} h"
                 _give_up(flow_run_id, why)
                 raise GpuStageTimeout(
-                    f"GPU stage flow run '{run.name}': {why}",
-                    subject=orch.train_deployment,
+                    f"{label} flow run '{run.name}': {why}",
+                    subject=subject,
                     hint="raise orchestration.stage_timeout_hours for longer trainings",
                 )
             time.sleep(orch.poll_seconds)
@@ -162,12 +166,12 @@ def run_gpu_stage(states: dict[str, str], config: PipelineConfig, dataset: Expor
     except GpuStageTimeout:
         states["train"] = "TimedOut"
         with get_client(sync_client=True) as client:
-            _settle_link(client.read_flow_run(created.id), None)
+            settle_link(client.read_flow_run(created.id), None)
         raise
     state = run.state
     if state is None or not state.is_completed():
         name = state.name if state else "unknown"
-        _settle_link(run, None)
+        settle_link(run, None)
         states["train"] = name
         raise GpuStageError(
             f"GPU stage flow run '{run.name}' ended {name}: {state.message if state else ''}",
@@ -182,6 +186,6 @@ def run_gpu_stage(states: dict[str, str], config: PipelineConfig, dataset: Expor
             hint="are both pools on the same code version and result storage?",
         )
     states.update(result.states)
-    _settle_link(run, result)
+    settle_link(run, result)
     log.info("GPU stage flow run '%s' finished: %s", run.name, result.states)
     return result
