@@ -154,6 +154,38 @@ class TiledDetector:
     def _predict(self, images: list[np.ndarray]) -> list[Detections]:
         raise NotImplementedError
 
+    def _configure(
+        self,
+        weights: str | Path,
+        *,
+        conf: Mapping[int, float] | None,
+        classes: Sequence[int] | None,
+        iou: float,
+        tiles: bool,
+        tile_min_ratio: float,
+        tile_batch: int,
+    ) -> None:
+        """The settings every model runner shares (see :class:`UltralyticsDetector`'s Args).
+
+        Raises:
+            FileNotFoundError: ``weights`` is not a file.
+        """
+        self.weights = Path(weights)
+        if not self.weights.is_file():
+            raise FileNotFoundError(f"model weights not found: {self.weights}")
+        self.conf = {i: 0.25 for i in range(len(CLASSES))} | dict(conf or {})
+        self.classes = tuple(range(len(CLASSES)) if classes is None else classes)
+        self.iou = iou
+        self.tiles = tiles
+        self.tile_min_ratio = tile_min_ratio
+        self.tile_batch = max(1, tile_batch)
+
+    def _map_classes(self, names: Mapping[int, str] | Sequence[str]) -> None:
+        """Model class index -> ours (:meth:`UltralyticsDetector._class_map`), and the model
+        classes to ask for: those that map to a class we anonymize."""
+        self._to_ours = UltralyticsDetector._class_map(names)
+        self._model_classes = sorted(m for m, ours in self._to_ours.items() if ours in self.classes)
+
     def _tiles_of(self, frame: np.ndarray) -> list[tuple[int, int]]:
         h, w = frame.shape[:2]
         if not self.tiles or max(h, w) < self.tile_min_ratio * self.imgsz:
@@ -247,27 +279,25 @@ class UltralyticsDetector(TiledDetector):
     ) -> None:
         from ultralytics import YOLO
 
-        self.weights = Path(weights)
-        if not self.weights.is_file():
-            raise FileNotFoundError(f"model weights not found: {self.weights}")
+        self._configure(
+            weights,
+            conf=conf,
+            classes=classes,
+            iou=iou,
+            tiles=tiles,
+            tile_min_ratio=tile_min_ratio,
+            tile_batch=tile_batch,
+        )
         self.device = resolve_device(device)
         is_cuda = self.device.startswith("cuda") or self.device.isdigit()
         self.half = bool(is_cuda if half is None else half and is_cuda)
-        self.conf = {i: 0.25 for i in range(len(CLASSES))} | dict(conf or {})
-        self.classes = tuple(range(len(CLASSES)) if classes is None else classes)
-        self.iou = iou
-        self.tiles = tiles
-        self.tile_min_ratio = tile_min_ratio
-        self.tile_batch = max(1, tile_batch)
         task = "detect" if self.weights.suffix.lower() == ".onnx" else None
         self.model = YOLO(str(self.weights), task=task)
         # Objects look as large as in training only at the training size: a model trained at
         # 192 px and run at 640 px sees every face 3x too large and misses most of them.
         self.imgsz = imgsz or trained_imgsz(self.model)
         self._precision = self._precision_args(self.half)
-        self._to_ours = self._class_map(getattr(self.model, "names", None) or {})
-        # Ask the model only for its classes that map to ones we anonymize.
-        self._model_classes = sorted(m for m, ours in self._to_ours.items() if ours in self.classes)
+        self._map_classes(getattr(self.model, "names", None) or {})
         logger.info(
             "Loaded %s on %s (imgsz=%d, tiles=%s, half=%s, classes=%s, conf=%s)",
             self.weights,

@@ -20,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pyroblur import CLASSES
-from pyroblur.anonymize.detector import TiledDetector, UltralyticsDetector, filter_detections
+from pyroblur.anonymize.detector import TiledDetector, filter_detections
 from pyroblur.core.detections import Detections
 from pyroblur.core.devices import resolve_device
 
@@ -87,9 +86,15 @@ class OnnxDetector(TiledDetector):
     ) -> None:
         import onnxruntime as ort
 
-        self.weights = Path(weights)
-        if not self.weights.is_file():
-            raise FileNotFoundError(f"model weights not found: {self.weights}")
+        self._configure(
+            weights,
+            conf=conf,
+            classes=classes,
+            iou=iou,
+            tiles=tiles,
+            tile_min_ratio=tile_min_ratio,
+            tile_batch=tile_batch,
+        )
         # auto on a host without a GPU driver is the CPU: no torch import to find that out
         self.device = "cpu" if cpu_without_torch(device) else resolve_device(device)
         providers = ["CPUExecutionProvider"]
@@ -107,15 +112,8 @@ class OnnxDetector(TiledDetector):
         if static and imgsz and imgsz != self.imgsz:
             logger.warning("%s has a fixed input of %d px; --imgsz %d ignored", self.weights, self.imgsz, imgsz)
         self.batch_fixed = int(shape[0]) if isinstance(shape[0], int) else None
-        self.conf = {i: 0.25 for i in range(len(CLASSES))} | dict(conf or {})
-        self.classes = tuple(range(len(CLASSES)) if classes is None else classes)
-        self.iou = iou
         self.max_det = max_det
-        self.tiles = tiles
-        self.tile_min_ratio = tile_min_ratio
-        self.tile_batch = max(1, tile_batch)
-        self._to_ours = UltralyticsDetector._class_map(names)
-        self._model_classes = sorted(m for m, ours in self._to_ours.items() if ours in self.classes)
+        self._map_classes(names)
         self._input = self.session.get_inputs()[0].name
         logger.info("Loaded %s with onnxruntime %s (imgsz=%d)", self.weights, providers[0], self.imgsz)
 
