@@ -354,7 +354,7 @@ def test_ultralytics_never_installs_or_goes_online():
 
 
 @pytest.mark.slow
-def test_sigterm_during_anonymize_leaves_no_partial_file_and_no_ffmpeg(tmp_path, weights):
+def test_sigterm_during_anonymize_leaves_no_partial_file_and_no_child(tmp_path, weights):
     import signal
     import time
 
@@ -394,8 +394,9 @@ def test_sigterm_during_anonymize_leaves_no_partial_file_and_no_ffmpeg(tmp_path,
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no temporary output appeared in 180 s"
             time.sleep(0.2)
+        # Video is decoded and encoded in process (PyAV): whatever children there are (none
+        # expected) must be gone after the signal.
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("ffmpeg" in " ".join(c.cmdline()) for c in children)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
