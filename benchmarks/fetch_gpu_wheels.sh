@@ -8,6 +8,8 @@
 #   bash benchmarks/fetch_gpu_wheels.sh --core     # core only (no orchestrated run (a))
 #   bash benchmarks/fetch_gpu_wheels.sh --polars   # also the real polars (+54 MB; else a shim is used)
 #   bash benchmarks/fetch_gpu_wheels.sh --ffmpeg   # imageio-ffmpeg with its ffmpeg binary (+68 MB)
+#   bash benchmarks/fetch_gpu_wheels.sh --av       # also PyAV (video I/O, 36 MB) into .whl-av/: carry it
+#                                                  # in a second `run` call (64 MiB per call)
 #   WHEEL_DIR=/some/dir PYTHON=python3 bash benchmarks/fetch_gpu_wheels.sh
 #
 # The pins are the versions this project's .venv runs (pyproject.toml), minus what the GPU image
@@ -25,11 +27,13 @@ PY="${PYTHON:-python3}"
 WITH_PREFECT=1
 WITH_FFMPEG=0
 WITH_POLARS=0
+WITH_AV=0
 for arg in "$@"; do
     case "$arg" in
         --core) WITH_PREFECT=0 ;;
         --ffmpeg) WITH_FFMPEG=1 ;;
         --polars) WITH_POLARS=1 ;;
+        --av) WITH_AV=1 ;;
         -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
@@ -138,3 +142,12 @@ if missing:
 EOF
 
 echo "wheels in $DEST: $(ls "$DEST"/*.whl | wc -l) files, $(du -sh "$DEST" | cut -f1)"
+
+# PyAV: pyroblur's video path (decode, encode, audio copy). Its wheel alone is 36 MB, so it has
+# a folder of its own, carried in a call of its own; gpu_suite.sh installs from both.
+if ((WITH_AV)); then
+    AV_DEST="${AV_WHEEL_DIR:-$ROOT/.whl-av}"
+    rm -rf "$AV_DEST" && mkdir -p "$AV_DEST"
+    DEST="$AV_DEST" download av==18.1.0
+    echo "PyAV in $AV_DEST: $(du -sh "$AV_DEST" | cut -f1)"
+fi

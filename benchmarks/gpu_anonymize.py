@@ -17,7 +17,7 @@ with OpenCV (``mp4v``), then anonymized three ways:
 ``overlapped``: decode and encode in their own threads, blur in a thread pool (OpenCV releases
     the GIL), letterbox on the GPU, inference + NMS on the main thread: frames/s of the whole.
 ``pyroblur``: the product's own path, :func:`pyroblur.anonymize.anonymize_path` on the clip
-    (ffmpeg decode/encode, tracking, audit), when ``imageio_ffmpeg`` and its ffmpeg are present.
+    (PyAV decode/encode, tracking, audit), when PyAV is installed.
 
 The model: ``--weights`` (a trained ``.pt``, e.g. the one ``train_throughput.py --keep-weights``
 wrote), else ``--model`` (``yolo11l.yaml``) built with random weights: the same compute, fewer
@@ -324,13 +324,11 @@ def overlapped(
 
 
 def product_path(clip: Path, out: Path, weights: Path, device: str, batch: int, imgsz: int) -> dict[str, Any]:
-    """``pyroblur.anonymize.anonymize_path`` on the clip (ffmpeg pipes), whole-call frames/s."""
+    """``pyroblur.anonymize.anonymize_path`` on the clip (PyAV in process), whole-call frames/s."""
     try:
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:  # noqa: BLE001 - no ffmpeg: say so, do not fail
-        return {"skipped": f"no ffmpeg for pyroblur's video path: {type(exc).__name__}: {exc}"}
+        import av  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - no PyAV: say so, do not fail
+        return {"skipped": f"no PyAV for pyroblur's video path (fetch_gpu_wheels.sh --av): {type(exc).__name__}: {exc}"}
     try:
         from pyroblur.anonymize import AnonymizeOptions, anonymize_path
 

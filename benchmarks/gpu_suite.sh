@@ -78,7 +78,7 @@ echo "PyroBlur GPU suite: mode=$MODE python=$PY out=$OUT_DIR started $(date -u +
 if want install; then
     start=$SECONDS
     shopt -s nullglob
-    wheels=("$ROOT"/.whl/*.whl)
+    wheels=("$ROOT"/.whl/*.whl "$ROOT"/.whl-av/*.whl)  # .whl-av/: PyAV, carried in a call of its own
     if ((${#wheels[@]})); then
         # what the host, or an earlier run's $SITE (a warm machine), already has is skipped
         mapfile -t missing < <(PYTHONPATH="$SITE:$PYTHONPATH" "$PY" - "${wheels[@]}" <<'EOF'
