@@ -585,6 +585,45 @@ def _batches(frames: Iterator[DecodedFrame], size: int, out: queue.Queue, stop: 
             close()  # closes the input file when we end early
 
 
+class _EncodeThread:
+    """Encodes in a thread of its own, so encoding overlaps decoding, detection and masking
+    (PyAV releases the GIL while it encodes); at most ``depth`` frames wait in its queue. An
+    encoding error is kept and raised by the next :meth:`put` or by :meth:`close`."""
+
+    def __init__(self, writer: _Writer, depth: int) -> None:
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="pyroblur-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:  # after a failure, only drain: put() must never block
+                try:
+                    self.writer.write(*item)
+                except BaseException as exc:  # noqa: BLE001 - raised in the main thread
+                    self.error = exc
+
+    def put(self, image: np.ndarray, pts: int) -> None:
+        """Queue one frame for encoding (blocks while ``depth`` frames wait)."""
+        if self.error is not None:
+            raise self.error
+        self.q.put((image, pts))
+
+    def close(self) -> None:
+        """Encode what is queued and stop; raises the thread's error, if any."""
+        self.stop()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """Stop after what is queued (idempotent, never raises)."""
+        if self.thread.is_alive():
+            self.q.put(None)
+            self.thread.join()
+
+
 def anonymize_video(
     src: Path,
     dst: Path,
@@ -640,6 +679,7 @@ def anonymize_video(
         daemon=True,
     )
     writer: _Writer | None = None
+    encoder: _EncodeThread | None = None
     held: dict[int, DecodedFrame] = {}  # frames waiting for the filler's look-ahead
     n_in = n_out = 0
     first_pts: int | None = None
@@ -656,12 +696,12 @@ def anonymize_video(
         nonlocal n_out, first_pts, last_pts
         if not ready:
             return
-        assert writer is not None
+        assert encoder is not None
         sources = [held.pop(f.index) for f in ready]
         out_frames = [hide(s.image, f.detections) for s, f in zip(sources, ready, strict=True)]
         residual = verify(out_frames) if verify is not None else [None] * len(out_frames)
         for f, s, frame, res in zip(ready, sources, out_frames, residual, strict=True):
-            writer.write(frame, s.pts)
+            encoder.put(frame, s.pts)
             first_pts = s.pts if first_pts is None else first_pts
             last_pts = s.pts
             if on_frame is not None:
@@ -671,6 +711,7 @@ def anonymize_video(
 
     try:
         writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix)
+        encoder = _EncodeThread(writer, depth=max(1, batch_size))
         reader.start()
         while (batch := q.get()) is not None:
             if isinstance(batch, BaseException):
@@ -694,12 +735,15 @@ def anonymize_video(
             emit(filler.flush())
         if n_out == 0:
             raise VideoError(f"cannot decode video {src}: no frames decoded")
+        encoder.close()
         writer.finish()
         writer = None
         os.replace(tmp, dst)
     finally:
         stop.set()
         bar.close()
+        if encoder is not None:
+            encoder.stop()  # before closing the file it writes into
         if writer is not None:
             writer.abort()
         # Unblock and end the reader if we stopped early.
