@@ -74,28 +74,34 @@ class Stack:
     started: dict[str, float] = field(default_factory=dict)
     code: Path = ROOT
 
-    def start_worker(self, pool: str) -> subprocess.Popen:
-        """A worker for ``pool`` as ``make worker`` starts it (docker/worker-entrypoint.sh)."""
-        extra = {"WORK_POOL_CONCURRENCY": "2"} if pool == "cpu" else {"WORK_POOL_CONCURRENCY": "1"}
+    def _spawn_worker(self, pool: str, name: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A worker process for ``pool`` named ``name``, started as ``make worker`` starts it
+        (docker/worker-entrypoint.sh: cpu limit 2, gpu limit 1 with the GPU job template)."""
+        extra = {"WORK_POOL_CONCURRENCY": "2" if pool == "cpu" else "1"}
         if pool == "gpu":
             extra["WORK_POOL_TEMPLATE"] = str(self.base / "gpu-pool.json")
-        log = self.base / f"worker-{pool}-{len(self.retired)}.log"
-        self.logs[f"worker {pool}"] = log
         with log.open("w") as fh:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 ["sh", str(self.code / "docker" / "worker-entrypoint.sh")],
                 env={
                     **self.env,
                     **extra,
+                    **(env or {}),
                     "WORK_POOL": pool,
                     "WORK_POOL_TYPE": "process",
-                    "WORKER_NAME": f"{pool}-test",
+                    "WORKER_NAME": name,
                 },
                 cwd=self.code,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start_worker(self, pool: str) -> subprocess.Popen:
+        """The worker for ``pool`` (see :meth:`_spawn_worker`)."""
+        log = self.base / f"worker-{pool}-{len(self.retired)}.log"
+        self.logs[f"worker {pool}"] = log
+        proc = self._spawn_worker(pool, f"{pool}-test", log)
         self.workers[pool] = proc
         self.started[pool] = time.time() - 1
         return proc
@@ -124,30 +130,12 @@ class Stack:
     def start_extra_worker(self, pool: str, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Another worker for ``pool`` named ``name`` (e.g. a second gpu worker: one per GPU), as
         ``make worker WORKER_NAME=name`` starts it, with its own ``--limit 1`` on the gpu pool.
-        Its entrypoint sets the pool's limit to its own: raise it with :meth:`set_pool_limit`
-        once :meth:`wait_for_worker` says it is up. Stopped by :meth:`stop_extra_worker` or at
-        the session's end."""
-        extra = {"WORK_POOL_CONCURRENCY": "2" if pool == "cpu" else "1"}
-        if pool == "gpu":
-            extra["WORK_POOL_TEMPLATE"] = str(self.base / "gpu-pool.json")
+        Its entrypoint sets the pool's limit to ``WORK_POOL_LIMIT`` from ``env`` (``make worker
+        GPUS=n``), else to its own limit. Stopped by :meth:`stop_extra_worker` or at the
+        session's end."""
         log = self.base / f"worker-{name}.log"
         self.logs[f"worker {name}"] = log
-        with log.open("w") as fh:
-            proc = subprocess.Popen(
-                ["sh", str(self.code / "docker" / "worker-entrypoint.sh")],
-                env={
-                    **self.env,
-                    **extra,
-                    **(env or {}),
-                    "WORK_POOL": pool,
-                    "WORK_POOL_TYPE": "process",
-                    "WORKER_NAME": name,
-                },
-                cwd=self.code,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = self._spawn_worker(pool, name, log, env)
         self.extra_workers[name] = proc
         return proc
 
@@ -176,6 +164,12 @@ class Stack:
         proc = self.extra_workers.pop(name)
         _stop(proc)
         self.retired.append(proc)
+
+    def pool_limit(self, pool: str) -> int | None:
+        """The work pool's concurrency limit as the server has it."""
+        r = API.get(f"{self.api}/work_pools/{pool}", timeout=30)
+        r.raise_for_status()
+        return r.json()["concurrency_limit"]
 
     def set_pool_limit(self, pool: str, limit: int) -> None:
         """The work pool's concurrency limit (what ``prefect work-pool set-concurrency-limit`` sets)."""

@@ -76,13 +76,14 @@ def gpu_pool_limit_1(ops_stack: Stack) -> Stack:
 
 @pytest.fixture(scope="module")
 def two_gpu_workers(ops_stack: Stack) -> Iterator[Stack]:
-    """A second gpu worker (one per GPU, each --limit 1) and the pool's limit raised to 2;
-    undone afterwards so that other modules see the stack as they expect."""
+    """A second gpu worker (one per GPU, each --limit 1), started as `make worker POOL=gpu GPU=1
+    GPUS=2` starts it: its entrypoint raises the pool's limit to 2. Undone afterwards so that
+    other modules see the stack as they expect."""
     since = time.time() - 1
-    ops_stack.start_extra_worker("gpu", SECOND_GPU_WORKER)
+    ops_stack.start_extra_worker("gpu", SECOND_GPU_WORKER, env={"WORK_POOL_LIMIT": "2"})
     try:
         ops_stack.wait_for_worker("gpu", SECOND_GPU_WORKER, since)
-        ops_stack.set_pool_limit("gpu", 2)
+        assert ops_stack.pool_limit("gpu") == 2  # set by the entrypoint before the worker started
         yield ops_stack
     finally:
         ops_stack.stop_extra_worker(SECOND_GPU_WORKER)
