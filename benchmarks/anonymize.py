@@ -197,22 +197,48 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> None:
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
 
 
-def train_tiny_model(work: Path, epochs: int, images: int = 160, imgsz: int = 320) -> Path:
-    """Train YOLO11n from scratch on generated scenes (other identities, seeds and layouts)."""
+def _crop_labels(truth, x0: int, y0: int, w: int, h: int, keep: float = 0.5) -> list[str]:
+    """YOLO label rows of the objects in the ``w`` x ``h`` crop at ``(x0, y0)``: boxes clipped
+    to the crop, those with less than ``keep`` of their area inside dropped."""
+    rows = []
+    for x1, y1, x2, y2, c, _ in truth:
+        cx1, cy1, cx2, cy2 = max(x1, x0), max(y1, y0), min(x2, x0 + w), min(y2, y0 + h)
+        if cx2 <= cx1 or cy2 <= cy1 or (cx2 - cx1) * (cy2 - cy1) < keep * (x2 - x1) * (y2 - y1):
+            continue
+        cx1, cy1, cx2, cy2 = cx1 - x0, cy1 - y0, cx2 - x0, cy2 - y0
+        rows.append(
+            f"{c} {(cx1 + cx2) / 2 / w:.6f} {(cy1 + cy2) / 2 / h:.6f} {(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}"
+        )
+    return rows
+
+
+def train_tiny_model(work: Path, epochs: int, images: int = 160, imgsz: int = 320, crops: int = 0) -> Path:
+    """Train YOLO11n from scratch on generated scenes (other identities, seeds and layouts).
+
+    ``images`` scenes are 640x360: at ``imgsz`` 320 they look as the full-frame pass sees a
+    1280x720 frame. ``crops`` more are ``imgsz``-wide crops of 1280x720 scenes at full
+    resolution, as the tiles see the frame: without them the background's textures at full
+    resolution are new to the model in every tile (a smoke model once took scikit-image's
+    coffee spoon for a face in each tile that held it)."""
     from ultralytics import YOLO
 
     ds = work / "yolo"
+    rng = np.random.default_rng(7)
     for split, n, seed in (("train", images, 100), ("val", max(8, images // 8), 5000)):
         (ds / "images" / split).mkdir(parents=True, exist_ok=True)
         (ds / "labels" / split).mkdir(parents=True, exist_ok=True)
         for j in range(n):
             frames, truth = make_scene(1, seed=seed + j, width=640, height=360, train=True)
             cv2.imwrite(str(ds / "images" / split / f"{j}.jpg"), frames[0])
-            rows = [
-                f"{c} {(x1 + x2) / 1280:.6f} {(y1 + y2) / 720:.6f} {(x2 - x1) / 640:.6f} {(y2 - y1) / 360:.6f}"
-                for x1, y1, x2, y2, c, _ in truth[0]
-            ]
+            rows = _crop_labels(truth[0], 0, 0, 640, 360, keep=0.0)
             (ds / "labels" / split / f"{j}.txt").write_text("\n".join(rows) + "\n")
+        for j in range(crops if split == "train" else max(0, crops // 8)):
+            frames, truth = make_scene(1, seed=seed + 20000 + j, width=W, height=H, train=True)
+            cw, ch = imgsz, round(imgsz * H / W)
+            x0, y0 = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
+            cv2.imwrite(str(ds / "images" / split / f"crop{j}.jpg"), frames[0][y0 : y0 + ch, x0 : x0 + cw])
+            rows = _crop_labels(truth[0], x0, y0, cw, ch)
+            (ds / "labels" / split / f"crop{j}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
     yaml = ds / "data.yaml"
     yaml.write_text(f"path: {ds}\ntrain: images/train\nval: images/val\nnames:\n  0: face\n  1: license_plate\n")
     model = YOLO("yolo11n.yaml")
@@ -353,7 +379,10 @@ def main() -> None:
     parser.add_argument("--train-epochs", type=int, default=0, help="no --model: train a tiny model this long")
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--train-imgsz", type=int, default=320, help="training size (images are 640x360)")
-    parser.add_argument("--train-images", type=int, default=160, help="generated training images")
+    parser.add_argument("--train-images", type=int, default=320, help="generated 640x360 training scenes")
+    parser.add_argument(
+        "--train-crops", type=int, default=160, help="training crops of 1280x720 scenes at full resolution (tile scale)"
+    )
     parser.add_argument("--conf", type=float, default=0.25, help="pyroblur confidence threshold, both classes")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -377,14 +406,17 @@ def main() -> None:
         saved = os.dup(1)
         os.dup2(2, 1)
         try:
-            model = train_tiny_model(work, args.train_epochs, images=args.train_images, imgsz=args.train_imgsz)
+            model = train_tiny_model(
+                work, args.train_epochs, images=args.train_images, imgsz=args.train_imgsz, crops=args.train_crops
+            )
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
         model_note = (
             f"YOLO11n trained from scratch here for {args.train_epochs} epochs on {args.train_images} generated "
-            f"640x360 images (LFW crops 0-59 and the colour faces of TRAIN_PHOTOS, no identity of the clip) "
+            f"640x360 scenes and {args.train_crops} full-resolution cut-outs of 1280x720 scenes (faces: LFW 0-59 and "
+            f"TRAIN_PHOTOS, no identity of the clip) "
             f"at imgsz {args.train_imgsz} "
             f"({time.perf_counter() - t:.0f} s): a smoke model, not the champion"
         )
