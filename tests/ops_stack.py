@@ -159,11 +159,15 @@ class Stack:
             time.sleep(1)
         pytest.fail(f"worker {name} of pool {pool} not up in {timeout} s\n{self.worker_logs()}")
 
-    def stop_extra_worker(self, name: str) -> None:
-        """Stop worker ``name`` (TERM, then KILL, its process group)."""
+    def stop_extra_worker(self, name: str, pool: str = "gpu") -> None:
+        """Stop worker ``name`` of ``pool`` (TERM, then KILL, its process group) and remove it
+        from the pool, so that later tests see the pool's workers as the stack started them."""
         proc = self.extra_workers.pop(name)
         _stop(proc)
         self.retired.append(proc)
+        r = API.delete(f"{self.api}/work_pools/{pool}/workers/{name}", timeout=30)
+        if r.status_code != 404:
+            r.raise_for_status()
 
     def pool_limit(self, pool: str) -> int | None:
         """The work pool's concurrency limit as the server has it."""
