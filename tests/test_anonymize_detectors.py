@@ -94,3 +94,28 @@ def test_union_merges_boxes_of_one_object_into_their_union() -> None:
     b = lambda fs: [Detections(np.array([[12, 8, 52, 48]], np.float32), np.array([0])) for _ in fs]  # noqa: E731
     [out] = UnionDetector([a, b])([np.zeros((64, 64, 3), np.uint8)])
     assert out.xyxy.tolist() == [[10, 8, 52, 50]]
+
+
+def test_union_passes_a_class_only_one_member_reports_unchanged() -> None:
+    # Two plate boxes of one member that merge_overlapping would join (the second lies inside
+    # the first), and faces from both members: the faces are merged, the plates are passed on
+    # exactly as the member returned them (union mode's plates are yolo mode's plates).
+    plates = np.array([[100, 100, 200, 140], [110, 105, 190, 135]], np.float32)
+
+    def yolo(fs: list[np.ndarray]) -> list[Detections]:
+        return [
+            Detections(
+                np.vstack([plates, [[10, 10, 50, 50]]]).astype(np.float32),
+                np.array([1, 1, 0]),
+                np.array([0.9, 0.4, 0.8], np.float32),
+            )
+            for _ in fs
+        ]
+
+    def centerface(fs: list[np.ndarray]) -> list[Detections]:
+        return [Detections(np.array([[12, 8, 52, 48]], np.float32), np.array([0])) for _ in fs]
+
+    [out] = UnionDetector([yolo, centerface])([np.zeros((256, 256, 3), np.uint8)])
+    assert out.filter(out.class_id == 1).xyxy.tolist() == plates.tolist()
+    assert out.filter(out.class_id == 1).confidence.tolist() == pytest.approx([0.9, 0.4])
+    assert out.filter(out.class_id == 0).xyxy.tolist() == [[10, 8, 52, 50]]

@@ -113,8 +113,11 @@ def merge_overlapping(dets: Detections, iou: float = 0.5, contained: float = 0.8
 
 
 class UnionDetector:
-    """Several detectors as one: every box of every member is kept (boxes of one object
-    from two members are merged into their union, never dropped)."""
+    """Several detectors as one: every box of every member is kept. Where two members report
+    a class in a frame, their boxes of that class are merged (:func:`merge_overlapping`: one
+    object's boxes become their union, never dropped); a class only one member reports is
+    passed on exactly as that member returned it, so e.g. the plates of ``yolo`` and
+    ``union`` face modes are the same boxes."""
 
     def __init__(self, members: Sequence[Detector]) -> None:
         if not members:
@@ -129,12 +132,22 @@ class UnionDetector:
             if not rows:
                 out.append(Detections.empty())
                 continue
-            merged = Detections(
-                np.concatenate([d.xyxy for d in rows]),
-                np.concatenate([d.class_id for d in rows]),
-                np.concatenate([d.confidence for d in rows]),
+            parts = []
+            for cls in sorted({int(c) for d in rows for c in d.class_id}):
+                of_class = [d.filter(d.class_id == cls) for d in rows if (d.class_id == cls).any()]
+                joined = Detections(
+                    np.concatenate([d.xyxy for d in of_class]),
+                    np.concatenate([d.class_id for d in of_class]),
+                    np.concatenate([d.confidence for d in of_class]),
+                )
+                parts.append(merge_overlapping(joined) if len(of_class) > 1 else joined)
+            out.append(
+                Detections(
+                    np.concatenate([d.xyxy for d in parts]),
+                    np.concatenate([d.class_id for d in parts]),
+                    np.concatenate([d.confidence for d in parts]),
+                )
             )
-            out.append(merge_overlapping(merged))
         return out
 
 
