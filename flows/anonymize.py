@@ -33,7 +33,8 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.states import Cancelled, Completed, Pending
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pyroblur.anonymize import AnonymizeOptions, FileResult, Report, Skipped, plan_outputs, resolve_weights
+from pyroblur.anonymize import AnonymizeOptions, FileResult, Report, Skipped, plan_outputs
+from pyroblur.anonymize.models import with_resolved_weights
 from pyroblur.anonymize.planning import Plan
 from pyroblur.config import OrchestrationConfig
 from pyroblur.core.errors import PermanentError
@@ -159,13 +160,14 @@ def make_shards(items: list[tuple[Path, Path]], shards: int) -> list[list[tuple[
     order.
     """
     count = max(1, min(shards, len(items)))
-    order = sorted(items, key=lambda item: (-_size(item[0]), str(item[0])))
+    sizes = {src: _size(src) for src, _ in items}
+    order = sorted(items, key=lambda item: (-sizes[item[0]], str(item[0])))
     groups: list[list[tuple[Path, Path]]] = [[] for _ in range(count)]
     totals = [0] * count
     for item in order:
         k = min(range(count), key=lambda i: (totals[i], i))
         groups[k].append(item)
-        totals[k] += _size(item[0])
+        totals[k] += sizes[item[0]]
     return [sorted(g, key=lambda item: str(item[0])) for g in groups if g]
 
 
@@ -210,11 +212,12 @@ def _summary(index: int, items: list[tuple[Path, Path]], report: Report, **kw: A
     )
 
 
-def _own_deployment() -> UUID | None:
-    """The deployment of this flow run itself (None when it was called directly, also as a
-    subflow of another deployment's run: ``runtime.deployment`` would name that one)."""
+def _this_run() -> FlowRun:
+    """This flow run as the server has it: its own ``deployment_id`` (None when it was called
+    directly, also as a subflow of another deployment's run, where ``runtime.deployment``
+    would name that one) and its ``job_variables``."""
     with get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(runtime.flow_run.id)).deployment_id
+        return client.read_flow_run(UUID(runtime.flow_run.id))
 
 
 def _claim(run_id: UUID, why: str) -> bool:
@@ -269,16 +272,16 @@ def _fan_out(
     params: AnonymizeFolderParams,
     options: AnonymizeOptions,
     shards: list[list[tuple[Path, Path]]],
-    deployment_id: UUID,
+    this_run: FlowRun,
     report: Report,
 ) -> list[ShardSummary]:
-    """Run shard 1 here and the others as flow runs of ``deployment_id``; merge every shard's
-    report into ``report`` (a failed shard's files become skipped entries naming it)."""
+    """Run shard 1 here and the others as flow runs of ``this_run``'s deployment, with its job
+    variables; merge every shard's report into ``report`` (a failed shard's files become
+    skipped entries naming it)."""
     log = get_run_logger()
     n = len(shards)
-    parent = runtime.flow_run.name or "this run"
-    with get_client(sync_client=True) as client:
-        job_variables = client.read_flow_run(UUID(runtime.flow_run.id)).job_variables or None
+    parent = this_run.name or "this run"
+    deployment_id, job_variables = this_run.deployment_id, this_run.job_variables or None
     children: dict[int, FlowRun] = {}
     local = [1]
     for k, items in enumerate(shards[1:], start=2):
@@ -391,16 +394,14 @@ def anonymize_folder(params: AnonymizeFolderParams) -> AnonymizeFolderResult:
     if params.files is not None:
         plan = restrict_plan(plan, params.input_dir, params.files)
     # Resolved once here, so every task (and its audit record, and every shard) uses the same champion.
-    needs_model = params.options.face_detector != "centerface" or 1 in params.options.class_ids
-    weights = resolve_weights(params.options.weights, device=params.options.device) if needs_model else None
-    options = params.options.model_copy(update={"weights": weights, "progress": False})
+    options = with_resolved_weights(params.options).model_copy(update={"progress": False})
     logger.info("%d file(s) to anonymize with %s", len(plan.items), options.weights)
     report = Report(skipped=list(plan.skipped))
     shards = make_shards(plan.items, params.shards)
-    deployment_id = _own_deployment() if len(shards) > 1 else None
+    this_run = _this_run() if len(shards) > 1 else None
     summaries: list[ShardSummary] = []
-    if deployment_id is not None:
-        summaries = _fan_out(params, options, shards, deployment_id, report)
+    if this_run is not None and this_run.deployment_id is not None:
+        summaries = _fan_out(params, options, shards, this_run, report)
     else:
         if len(shards) > 1:
             logger.info(

@@ -12,7 +12,7 @@ from pyroblur.anonymize.options import AnonymizeOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_detector", "resolve_weights"]
+__all__ = ["build_detector", "needs_yolo", "resolve_weights", "with_resolved_weights"]
 
 
 def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
@@ -43,7 +43,7 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, 
         from pyroblur.core.settings import get_paths
 
         registry_path = get_paths().registry
-    from pyroblur.anonymize.onnx_detector import cpu_without_torch
+    from pyroblur.core.devices import cpu_without_torch
     from pyroblur.registry.store import champion_files
 
     on_cpu = device is not None and cpu_without_torch(device)
@@ -72,6 +72,25 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, 
     return champion.weights
 
 
+def needs_yolo(options: AnonymizeOptions) -> bool:
+    """Whether ``options`` need our YOLO model: always but for CenterFace faces without plates."""
+    return options.face_detector != "centerface" or 1 in options.class_ids
+
+
+def with_resolved_weights(options: AnonymizeOptions) -> AnonymizeOptions:
+    """``options`` with ``weights`` set to the file the run loads (:func:`resolve_weights` for
+    its device: the given weights, or the champion's verified ONNX on a CPU, else its ``.pt``),
+    resolved once so that every file of a job, and its audit record, names the same model.
+    Unchanged when no YOLO model is needed.
+
+    Raises:
+        NoModelError: see :func:`resolve_weights`.
+    """
+    if not needs_yolo(options):
+        return options
+    return options.model_copy(update={"weights": resolve_weights(options.weights, device=options.device)})
+
+
 def build_detector(options: AnonymizeOptions) -> Detector:
     """The detector ``options`` ask for.
 
@@ -84,9 +103,8 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     Raises:
         NoModelError: no weights, or weights that do not load as a YOLO model.
     """
-    need_yolo = options.face_detector != "centerface" or 1 in options.class_ids
     detectors: list[Detector] = []
-    if need_yolo:
+    if needs_yolo(options):
         weights = resolve_weights(options.weights, device=options.device)
         classes = options.class_ids
         if options.face_detector == "centerface":
