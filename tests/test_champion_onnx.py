@@ -304,7 +304,7 @@ def test_weights_changed_after_promotion_are_not_exported(tmp_path, monkeypatch,
     [("cpu", None, True), ("cuda:0", None, False), ("0", None, False), ("auto", "", True), ("auto", "-1", True)],
 )
 def test_cpu_without_torch(device, env, expected, monkeypatch) -> None:
-    from pyroblur.anonymize.onnx_detector import cpu_without_torch
+    from pyroblur.core.devices import cpu_without_torch
 
     if env is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

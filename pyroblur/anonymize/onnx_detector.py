@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,31 +20,11 @@ import numpy as np
 
 from pyroblur.anonymize.detector import TiledDetector, filter_detections
 from pyroblur.core.detections import Detections
-from pyroblur.core.devices import resolve_device
+from pyroblur.core.devices import cpu_without_torch, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxDetector", "cpu_without_torch"]
-
-
-def cpu_without_torch(device: str | None) -> bool:
-    """True when ``device`` certainly means the CPU, decided without importing torch.
-
-    ``cpu`` (or ``-1``) always; ``auto`` (or empty) on a Linux host with no GPU driver
-    (neither NVIDIA's ``/proc/driver/nvidia`` and ``/dev/nvidia*`` nor ROCm's ``/dev/kfd``),
-    or where ``CUDA_VISIBLE_DEVICES`` hides every GPU. False wherever torch must be asked
-    (a GPU driver present, macOS with its MPS, other systems), and for any other device.
-    """
-    spec = (device or "auto").strip().lower()
-    if spec in ("cpu", "-1"):
-        return True
-    if spec != "auto" or not sys.platform.startswith("linux"):
-        return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
-        return True
-    dev = Path("/dev")
-    driver = Path("/proc/driver/nvidia").exists() or (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
-    return not driver
+__all__ = ["OnnxDetector"]
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 
 def resolve_device(device: str | None = None) -> str:
     """Resolve ``auto`` (or ``None``/empty) to a concrete torch device string.
@@ -23,6 +27,26 @@ def resolve_device(device: str | None = None) -> str:
     if device.isdigit():
         return f"cuda:{device}"
     return device
+
+
+def cpu_without_torch(device: str | None) -> bool:
+    """True when ``device`` certainly means the CPU, decided without importing torch.
+
+    ``cpu`` (or ``-1``) always; ``auto`` (or empty) on a Linux host with no GPU driver
+    (neither NVIDIA's ``/proc/driver/nvidia`` and ``/dev/nvidia*`` nor ROCm's ``/dev/kfd``),
+    or where ``CUDA_VISIBLE_DEVICES`` hides every GPU. False wherever torch must be asked
+    (a GPU driver present, macOS with its MPS, other systems), and for any other device.
+    """
+    spec = (device or "auto").strip().lower()
+    if spec in ("cpu", "-1"):
+        return True
+    if spec != "auto" or not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return True
+    dev = Path("/dev")
+    driver = Path("/proc/driver/nvidia").exists() or (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
+    return not driver
 
 
 def device_problem(device: str) -> str | None:

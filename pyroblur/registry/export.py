@@ -29,17 +29,19 @@ __all__ = ["export_champion_onnx", "export_onnx_file"]
 def export_onnx_file(weights: Path, imgsz: int) -> tuple[Path, str]:
     """Export ultralytics ``weights`` to ONNX next to them; returns the file and the tools used.
 
-    Same settings as the benchmark's export (:func:`pyroblur.evaluation.benchmark.export_onnx`):
-    opset chosen by ultralytics, graph simplified with onnxslim, dynamic batch and input size.
-    Needs torch, ultralytics, ``onnx`` and ``onnxslim`` (declared dependencies; ultralytics'
-    auto-install is off in this project, so nothing is fetched).
+    The benchmark's own export (:func:`pyroblur.evaluation.benchmark.export_onnx`: opset chosen
+    by ultralytics, graph simplified with onnxslim, dynamic batch and input size), so the file
+    anonymization runs is made as the one whose boxes the benchmark checked. Needs torch,
+    ultralytics, ``onnx`` and ``onnxslim`` (declared dependencies; ultralytics' auto-install is
+    off in this project, so nothing is fetched).
     """
     import torch
     import ultralytics
-    from ultralytics import YOLO
 
-    path = YOLO(str(weights)).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False)
-    return Path(path), f"ultralytics {ultralytics.__version__}, torch {torch.__version__}"
+    from pyroblur.evaluation.benchmark import export_onnx
+
+    path = export_onnx(weights, imgsz, weights.parent)
+    return path, f"ultralytics {ultralytics.__version__}, torch {torch.__version__}"
 
 
 def export_champion_onnx(registry_path: Path, model_id: str, imgsz: int) -> OnnxExport | None:
