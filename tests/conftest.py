@@ -36,6 +36,23 @@ def api_session() -> requests.Session:
 API = api_session()
 
 
+def run_flow_script(
+    script: str, args: list[str], prefect_server: str
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ``script`` (``python -c``) from the repository against ``prefect_server``; fail on a
+    non-zero exit, else return the process and the JSON of every ``RESULT <json>`` line it
+    printed, in order."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

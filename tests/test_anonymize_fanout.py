@@ -253,23 +253,10 @@ print("RESULT", result.model_dump_json())
 
 def test_direct_call_runs_every_shard_in_process(prefect_server: str, job) -> None:
     """No deployment (the CLI's case): shards=2 runs everything here and says so; no file lost."""
-    import subprocess
-    import sys
+    from conftest import run_flow_script
 
-    root = Path(__file__).resolve().parents[1]
     out = job["base"] / "out-direct"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _DIRECT, str(job["in"]), str(out), job["weights"]],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(line[7:])
+    proc, (result,) = run_flow_script(_DIRECT, [str(job["in"]), str(out), job["weights"]], prefect_server)
     assert result["written"] == IMAGES and result["skipped"] == 0 and result["shards"] == []
     assert "all 2 shards run in this process" in proc.stderr + proc.stdout
     assert sorted(_outputs(out)) == job["names"]

@@ -342,25 +342,9 @@ def test_anonymize_folder_flow(prefect_server, tree, tmp_path) -> None:
     the corrupt file is skipped, a transient failure is retried away, a permanent one is
     reported per file, each run publishes a markdown artifact, and the same job run again
     resumes every finished file instead of redoing it."""
-    import os
-    import subprocess
-    import sys
+    from conftest import API, run_flow_script
 
-    from conftest import API
-
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _FLOW_SCRIPT, str(tree), str(tmp_path / "out")],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    transient, permanent, again = results
+    _, (transient, permanent, again) = run_flow_script(_FLOW_SCRIPT, [str(tree), str(tmp_path / "out")], prefect_server)
     assert transient["written"] == 3 and transient["resumed"] == 0
     assert again["written"] == 3 and again["resumed"] == 3, "an unchanged job was redone"
     assert {Path(s["input"]).name for s in transient["report"]["skipped"]} == {"broken.jpg", "notes.txt"}

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
+from video_tools import frame_times, is_variable_rate, nothing, run_ffmpeg
 
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
 from pyroblur.anonymize.cli import EXIT_SKIPPED, anonymize_command
-from pyroblur.anonymize.video import ffmpeg_exe, frame_times, is_variable_rate, probe_video, read_frames
+from pyroblur.anonymize.video import ffmpeg_exe, probe_video, read_frames
 from pyroblur.core.detections import Detections
 
 W, H, FPS, N = 320, 240, 25, 50
@@ -26,19 +27,11 @@ def _opts(**kw) -> AnonymizeOptions:
     return AnonymizeOptions(**({"progress": False, "enlarge": 1.0, "batch_size": 8} | kw))
 
 
-def nothing(frames: list[np.ndarray]) -> list[Detections]:
-    return [Detections.empty() for _ in frames]
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
 def _textured_clip(path: Path, *extra: str, video_delay: float = 0.0) -> None:
     """N frames of a moving test pattern with a sine tone; the video stream starts
     ``video_delay`` seconds after the audio."""
     delay = ["-itsoffset", str(video_delay)] if video_delay else []
-    _ffmpeg(
+    run_ffmpeg(
         *delay,
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
         *("-f", "lavfi", "-i", "sine=frequency=440"),
@@ -109,7 +102,7 @@ def test_rotation_metadata_is_honoured(tmp_path) -> None:
     plain = tmp_path / "plain.mp4"
     _textured_clip(plain)
     rotated = tmp_path / "rotated.mp4"
-    _ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
+    run_ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
     info = probe_video(rotated)
     assert (info.width, info.height) == (H, W), "the probe must report the displayed (upright) size"
     box = (20, 30, 100, 150)  # in upright pixels: taller than wide, only possible after rotation
@@ -161,7 +154,7 @@ def test_variable_frame_rate_timestamps_are_kept(tmp_path, suffix) -> None:
     every output frame is presented when its input frame was, not re-timed to a constant
     rate, and the audio stays in sync."""
     src = tmp_path / f"vfr{suffix}"
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
         *("-f", "lavfi", "-i", "sine=frequency=440", "-t", "3"),
         *("-vf", "setpts='if(lt(N,25),N*0.04,1+(N-25)*0.08)/TB'", "-fps_mode", "vfr"),
@@ -194,7 +187,7 @@ def test_every_audio_stream_is_kept(tmp_path, vfr) -> None:
     and from a variable-rate input."""
     src = tmp_path / "two.mkv"
     video = ["-vf", "setpts='if(lt(N,25),N*0.04,1+(N-25)*0.08)/TB'", "-fps_mode", "vfr"] if vfr else []
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
         *("-f", "lavfi", "-i", "sine=frequency=440", "-f", "lavfi", "-i", "sine=frequency=880", "-t", "2"),
         *video,

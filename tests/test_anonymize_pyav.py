@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+from video_tools import frame_times, nothing, run_ffmpeg
 
 from pyroblur.anonymize import video
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
@@ -24,7 +25,6 @@ from pyroblur.anonymize.video import (
     anonymize_video,
     decode_frames,
     ffmpeg_exe,
-    frame_times,
     probe_video,
     read_frames,
 )
@@ -33,16 +33,8 @@ from pyroblur.core.detections import Detections
 W, H, FPS = 160, 120, 25
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
 def _opts(**kw) -> AnonymizeOptions:
     return AnonymizeOptions(**({"progress": False, "enlarge": 1.0, "batch_size": 4, "audit": False} | kw))
-
-
-def nothing(frames: list[np.ndarray]) -> list[Detections]:
-    return [Detections.empty() for _ in frames]
 
 
 def _starts(path: Path) -> list[float]:
@@ -72,7 +64,7 @@ def test_audio_first_with_two_audio_streams_keeps_every_offset_and_packet(tmp_pa
     frame, both audio streams are copied byte for byte, and the audio is interleaved with
     the video rather than dumped at one end."""
     src = tmp_path / "first.mkv"
-    _ffmpeg(
+    run_ffmpeg(
         *("-itsoffset", "0.3", "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}"),
         *("-f", "lavfi", "-i", "sine=frequency=440"),
         *("-itsoffset", "0.12", "-f", "lavfi", "-i", "sine=frequency=660"),
@@ -110,7 +102,7 @@ def test_timestamps_of_a_file_that_does_not_start_at_zero(tmp_path) -> None:
     """MPEG-TS starts its clock at 1.4 s and its audio a little before the video: the output
     keeps every frame's time and the audio offset relative to the file's start."""
     src = tmp_path / "cam.ts"
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}", "-f", "lavfi", "-i", "sine"),
         *("-t", "1.2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(src)),
     )
@@ -127,11 +119,11 @@ def test_timestamps_of_a_file_that_does_not_start_at_zero(tmp_path) -> None:
 def test_rotation_matches_ffmpeg_autorotate(tmp_path, degrees) -> None:
     """Our upright frames equal what the ffmpeg CLI's autorotation shows, in every direction."""
     plain = tmp_path / "plain.mp4"
-    _ffmpeg(
+    run_ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}", "-frames:v", "3", "-pix_fmt", "yuv420p", str(plain)
     )
     rotated = tmp_path / f"rot{degrees}.mp4"
-    _ffmpeg("-display_rotation", str(degrees), "-i", str(plain), "-c", "copy", str(rotated))
+    run_ffmpeg("-display_rotation", str(degrees), "-i", str(plain), "-c", "copy", str(rotated))
     info = probe_video(rotated)
     w, h = (H, W) if degrees % 180 else (W, H)
     assert (info.rotation, info.width, info.height) == (degrees, w, h)
@@ -150,7 +142,7 @@ def test_rotation_matches_ffmpeg_autorotate(tmp_path, degrees) -> None:
 def test_cut_matroska_is_reported_as_truncated(tmp_path) -> None:
     """Matroska announces no frame count, only a duration: the shortfall is still seen."""
     full = tmp_path / "full.mkv"
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}", "-f", "lavfi", "-i", "sine"),
         *("-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(full)),
     )
@@ -175,7 +167,7 @@ def test_frames_in_flight_do_not_grow_with_the_clip(tmp_path, monkeypatch) -> No
     a decoder that reads ahead without bound is caught whatever the machine's speed."""
     src = tmp_path / "long.mp4"
     n = 240
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate={FPS}", "-frames:v", str(n)),
         *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)),
     )
@@ -217,7 +209,7 @@ def test_frames_in_flight_do_not_grow_with_the_clip(tmp_path, monkeypatch) -> No
 
 def test_decoded_frames_carry_their_source_timestamps(tmp_path) -> None:
     src = tmp_path / "vfr.mkv"
-    _ffmpeg(
+    run_ffmpeg(
         *("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={FPS}", "-frames:v", "12"),
         *("-vf", "setpts='if(lt(N,6),N*0.04,0.24+(N-6)*0.12)/TB'", "-fps_mode", "vfr"),
         *("-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)),

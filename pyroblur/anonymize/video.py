@@ -51,8 +51,6 @@ __all__ = [
     "ffmpeg_exe",
     "output_suffix",
     "probe_video",
-    "frame_times",
-    "is_variable_rate",
     "read_frames",
     "temp_path",
 ]
@@ -493,40 +491,6 @@ class _Writer:
                 with contextlib.suppress(Exception):
                     container.close()
         self.out = None
-
-
-def frame_times(path: Path) -> list[float] | None:
-    """Presentation times (seconds from the file's start) of the first video stream's
-    frames, in order, read from the container's packets (no decoding); ``None`` when the
-    container does not say or cannot be read."""
-    av = _av()
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            tb = stream.time_base
-            start = (container.start_time or 0) / _AV_TIME_BASE
-            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
-    except (av.FFmpegError, IndexError, OSError) as exc:
-        logger.info("could not read frame times of %s: %s", path, exc)
-        return None
-    if not pts or tb is None:
-        return None
-    return [float(p * tb) - start for p in pts]
-
-
-def is_variable_rate(times: list[float] | None, tolerance: float = 0.02) -> bool:
-    """True when frame intervals differ from their median by more than ``tolerance`` of it
-    (a constant-rate file's intervals differ only by timestamp rounding). The last four
-    intervals are not looked at (see below)."""
-    if not times or len(times) < 3:
-        return False
-    steps = np.diff(np.asarray(times, np.float64))
-    if len(steps) > 8:
-        # The last packets of a file cut mid-data miss their reordered (B-frame) neighbours;
-        # those gaps say "truncated", not "variable rate".
-        steps = steps[:-4]
-    median = float(np.median(steps))
-    return median > 0 and bool((np.abs(steps - median) > tolerance * median + 1e-4).any())
 
 
 @dataclass
