@@ -129,25 +129,12 @@ class UnionDetector:
         out = []
         for per_frame in zip(*results, strict=True):
             rows = [d for d in per_frame if len(d)]
-            if not rows:
-                out.append(Detections.empty())
-                continue
             parts = []
             for cls in sorted({int(c) for d in rows for c in d.class_id}):
                 of_class = [d.filter(d.class_id == cls) for d in rows if (d.class_id == cls).any()]
-                joined = Detections(
-                    np.concatenate([d.xyxy for d in of_class]),
-                    np.concatenate([d.class_id for d in of_class]),
-                    np.concatenate([d.confidence for d in of_class]),
-                )
+                joined = Detections.concat(of_class)
                 parts.append(merge_overlapping(joined) if len(of_class) > 1 else joined)
-            out.append(
-                Detections(
-                    np.concatenate([d.xyxy for d in parts]),
-                    np.concatenate([d.class_id for d in parts]),
-                    np.concatenate([d.confidence for d in parts]),
-                )
-            )
+            out.append(Detections.concat(parts))
         return out
 
 
@@ -228,18 +215,7 @@ class TiledDetector:
                     found[i].append(
                         Detections(dets.xyxy + np.array([x, y, x, y], np.float32), dets.class_id, dets.confidence)
                     )
-        out = []
-        for parts in found:
-            if not parts:
-                out.append(Detections.empty())
-                continue
-            merged = Detections(
-                np.concatenate([d.xyxy for d in parts]),
-                np.concatenate([d.class_id for d in parts]),
-                np.concatenate([d.confidence for d in parts]),
-            )
-            out.append(merge_overlapping(merged))
-        return out
+        return [merge_overlapping(Detections.concat(parts)) for parts in found]
 
 
 def trained_imgsz(model: Any, default: int = 640) -> int:

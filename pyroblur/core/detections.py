@@ -6,6 +6,7 @@ library's own result types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,17 @@ class Detections:
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Detections]) -> Detections:
+        """The rows of every part, in order (empty when there are none)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([d.xyxy for d in parts]),
+            np.concatenate([d.class_id for d in parts]),
+            np.concatenate([d.confidence for d in parts]),
+        )
 
     def filter(self, mask: np.ndarray) -> Detections:
         """Keep the rows where ``mask`` (bool, shape ``(N,)``) is true."""
