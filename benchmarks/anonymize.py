@@ -289,10 +289,9 @@ def score(src: list[np.ndarray], out: list[np.ndarray], truth, threshold: float 
     return result
 
 
-def audit_bounds(audit: Path, width: int, height: int) -> dict:
+def audit_bounds(doc: dict, width: int, height: int) -> dict:
     """From our audit record: the largest output box (share of the frame) and the largest
     filled box relative to its track's largest detected box (width and height)."""
-    doc = json.loads(audit.read_text())
     largest_share, ratio, filled = 0.0, 0.0, 0
     detected: dict[int, np.ndarray] = {}
     for fr in doc["frames"]:
@@ -324,11 +323,10 @@ def _found(box: tuple[float, ...], truth: tuple[float, ...], on: float = 0.7, sh
     return area > 0 and ix * iy >= on * area and area >= share * area_truth
 
 
-def audit_detected(audit: Path, truth) -> dict:
+def audit_detected(doc: dict, truth) -> dict:
     """Per object, the share of frames where the detector itself found it (:func:`_found`,
     detected boxes of the object's class only, filled ones not counted). Unlike
     "anonymized" (pixels changed), partial cover by a neighbour's box does not count."""
-    doc = json.loads(audit.read_text())
     names = ("face", "license_plate")
     found: dict[int, list[bool]] = {}
     sizes: dict[int, tuple[int, int]] = {}
@@ -368,8 +366,9 @@ def run_tool(name: str, cmd: list[str], out: Path, src: list[np.ndarray], truth)
     }
     audit = out.with_name(out.name + ".audit.json")
     if audit.exists():
-        row["bounds"] = audit_bounds(audit, W, H)
-        row["detected_per_object"] = audit_detected(audit, truth)
+        doc = json.loads(audit.read_text())
+        row["bounds"] = audit_bounds(doc, W, H)
+        row["detected_per_object"] = audit_detected(doc, truth)
     return row
 
 
