@@ -23,7 +23,7 @@ from pyroblur.anonymize.ops import anonymize_image
 from pyroblur.anonymize.options import AnonymizeOptions, FileResult
 from pyroblur.anonymize.planning import file_kind
 from pyroblur.anonymize.temporal import TrackFiller
-from pyroblur.anonymize.video import FrameRecord, VideoError, anonymize_video, probe_video
+from pyroblur.anonymize.video import FrameRecord, VideoError, anonymize_video
 from pyroblur.core.detections import Detections
 from pyroblur.core.hashing import sha256_file
 from pyroblur.core.io import write_atomic
@@ -155,8 +155,7 @@ def _video(
         if rec.residual is not None:
             got.residuals.append((rec.index, rec.residual))
 
-    try:
-        probe_video(src)
+    try:  # anonymize_video probes first: an unreadable file raises before anything is written
         outcome = anonymize_video(
             src,
             dst,
