@@ -1,48 +1,100 @@
-"""What code a function really runs: its source, the helpers it calls in its own module, and
-every project module it imports, followed transitively through the import graph.
+"""What code a function really runs, and a digest of its meaning.
 
-Cache keys use :func:`code_digest` so that a change anywhere in that closure, however many
-imports away, misses the cache, while a change in a module the function never reaches does
-not. The graph is read from the files with :mod:`ast` (nothing is imported or executed), and
-every import statement counts, also the lazy ones inside function bodies: a hand-kept list of
-modules goes stale silently, the import graph cannot.
+Cache keys use :func:`code_digest`: a change to code the function runs, however many calls
+and imports away, misses the cache; a change to code it never reaches, and an edit that does not
+change meaning (comments, docstrings, formatting), keeps it.
 
-Conservative by design: a module that is imported anywhere in a reached module counts, even
-if the function's path through it never calls it (a key that changes too often costs a re-run;
-one that changes too rarely serves a stale result).
+The graph is read from the files with :mod:`ast` (nothing is imported or executed) at the level
+of *definitions*, not modules: starting from the function, every name it uses is followed to the
+definition it binds to (a same-module helper, a constant, a class with all its methods, or a
+definition in another project module through an import, lazy imports inside function bodies
+included, re-exports through a package ``__init__`` followed to the real definition). A module
+that is imported but whose definitions the function never uses adds nothing to the key.
+
+What is hashed is ``ast.dump`` of each reached definition with its docstrings removed (comments
+and formatting are not in the tree), its qualified name, the external names it binds
+(``np = numpy``: swapping a library for another misses), and the import-time statements of every
+module on the way (a top-level call such as ``_configure_ultralytics()`` runs on import).
+
+Conservative where it cannot resolve: a project module used as a value (``mod`` passed around
+rather than ``mod.name``), a star import, or a name that a module neither defines nor imports
+(a module ``__getattr__``) pulls in the whole module. A key that changes too often costs a
+re-run; one that changes too rarely serves a stale result.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import copy
 import functools
 import hashlib
 import importlib.util
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 #: Top-level packages whose code belongs to this project (others are pinned dependencies).
 PROJECT_PACKAGES: tuple[str, ...] = ("pyroblur", "tasks", "flows")
 
+_BUILTINS = frozenset(dir(builtins))
+_DEF = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+_BLOCK = ast.If | ast.Try | ast.With | ast.For | ast.While
 
-@dataclass(frozen=True)
-class _Parsed:
-    source: str
+
+def _read(path: str) -> str:
+    """The text of a source file (one seam, so tests can present an edited file)."""
+    return Path(path).read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------- meaning
+
+
+class _StripDocstrings(ast.NodeTransformer):
+    def _strip(self, node: Any) -> Any:
+        self.generic_visit(node)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            if isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_Module = _strip
+
+
+def meaning(node: ast.AST | Iterable[ast.AST]) -> str:
+    """``ast.dump`` of ``node`` (or several) without docstrings, positions or comments."""
+    nodes = [node] if isinstance(node, ast.AST) else list(node)
+    stripped = [_StripDocstrings().visit(copy.deepcopy(n)) for n in nodes]
+    return "\n".join(ast.dump(n, include_attributes=False) for n in stripped)
+
+
+# ------------------------------------------------------------------------------- modules
+
+
+@dataclass
+class _Module:
+    """One parsed project module: what it defines, what it imports, what runs on import."""
+
+    name: str
+    is_package: bool
     tree: ast.Module
+    defined: dict[str, list[ast.AST]] = field(default_factory=dict)
+    imported: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> (module, attr)
+    star: list[str] = field(default_factory=list)  # modules imported with ``*``
+    on_import: list[ast.AST] = field(default_factory=list)  # top-level statements that do something
+    meanings: dict[str, str] = field(default_factory=dict)  # name -> meaning of its definition(s)
 
-
-@functools.lru_cache(maxsize=4096)
-def _parse(path: str, mtime_ns: int, size: int) -> _Parsed:
-    source = Path(path).read_text(encoding="utf-8")
-    return _Parsed(source, ast.parse(source, filename=path))
-
-
-def _parsed(path: Path) -> _Parsed:
-    st = path.stat()
-    return _parse(str(path), st.st_mtime_ns, st.st_size)
+    def meaning_of(self, name: str, root: bool) -> str:
+        key = f"{name}\0root" if root else name
+        if key not in self.meanings:
+            nodes = self.defined[name]
+            # decorators configure how a task runs (retries, the cache policy), not what it
+            # computes: the root's are left out; every other definition keeps them (@dataclass)
+            self.meanings[key] = meaning([_undecorated(n) for n in nodes] if root else nodes)
+        return self.meanings[key]
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,6 +105,7 @@ def _package_dir(top: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.lru_cache(maxsize=4096)
 def module_file(name: str) -> Path | None:
     """The source file of project module ``name`` (``.py`` or package ``__init__.py``), or None."""
     top, *rest = name.split(".")
@@ -66,16 +119,6 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _is_project(name: str, packages: tuple[str, ...]) -> bool:
-    return name.split(".")[0] in packages
-
-
-def _with_parents(name: str) -> list[str]:
-    """``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``: importing a module runs its packages' ``__init__``."""
-    parts = name.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
 def _resolve_from(node: ast.ImportFrom, current: str, is_package: bool) -> str:
     if not node.level:
         return node.module or ""
@@ -86,196 +129,320 @@ def _resolve_from(node: ast.ImportFrom, current: str, is_package: bool) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
-def _imports_in(nodes: Iterable[ast.AST], current: str, is_package: bool, packages: tuple[str, ...]) -> set[str]:
-    """Project modules named by an import anywhere inside ``nodes`` (parents not included)."""
-    found: set[str] = set()
-    for root in nodes:
-        for node in ast.walk(root):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                mod = _resolve_from(node, current, is_package)
-                names = [mod]
-                # ``from pkg import sub``: ``sub`` may itself be a module
-                names += [f"{mod}.{a.name}" for a in node.names if a.name != "*"]
-            for name in names:
-                if name and _is_project(name, packages) and module_file(name) is not None:
-                    found.add(name)
-    return found
-
-
-def _top_level(tree: ast.Module) -> list[ast.AST]:
-    """Statements that run when the module is imported (function and class bodies excluded)."""
-    out: list[ast.AST] = []
-    todo: list[ast.AST] = list(tree.body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out.extend(getattr(node, "decorator_list", []))
+def _import_bindings(
+    node: ast.Import | ast.ImportFrom, current: str, is_package: bool
+) -> dict[str, tuple[str, str | None]]:
+    """Names an import statement binds: name -> (module, attribute or None for the module)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    if isinstance(node, ast.Import):
+        for a in node.names:
+            if a.asname:  # import a.b as c: c is a.b
+                out[a.asname] = (a.name, None)
+            else:  # import a.b: binds a
+                top = a.name.split(".")[0]
+                out[top] = (top, None)
+        return out
+    mod = _resolve_from(node, current, is_package)
+    for a in node.names:
+        if a.name == "*":
             continue
-        if isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                todo.extend(getattr(node, field, []) or [])
-            continue
-        if isinstance(node, ast.ExceptHandler):
-            todo.extend(node.body)
-            continue
-        out.append(node)
+        sub = f"{mod}.{a.name}"
+        out[a.asname or a.name] = (sub, None) if module_file(sub) is not None else (mod, a.name)
     return out
 
 
-def module_imports(
-    name: str, packages: tuple[str, ...] = PROJECT_PACKAGES, *, import_time_only: bool = False
-) -> set[str]:
-    """Project modules that module ``name`` imports directly.
+def _targets(node: ast.AST) -> list[str]:
+    if isinstance(node, _DEF):
+        return [node.name]
+    targets: list[ast.AST] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        targets = [node.target]
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
-    By default every import statement in the file counts, lazy ones inside functions too (the
-    module's functions may be called). ``import_time_only`` counts only the statements that run
-    when the module is imported: what a package's ``__init__`` pulls in when one of its
-    submodules is imported.
-    """
+
+@functools.lru_cache(maxsize=4096)
+def _load(name: str, path: str, mtime_ns: int, size: int) -> _Module:
+    source = _read(path)
+    is_package = Path(path).name == "__init__.py"
+    mod = _Module(name, is_package, ast.parse(source, filename=path))
+    todo: list[ast.AST] = list(mod.tree.body)
+    first = True
+    while todo:
+        node = todo.pop(0)
+        is_doc = first and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        first = False
+        if is_doc:
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            mod.imported.update(_import_bindings(node, name, is_package))
+            if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+                mod.star.append(_resolve_from(node, name, is_package))
+        elif names := _targets(node):
+            for n in names:
+                mod.defined.setdefault(n, []).append(node)
+        elif isinstance(node, _BLOCK):
+            # try/if blocks at module level: what they bind counts as defined by the whole block
+            # (``try: import x / except ImportError: x = None``), and the block runs on import
+            bound = {
+                n
+                for sub in ast.walk(node)
+                if isinstance(sub, ast.stmt)
+                for n in (_targets(sub) + [k for k in _bound_by_import(sub, name, is_package)])
+            }
+            for n in bound:
+                mod.defined.setdefault(n, []).append(node)
+            if not bound:
+                mod.on_import.append(node)
+        else:
+            mod.on_import.append(node)
+    return mod
+
+
+def _bound_by_import(node: ast.AST, current: str, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return list(_import_bindings(node, current, is_package))
+    return []
+
+
+def _module(name: str) -> _Module | None:
     path = module_file(name)
     if path is None:
+        return None
+    st = path.stat()
+    return _load(name, str(path), st.st_mtime_ns, st.st_size)
+
+
+def _is_project(name: str, packages: tuple[str, ...]) -> bool:
+    return name.split(".")[0] in packages
+
+
+def _with_parents(name: str) -> list[str]:
+    """``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``: importing a module runs its packages' ``__init__``."""
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def module_imports(name: str, packages: tuple[str, ...] = PROJECT_PACKAGES) -> set[str]:
+    """Project modules that module ``name`` imports anywhere (lazy imports inside functions too)."""
+    mod = _module(name)
+    if mod is None:
         return set()
-    tree = _parsed(path).tree
-    nodes = _top_level(tree) if import_time_only else [tree]
-    return _imports_in(nodes, name, path.name == "__init__.py", packages) - {name}
+    found: set[str] = set()
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for target, _ in _import_bindings(node, name, mod.is_package).values():
+                if _is_project(target, packages):
+                    found.add(target)
+            if isinstance(node, ast.ImportFrom):
+                found.add(_resolve_from(node, name, mod.is_package))
+    return {m for m in found if _is_project(m, packages) and module_file(m) is not None} - {name}
 
 
-def module_closure(roots: Iterable[str], packages: tuple[str, ...] = PROJECT_PACKAGES) -> set[str]:
-    """``roots`` plus every project module reachable from them through imports.
-
-    A module that is imported by name is followed through all of its imports (its functions may
-    run); a package that is only the parent of an imported module is followed through the
-    imports its ``__init__`` runs at import time (its functions are not called that way).
-    """
-    used: set[str] = set()  # imported by name: every import statement counts
-    parents: set[str] = set()  # only executed as a parent package: import-time statements count
-    todo: list[tuple[str, bool]] = [(r, True) for r in roots if module_file(r) is not None]
-    while todo:
-        mod, full = todo.pop()
-        if mod in used or (not full and mod in parents):
-            continue
-        (used if full else parents).add(mod)
-        for parent in _with_parents(mod)[:-1]:
-            todo.append((parent, False))
-        todo.extend((m, True) for m in module_imports(mod, packages, import_time_only=not full))
-    return used | parents
-
-
-def _bindings(tree: ast.Module, current: str, is_package: bool) -> tuple[dict[str, str], dict[str, ast.AST]]:
-    """Module-level names: those bound by imports (name -> module) and those defined here."""
-    imported: dict[str, str] = {}
-    defined: dict[str, ast.AST] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.asname:  # import a.b as c: c is a.b
-                    imported[a.asname] = a.name
-                else:  # import a.b: binds a
-                    top = a.name.split(".")[0]
-                    imported[top] = top
-        elif isinstance(node, ast.ImportFrom):
-            mod = _resolve_from(node, current, is_package)
-            for a in node.names:
-                sub = f"{mod}.{a.name}"
-                imported[a.asname or a.name] = sub if module_file(sub) is not None else mod
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            defined[node.name] = node
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                for n in ast.walk(t):
-                    if isinstance(n, ast.Name):
-                        defined[n.id] = node
-    return imported, defined
-
-
-def _without_decorators(node: ast.AST) -> list[ast.AST]:
-    """The parts of a definition that run when it is called (decorators left out)."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return [node.args, *node.body, *([node.returns] if node.returns else [])]
-    if isinstance(node, ast.ClassDef):
-        return [*node.bases, *node.keywords, *node.body]
-    return [node]
-
-
-def _names_used(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+# ------------------------------------------------------------------------------- closure
 
 
 @dataclass(frozen=True)
 class CodeClosure:
-    """What a function runs: source segments of its own module, and project modules reached."""
+    """What a function runs: the meaning of every reached definition, keyed by qualified name."""
 
     function: str
-    segments: tuple[str, ...]
-    modules: frozenset[str]
+    items: tuple[tuple[str, str], ...]  # ("module:name" or "module:<import>", meaning), sorted
+    modules: frozenset[str]  # modules with a reached definition or import-time statement (their code counts)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Qualified names of the reached definitions (``pyroblur.core.io:atomic_write``)."""
+        return frozenset(k for k, _ in self.items if not k.endswith(":<import>"))
 
     def digest(self) -> str:
-        """sha256 over the segments and the current source of every reached module."""
-        h = hashlib.sha256()
-        h.update(self.function.encode())
-        for seg in self.segments:
-            h.update(b"\0seg\0" + seg.encode())
-        for mod in sorted(self.modules):
-            path = module_file(mod)
-            h.update(f"\0mod\0{mod}\0".encode())
-            h.update(_parsed(path).source.encode() if path else b"<missing>")
+        """sha256 over the function's name and every reached definition's meaning."""
+        h = hashlib.sha256(self.function.encode())
+        for key, text in self.items:
+            h.update(b"\0" + key.encode() + b"\0" + text.encode())
         return h.hexdigest()
 
 
-def function_closure(fn: Callable[..., Any], packages: tuple[str, ...] = PROJECT_PACKAGES) -> CodeClosure:
-    """The code closure of ``fn`` (a module-level function of a project module).
+class _Walk:
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
+        self.items: dict[str, str] = {}
+        self.modules: set[str] = set()
+        self.todo: list[tuple[str, str]] = []
+        self.done: set[tuple[str, str]] = set()
+        self.whole: set[str] = set()
 
-    Its own module counts only through the definitions ``fn`` uses (so two tasks in one file
-    do not share a key), followed recursively. Decorators are left out: they configure how the
-    function runs (retries, the cache policy), not what it computes.
-    """
+    # -- modules: importing one runs its parents' and its own import-time statements
+    def enter(self, name: str) -> _Module | None:
+        mod = _module(name)
+        if mod is None or name in self.modules:
+            return mod
+        self.modules.add(name)
+        for parent in _with_parents(name)[:-1]:
+            self.enter(parent)
+        if mod.on_import:
+            self.items[f"{name}:<import>"] = meaning(mod.on_import)
+            self.uses(mod, mod.on_import)
+        # what its top-level imports import runs too (their import-time statements only)
+        for target, _ in mod.imported.values():
+            if _is_project(target, self.packages):
+                self.enter(target)
+        for target in mod.star:
+            self.module_whole(target)
+        return mod
+
+    def module_whole(self, name: str) -> None:
+        """A module used as a value: everything in it counts."""
+        if name in self.whole or not _is_project(name, self.packages):
+            return
+        self.whole.add(name)
+        mod = self.enter(name)
+        if mod is None:
+            return
+        for n in mod.defined:
+            self.todo.append((name, n))
+        for target, attr in mod.imported.values():
+            self.reach(target, attr)
+
+    def reach(self, module: str, attr: str | None) -> None:
+        """The definition ``attr`` of ``module`` (or the module as a value when ``attr`` is None)."""
+        if not _is_project(module, self.packages):
+            return
+        if attr is None:
+            self.module_whole(module)
+            return
+        mod = self.enter(module)
+        if mod is None:
+            return
+        if attr in mod.defined:
+            self.todo.append((module, attr))
+        elif attr in mod.imported:  # a re-export: follow it to the definition
+            self.reach(*mod.imported[attr])
+        elif module_file(f"{module}.{attr}") is not None:
+            self.module_whole(f"{module}.{attr}")
+        else:  # a name this module neither defines nor imports (``__getattr__``, ``*``)
+            self.module_whole(module)
+
+    def chain(self, module: str, parts: list[str]) -> None:
+        """``mod.a.b``: descend through submodules, then reach the first definition."""
+        for part in parts:
+            sub = f"{module}.{part}"
+            if module_file(sub) is None:
+                self.reach(module, part)
+                return
+            module = sub
+            self.enter(module)
+        self.module_whole(module)  # the chain ends on a module: it is used as a value
+
+    def uses(self, mod: _Module, nodes: list[ast.AST]) -> None:
+        """Follow every name used in ``nodes`` (inside ``mod``) to what it binds."""
+        # imports inside the nodes (lazy imports); one name may be bound by several of them
+        local: dict[str, list[tuple[str, str | None]]] = {}
+        for node in nodes:
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import | ast.ImportFrom):
+                    for n, binding in _import_bindings(sub, mod.name, mod.is_package).items():
+                        local.setdefault(n, []).append(binding)
+                    if isinstance(sub, ast.ImportFrom) and any(a.name == "*" for a in sub.names):
+                        self.module_whole(_resolve_from(sub, mod.name, mod.is_package))
+        attr_of: dict[int, list[str]] = {}  # id(Name) -> the attribute chain read from it
+        for node in nodes:
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Attribute):
+                    chain: list[str] = []
+                    cur: ast.AST = sub
+                    while isinstance(cur, ast.Attribute):
+                        chain.append(cur.attr)
+                        cur = cur.value
+                    if isinstance(cur, ast.Name):
+                        prev = attr_of.get(id(cur), [])
+                        if len(chain) > len(prev):
+                            attr_of[id(cur)] = list(reversed(chain))
+        external: dict[str, str] = {}
+        for node in nodes:
+            for sub in ast.walk(node):
+                if not isinstance(sub, ast.Name):
+                    continue
+                name = sub.id
+                bindings = local.get(name, []) + ([mod.imported[name]] if name in mod.imported else [])
+                if not bindings:
+                    if name in mod.defined:
+                        self.todo.append((mod.name, name))
+                    elif mod.star and name not in _BUILTINS:
+                        for target in mod.star:
+                            self.module_whole(target)
+                    continue
+                for target, attr in bindings:
+                    if not _is_project(target, self.packages):
+                        external[name] = f"{external.get(name, '')}|{target}:{attr or ''}"
+                    elif attr is not None:
+                        self.reach(target, attr)
+                    else:
+                        self.chain(target, attr_of.get(id(sub), []))
+        if external:
+            key = f"{mod.name}:<external>:{len(self.items)}"
+            self.items[key] = repr(sorted(external.items()))
+
+    def run(self, root_module: str, root_name: str) -> None:
+        while self.todo:
+            module, name = self.todo.pop()
+            if (module, name) in self.done:
+                continue
+            self.done.add((module, name))
+            mod = self.enter(module)
+            if mod is None or name not in mod.defined:
+                continue
+            root = (module, name) == (root_module, root_name)
+            self.items[f"{module}:{name}"] = mod.meaning_of(name, root)
+            nodes = [_undecorated(n) for n in mod.defined[name]] if root else mod.defined[name]
+            self.uses(mod, nodes)
+
+
+def _undecorated(node: ast.AST) -> ast.AST:
+    if isinstance(node, _DEF):
+        node = copy.copy(node)
+        node.decorator_list = []
+    return node
+
+
+def _stable_items(items: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Sorted items; the external-binding records are renamed by content (their counter is walk order)."""
+    out: dict[str, str] = {}
+    for key, text in items.items():
+        if ":<external>:" in key:
+            key = key.rsplit(":", 1)[0] + ":" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        out[key] = text
+    return tuple(sorted(out.items()))
+
+
+def function_closure(fn: Callable[..., Any], packages: tuple[str, ...] = PROJECT_PACKAGES) -> CodeClosure:
+    """The code closure of ``fn`` (a module-level function of a project module, or a Prefect task)."""
     fn = inspect.unwrap(getattr(fn, "fn", fn))
     current = fn.__module__
-    path = module_file(current)
-    if path is None:
+    mod = _module(current) if _is_project(current, packages) else None
+    if mod is None:
         raise ValueError(f"{fn!r} is not defined in a project module ({', '.join(packages)})")
-    parsed = _parsed(path)
-    is_pkg = path.name == "__init__.py"
-    imported, defined = _bindings(parsed.tree, current, is_pkg)
-    if fn.__name__ not in defined:
+    if fn.__name__ not in mod.defined:
         raise ValueError(f"{fn.__qualname__} is not a module-level definition of {current}")
-
-    segments: list[str] = []
-    roots: set[str] = set()
-    seen: set[str] = set()
-    todo = [fn.__name__]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        node = defined[name]
-        # The node's segment starts at ``def``: decorators (orchestration settings such as
-        # retries and the cache policy itself) configure how the code runs, not what it computes.
-        segments.append(ast.get_source_segment(parsed.source, node, padded=False) or ast.dump(node))
-        body = _without_decorators(node)
-        roots |= _imports_in(body, current, is_pkg, packages)
-        for used in {n for part in body for n in _names_used(part)}:
-            if used in imported and _is_project(imported[used], packages):
-                roots.add(imported[used])
-            elif used in defined and used not in seen:
-                todo.append(used)
-    return CodeClosure(f"{current}:{fn.__qualname__}", tuple(segments), frozenset(module_closure(roots, packages)))
+    walk = _Walk(packages)
+    walk.todo.append((current, fn.__name__))
+    walk.run(current, fn.__name__)
+    items = _stable_items(walk.items)
+    modules = frozenset(key.split(":", 1)[0] for key, _ in items if ":<external>:" not in key)
+    return CodeClosure(f"{current}:{fn.__qualname__}", items, modules)
 
 
 def code_digest(fn: Callable[..., Any]) -> str:
-    """Digest of everything ``fn`` runs of this project (see :func:`function_closure`)."""
+    """Digest of the meaning of everything ``fn`` runs of this project (see :func:`function_closure`)."""
     return function_closure(fn).digest()
 
 
 def forget_parsed() -> None:
     """Drop cached parses (the cache already keys on each file's mtime and size)."""
-    _parse.cache_clear()
+    _load.cache_clear()
     _package_dir.cache_clear()
+    module_file.cache_clear()
 
 
 __all__ = [
@@ -284,7 +451,7 @@ __all__ = [
     "code_digest",
     "forget_parsed",
     "function_closure",
-    "module_closure",
+    "meaning",
     "module_file",
     "module_imports",
 ]
