@@ -87,7 +87,7 @@ def merge_overlapping(dets: Detections, iou: float = 0.5, contained: float = 0.8
     """
     if len(dets) < 2:
         return dets
-    from pyroblur.evaluation.metrics import box_iou
+    from pyroblur.core.boxes import box_iou
 
     order = np.argsort(-dets.confidence)
     boxes, classes, scores = dets.xyxy[order].copy(), dets.class_id[order], dets.confidence[order]

@@ -26,11 +26,12 @@ import numpy as np
 
 from pyroblur import CLASSES
 from pyroblur.config import BenchmarkConfig, WiderSuiteConfig
+from pyroblur.core.boxes import box_iou
 from pyroblur.core.detections import Detections
 from pyroblur.core.devices import resolve_device
 from pyroblur.core.hashing import digest_of, sha256_file
 from pyroblur.core.io import IMAGE_SUFFIXES
-from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, box_iou, evaluate
+from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, evaluate
 from pyroblur.evaluation.report import to_markdown
 from pyroblur.manifests import (
     BenchmarkManifest,
@@ -40,6 +41,7 @@ from pyroblur.manifests import (
     SuiteResult,
     WiderResult,
 )
+from pyroblur.training.onnx import export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +170,6 @@ def box_parity(ref: list[Detections], other: list[Detections], min_conf: float =
         iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
         hit += int((iou.max(axis=1) >= min_iou).sum())
     return hit / total if total else 1.0
-
-
-def export_onnx(weights: Path, imgsz: int, out_dir: Path) -> Path:
-    """Export to ONNX (opset chosen by ultralytics, simplified, dynamic batch) next to the report."""
-    import shutil
-
-    from ultralytics import YOLO
-
-    path = Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False))
-    dest = out_dir / "model.onnx"
-    shutil.move(str(path), dest)
-    return dest
 
 
 def benchmark(

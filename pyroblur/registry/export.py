@@ -29,7 +29,7 @@ __all__ = ["export_champion_onnx", "export_onnx_file"]
 def export_onnx_file(weights: Path, imgsz: int) -> tuple[Path, str]:
     """Export ultralytics ``weights`` to ONNX next to them; returns the file and the tools used.
 
-    The benchmark's own export (:func:`pyroblur.evaluation.benchmark.export_onnx`: opset chosen
+    The benchmark's own export (:func:`pyroblur.training.onnx.export_onnx`: opset chosen
     by ultralytics, graph simplified with onnxslim, dynamic batch and input size), so the file
     anonymization runs is made as the one whose boxes the benchmark checked. Needs torch,
     ultralytics, ``onnx`` and ``onnxslim`` (declared dependencies; ultralytics' auto-install is
@@ -38,7 +38,7 @@ def export_onnx_file(weights: Path, imgsz: int) -> tuple[Path, str]:
     import torch
     import ultralytics
 
-    from pyroblur.evaluation.benchmark import export_onnx
+    from pyroblur.training.onnx import export_onnx
 
     path = export_onnx(weights, imgsz, weights.parent)
     return path, f"ultralytics {ultralytics.__version__}, torch {torch.__version__}"
