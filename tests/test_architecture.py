@@ -1,7 +1,8 @@
-"""Imports point one way (flows -> tasks -> pyroblur) and the project has no import cycle.
+"""Imports point one way (flows -> tasks -> pyroblur, and down the library's floors) and the
+project has no import cycle, between modules or between packages.
 
 Read from the source files with ``ast`` (every import statement, lazy ones inside functions
-too), so a lazy ``import prefect`` deep in a library function is caught as well.
+too), so a lazy ``import prefect`` or a lazy upward import deep in a library function is caught.
 """
 
 from __future__ import annotations
@@ -61,6 +62,113 @@ def _project_edges() -> dict[str, set[str]]:
                 if target in MODULES and target != name:
                     edges[name].add(target)
     return edges
+
+
+#: The floors, bottom first. A module may import its own floor's modules and any floor below,
+#: never one above, counting every import statement (lazy ones inside functions too). Why this
+#: order: see README.md "Package order".
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("pyroblur.core", "pyroblur"),  # shared types and helpers; the root package holds the class ids
+    ("pyroblur.manifests",),  # the stages' small result models
+    ("pyroblur.data",),  # download, archives, formats, sources
+    ("pyroblur.config",),  # the typed configs (they embed the sources' models)
+    ("pyroblur.curation",),
+    ("pyroblur.training",),  # training and the ONNX export of its weights
+    ("pyroblur.registry",),  # the model store: which model is champion, its files and records
+    ("pyroblur.anonymize",),  # reads the champion from the registry
+    ("pyroblur.evaluation",),  # measures the anonymizer's detector, so above it
+    ("pyroblur.preflight",),  # checks every stage's prerequisites
+    ("tasks",),
+    ("flows",),
+)
+
+
+def floor_of(module: str) -> int:
+    """Index of the floor ``module`` lives on (longest matching prefix); KeyError if none."""
+    best: tuple[int, int] | None = None
+    for i, prefixes in enumerate(FLOORS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (i, len(prefix))
+    if best is None:
+        raise KeyError(f"{module} is on no floor: add its package to FLOORS in tests/test_architecture.py")
+    return best[0]
+
+
+def order_violations(imports: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """``importer:line imports target`` for every import of a module on a higher floor."""
+    bad = []
+    for name, found in sorted(imports.items()):
+        for target, line in found:
+            if target.split(".")[0] not in PROJECT or target == name:
+                continue
+            if floor_of(target) > floor_of(name):
+                bad.append(f"{name}:{line} imports {target} (floor {floor_of(target)} > {floor_of(name)})")
+    return bad
+
+
+def package_of(module: str) -> str:
+    """The package a module belongs to for the package-cycle check (``pyroblur.<pkg>`` or top)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "pyroblur" and len(parts) > 1 else parts[0]
+
+
+def package_edges(imports: dict[str, list[tuple[str, int]]]) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for name, found in imports.items():
+        src = package_of(name)
+        edges.setdefault(src, set())
+        for target, _ in found:
+            if target.split(".")[0] in PROJECT and (dst := package_of(target)) != src:
+                edges[src].add(dst)
+                edges.setdefault(dst, set())
+    return edges
+
+
+def _all_imports() -> dict[str, list[tuple[str, int]]]:
+    return {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def test_every_module_is_on_a_floor():
+    for name in MODULES:
+        floor_of(name)
+
+
+def test_imports_go_down_the_floors_only():
+    bad = order_violations(_all_imports())
+    assert not bad, "imports that point up the package order (FLOORS):\n" + "\n".join(bad)
+
+
+def test_no_cycle_between_packages():
+    edges = package_edges(_all_imports())
+    edges = {k: {t for t in v if not (k == "pyroblur" or t == "pyroblur")} for k, v in edges.items()}
+    cycle = _find_cycle(edges)
+    assert cycle is None, "package cycle: " + " -> ".join(cycle)
+
+
+PLANTED = """
+from pyroblur.core.hashing import digest_of
+
+
+def helper():
+    from pyroblur.registry.store import load_registry  # lazy: still an import up the floors
+    return load_registry
+"""
+
+
+def test_a_planted_function_level_violation_fails(tmp_path):
+    # a core module importing the registry inside a function body
+    path = tmp_path / "planted.py"
+    path.write_text(PLANTED)
+    found = _imports("pyroblur.core.planted", path)
+    bad = order_violations({"pyroblur.core.planted": found})
+    assert bad == [
+        f"pyroblur.core.planted:6 imports pyroblur.registry.store (floor {floor_of('pyroblur.registry')} > 0)"
+    ]
+    # and the same planted import between two packages closes a package cycle
+    imports = {**_all_imports(), "pyroblur.core.planted": found}
+    assert _find_cycle(package_edges(imports)) is not None
 
 
 def test_the_walk_sees_the_whole_library():
