@@ -38,7 +38,6 @@ from pyroblur.anonymize.models import with_resolved_weights
 from pyroblur.anonymize.planning import Plan
 from pyroblur.config import OrchestrationConfig
 from pyroblur.core.errors import PermanentError
-from tasks._common import maybe_inject_failure
 from tasks.anonymize import anonymize_file_task
 from tasks.remote import GpuStageTimeout, settle_link, wait_for_run
 
@@ -388,8 +387,6 @@ def anonymize_folder(params: AnonymizeFolderParams) -> AnonymizeFolderResult:
             report and the other shards' outputs are written first).
     """
     logger = get_run_logger()
-    if params.files is not None:
-        maybe_inject_failure("anonymize_shard")  # test switch: PYROBLUR_INJECT_FAILURE
     plan = plan_outputs(params.input_dir, params.output_dir)
     if params.files is not None:
         plan = restrict_plan(plan, params.input_dir, params.files)

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pyroblur.anonymize import AnonymizeOptions, Detector, FileResult, Skipped, anonymize_file, build_detector
 from pyroblur.core.errors import InputError
-from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure, retry_transient
+from tasks._common import RETRIES, RETRY_DELAY, retry_transient
 
 # One model per worker thread: ultralytics models are not safe to call from two threads at
 # once, and the flow runs up to `concurrency` files in parallel threads.
@@ -49,7 +49,6 @@ def anonymize_file_task(
     source: Path, destination: Path, options: AnonymizeOptions, resume: bool = True
 ) -> FileResult | Skipped:
     """Anonymize ``source`` into ``destination`` (atomic write); see ``anonymize_file``."""
-    maybe_inject_failure("anonymize")
     logger = get_run_logger()
     try:
         result = anonymize_file(source, destination, options, get_detector(options), resume=resume)

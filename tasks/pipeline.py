@@ -23,7 +23,7 @@ from pyroblur.manifests import (
     TrainManifest,
 )
 from tasks._cache import StagePolicy
-from tasks._common import RETRIES, RETRY_DELAY, maybe_inject_failure, retry_transient
+from tasks._common import RETRIES, RETRY_DELAY, retry_transient
 from tasks._keys import stage_digest
 
 
@@ -45,7 +45,6 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
     from pyroblur.data.sources import fetch_and_index
     from tasks._secrets import load_secret_blocks
 
-    maybe_inject_failure("download")
     load_secret_blocks(sources)
     log = get_run_logger()
     outs = [fetch_and_index(src, get_paths().raw / src.name, get_paths().indexes) for src in sources]
@@ -59,7 +58,6 @@ def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
     """Import every source into the FiftyOne dataset, validate and deduplicate."""
     from pyroblur.curation.importer import report_rows, run_curation
 
-    maybe_inject_failure("curate")
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
     run = run_curation(records, cfg, stage_digest(curate, cfg, downloads))
     manifest = run.manifest
@@ -77,7 +75,6 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
     """Balance to N images per class and split train/val/test without leakage."""
     from pyroblur.curation.split import balance_and_split
 
-    maybe_inject_failure("balance_split")
     manifest = balance_and_split(curated.dataset_name, bal, spl, stage_digest(balance_split, bal, spl, curated))
     log = get_run_logger()
     for w in manifest.warnings:
@@ -91,7 +88,6 @@ def export(selection: SplitManifest) -> ExportManifest:
     from pyroblur.curation.dataset import export_items
     from pyroblur.curation.export import save_yolo_dataset
 
-    maybe_inject_failure("export")
     digest = stage_digest(export, selection)
     out = get_paths().exports / digest[:16]
     allowed = bool(selection.evidence and selection.evidence.allowed)
@@ -108,7 +104,6 @@ def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
 
     run_dir = get_paths().runs / stage_digest(train, cfg, dataset)[:16]
     get_run_logger().info("training run folder: %s", run_dir)
-    maybe_inject_failure("train")
     return run_train(Path(dataset.data_yaml), cfg, run_dir)
 
 
@@ -122,7 +117,6 @@ def benchmark(
     from pyroblur.evaluation.benchmark import benchmark as run_benchmark
     from pyroblur.evaluation.report import to_markdown
 
-    maybe_inject_failure("benchmark")
     digest = stage_digest(benchmark, cfg, model, dataset, imgsz, dataset_name)
     out = get_paths().reports / digest[:16]
     manifest, images, preds = run_benchmark(
@@ -149,7 +143,6 @@ def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportMani
     from pyroblur.registry import promotion
     from pyroblur.registry.store import load_registry
 
-    maybe_inject_failure("promote")
     registry, champion_metrics = get_paths().registry, None
     if (stale := promotion.champion_to_remeasure(registry, dataset.digest)) is not None:
         out = get_paths().reports / f"champion-{stale[0].id}-{dataset.digest[:12]}"

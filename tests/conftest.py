@@ -16,6 +16,17 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ARTIFACTS = ROOT / "test-artifacts"
+#: Fault injection for the processes the tests start (tests/faults/sitecustomize.py): on the
+#: PYTHONPATH of every child process, inert unless PYROBLUR_INJECT_FAILURE is set.
+FAULTS = ROOT / "tests" / "faults"
+
+
+def with_faults(pythonpath: str | Path | None) -> str:
+    """``pythonpath`` with the fault-injection hook's folder appended."""
+    return os.pathsep.join(p for p in (str(pythonpath or ""), str(FAULTS)) if p)
+
+
+os.environ["PYTHONPATH"] = with_faults(os.environ.get("PYTHONPATH"))
 
 
 def api_session() -> requests.Session:
@@ -45,7 +56,7 @@ def run_flow_script(
     import json
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PYTHONPATH": with_faults(root)}
     proc = subprocess.run(
         [sys.executable, "-c", script, *args], env=env, cwd=root, capture_output=True, text=True, timeout=300
     )

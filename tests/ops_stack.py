@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import API
+from conftest import API, with_faults
 from tiny_config import tiny_config, with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,7 +369,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         # code, so an edit in the checkout while the session runs must not change them
         # between a killed run and its retry.
         "PYROBLUR_CODE_DIR": str(code),
-        "PYTHONPATH": str(code),
+        "PYTHONPATH": with_faults(code),  # the tests' fault-injection hook too (inert unless asked)
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",

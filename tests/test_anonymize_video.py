@@ -19,7 +19,7 @@ from pyroblur.core.detections import Detections
 W, H, FPS, N = 320, 240, 25, 40
 FACE = 64  # face box side, pixels
 PLATE = (180, 190, 290, 222)  # static plate box, pixels
-DROP = 20  # frame whose detections the test switch removes
+DROP = 20  # frame whose faces and plates the Oracle detector misses
 
 
 def face_box(i: int) -> tuple[int, int, int, int]:
@@ -35,16 +35,17 @@ def gt(i: int) -> Detections:
 class Oracle:
     """Detector that returns the ground truth of frames in the order they are asked for."""
 
-    def __init__(self, fail_after: int | None = None) -> None:
+    def __init__(self, fail_after: int | None = None, drop: int | None = None) -> None:
         self.seen = 0
         self.calls: list[int] = []
         self.fail_after = fail_after
+        self.drop = drop  # a frame whose faces and plates the detector "misses"
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         if self.fail_after is not None and self.seen >= self.fail_after:
             raise RuntimeError("detector crashed")
         self.calls.append(len(frames))
-        out = [gt(self.seen + k) for k in range(len(frames))]
+        out = [Detections.empty() if self.seen + k == self.drop else gt(self.seen + k) for k in range(len(frames))]
         self.seen += len(frames)
         return out
 
@@ -147,14 +148,11 @@ def test_video_boxes_hidden_rest_kept_with_fps_frames_and_audio(clip, decoded_in
 
 
 @pytest.mark.parametrize(("memory", "hidden"), [(0, False), (3, True)])
-def test_dropped_frame_is_covered_by_temporal_memory(
-    clip, decoded_input, tmp_path, monkeypatch, memory, hidden
-) -> None:
-    """The test switch removes frame DROP's detections: without memory its face leaks
-    (which proves the switch works), with memory it is still hidden."""
-    monkeypatch.setenv("PYROBLUR_TEST_DROP_FRAME", str(DROP))
+def test_dropped_frame_is_covered_by_temporal_memory(clip, decoded_input, tmp_path, memory, hidden) -> None:
+    """The detector misses frame DROP: without memory its face leaks (which proves the miss
+    is real), with memory it is still hidden."""
     out = tmp_path / "out.mkv"  # a second container: audio copied into Matroska
-    report = anonymize_path(clip, out, _opts(memory_frames=memory, sidecar=True), detector=Oracle())
+    report = anonymize_path(clip, out, _opts(memory_frames=memory, sidecar=True), detector=Oracle(drop=DROP))
     assert report.ok
     frames = list(read_frames(out))
     assert len(frames) == N

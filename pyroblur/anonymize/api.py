@@ -25,7 +25,7 @@ from pyroblur.anonymize.errors import (
     UnreadableInputError,
     UnsafeOutputError,
 )
-from pyroblur.anonymize.files import ENV_TEST_DROP_FRAME, anonymize_file
+from pyroblur.anonymize.files import anonymize_file
 from pyroblur.anonymize.models import build_detector, resolve_weights
 from pyroblur.anonymize.options import AnonymizeOptions, FileResult, Report, Skipped
 from pyroblur.anonymize.planning import Plan, plan_outputs
@@ -34,7 +34,6 @@ from pyroblur.core.io import IMAGE_SUFFIXES
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ENV_TEST_DROP_FRAME",
     "IMAGE_SUFFIXES",
     "AnonymizeOptions",
     "FileResult",

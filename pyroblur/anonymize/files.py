@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,15 +29,7 @@ from pyroblur.core.io import write_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENV_TEST_DROP_FRAME", "anonymize_file", "filtered", "make_hider"]
-
-#: Test-only switch: the detections of this frame index (0-based) of every video are dropped.
-ENV_TEST_DROP_FRAME = "PYROBLUR_TEST_DROP_FRAME"
-
-
-def _drop_frame_from_env() -> int | None:
-    value = os.environ.get(ENV_TEST_DROP_FRAME, "").strip()
-    return int(value) if value else None
+__all__ = ["anonymize_file", "filtered", "make_hider"]
 
 
 def _det_json(dets: Detections, remembered: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -163,7 +154,6 @@ def _video(
             make_hider(options),
             batch_size=options.batch_size,
             filler=TrackFiller(options.memory_frames, max_scale=options.fill_scale) if options.memory_frames else None,
-            drop_frame=_drop_frame_from_env(),
             progress=options.progress,
             on_frame=on_frame,
             crf=options.crf,

@@ -596,7 +596,6 @@ def anonymize_video(
     *,
     batch_size: int = 8,
     filler: TrackFiller | None = None,
-    drop_frame: int | None = None,
     progress: bool = True,
     on_frame: Callable[[FrameRecord], None] | None = None,
     crf: int = 18,
@@ -613,8 +612,6 @@ def anonymize_video(
         batch_size: frames per detector call.
         filler: track-based gap filling (``None`` = none), fresh per video: it holds
             ``filler.max_gap`` frames back (memory: that many decoded frames).
-        drop_frame: test switch: the detections of this frame index are discarded before
-            gap filling, to prove that filling covers a missed frame.
         progress: show a tqdm bar (frames/s).
         on_frame: called with each frame's :class:`FrameRecord` (e.g. for the audit record).
         crf: H.264 quality, 0 (lossless) to 51; 18 is visually lossless.
@@ -685,9 +682,6 @@ def anonymize_video(
                 raise ValueError(f"detector returned {len(dets)} results for {len(batch)} frames")
             ready: list[FilledFrame] = []
             for decoded, d in zip(batch, dets, strict=True):
-                if drop_frame is not None and n_in == drop_frame:
-                    logger.warning("Test switch: dropping the detections of frame %d", n_in)
-                    d = Detections.empty()
                 held[n_in] = decoded
                 if filler is not None:
                     ready += filler.push(d, decoded.image.shape[:2])
