@@ -23,11 +23,15 @@ _local = threading.local()
 
 
 def get_detector(options: AnonymizeOptions) -> Detector:
-    """This thread's loaded detector for these settings (loading per file would dominate)."""
+    """This thread's loaded detector for these options (loading per file would dominate).
+
+    Keyed on the whole options model (and the weights file's version): an option added later
+    can never be served a detector built for other options. Options that only change how
+    boxes are hidden rebuild the detector too; a job has one set of options, so that costs once.
+    """
     weights = Path(options.weights) if options.weights else None
     stamp = weights.stat().st_mtime_ns if weights and weights.exists() else None
-    key = (str(weights), stamp, options.device, options.half, options.imgsz, options.conf_face)
-    key += (options.conf_plate, tuple(options.class_ids), options.face_detector, options.tiles)
+    key = (options.model_dump_json(), stamp)
     cached = getattr(_local, "detector", None)
     if cached is None or cached[0] != key:
         _local.detector = (key, build_detector(options))

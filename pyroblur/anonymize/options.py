@@ -71,7 +71,7 @@ class AnonymizeOptions(BaseModel):
     audit: bool = Field(True, description="write <output>.audit.json: hashes, model, thresholds, boxes per frame")
     verify: bool = Field(False, description="re-run the detector on each output and report what it still finds")
     strict: bool = Field(False, description="with verify: an output where something is still detected fails")
-    jpeg_quality: int = Field(95, ge=1, le=100)
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of image outputs")
     crf: int = Field(18, ge=0, le=51, description="video: H.264 quality (lower = better, larger files)")
     progress: bool = Field(True, description="show a progress bar for videos")
 
