@@ -26,7 +26,7 @@ from pyroblur.anonymize.errors import (
     UnsafeOutputError,
 )
 from pyroblur.anonymize.files import anonymize_file
-from pyroblur.anonymize.models import build_detector, resolve_weights, with_resolved_weights
+from pyroblur.anonymize.models import build_detector, resolve_weights
 from pyroblur.anonymize.options import AnonymizeOptions, FileResult, Report, Skipped
 from pyroblur.anonymize.planning import Plan, plan_outputs
 from pyroblur.core.io import IMAGE_SUFFIXES
@@ -82,10 +82,12 @@ def anonymize_path(
     plan = plan_outputs(Path(input), Path(output))
     report = Report(skipped=list(plan.skipped))
     if plan.items and detector is None:
-        # resolved once, as the flow does: the champion's file actually loaded (its ONNX
-        # export or its .pt) goes into every file's audit record, by path and sha256
-        options = with_resolved_weights(options)
         detector = build_detector(options)
+        used = getattr(detector, "weights", None)
+        if options.weights is None and isinstance(used, Path):
+            # the champion's file actually loaded (its ONNX export or its .pt) goes into the
+            # audit records, by path and sha256, instead of no model at all
+            options = options.model_copy(update={"weights": used})
     for src, dst in plan.items:
         try:
             report.processed.append(anonymize_file(src, dst, options, detector, resume=resume))  # type: ignore[arg-type]
