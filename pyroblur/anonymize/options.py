@@ -64,7 +64,7 @@ class AnonymizeOptions(BaseModel):
     batch_size: int = Field(8, ge=1, le=256, description="frames per detector call")
     device: str = Field("auto", description="auto, cpu, cuda:0, mps...")
     imgsz: int | None = Field(
-        None, ge=32, le=4096, description="detector input size (pixels); default: the model's training size"
+        None, ge=32, le=4096, description="detector input size (pixels) [default: the model's training size]"
     )
     half: bool | None = Field(None, description="FP16; default on when the device is CUDA")
     sidecar: bool = Field(False, description="write <output>.json with the boxes per image/frame")
