@@ -253,3 +253,16 @@ def test_one_definition_of_image_suffixes():
         )
     ]
     assert defs == ["pyroblur/core/io.py"], defs
+
+
+def test_no_test_switch_in_product_code():
+    """Fault injection comes from the tests (tests/faults/sitecustomize.py), never from a switch
+    the product reads."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for top in PROJECT
+        for path in sorted((ROOT / top).rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "maybe_inject_failure" in line or "PYROBLUR_TEST_" in line or "PYROBLUR_INJECT_FAILURE" in line
+    ]
+    assert not bad, "test-only switches in product code:\n" + "\n".join(bad)
