@@ -264,6 +264,11 @@ def _register_optional_commands() -> None:
     except ImportError:
         return
     app.command("anonymize")(guarded(_anonymize_preflight(anonymize_command)))
+    try:
+        from pyroblur.serve.cli import serve_command
+    except ImportError:  # the service's dependencies (fastapi, uvicorn) are optional
+        return
+    app.command("serve")(guarded(serve_command))
 
 
 def _output_folder_problem(input: Path, output: Path) -> str | None:
