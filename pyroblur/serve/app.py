@@ -270,6 +270,8 @@ def _suffix_for(filename: str | None, content_type: str | None) -> str:
     if filename and Path(filename).suffix:
         return Path(filename).suffix.lower()
     ct = (content_type or "").split(";")[0].strip().lower()
+    if not ct.startswith(("image/", "video/")):  # octet-stream, text...: the type is unknown
+        return ""
     guessed = {"image/jpeg": ".jpg", "video/quicktime": ".mov"}.get(ct) or mimetypes.guess_extension(ct) or ""
     return guessed.lower()
 
