@@ -35,6 +35,37 @@ def make_champion(base: Path) -> Path:
     return base / "data"
 
 
+def promote_another(data: Path, base: Path, map50_95: float) -> str:
+    """Promote a second random-init model (a better score) into ``data``'s registry through
+    the real gates and export; returns its registry id."""
+    from test_champion_onnx import FLOORS, _report
+    from ultralytics import YOLO
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    from pyroblur.evaluation.report import flat_metrics
+    from pyroblur.manifests import Evidence
+    from pyroblur.registry import promotion
+
+    weights = base / "run2" / "best.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    YOLO("yolo11n.yaml").save(weights)
+    strip_optimizer(weights, updates={"train_args": {"imgsz": SIZE, "task": "detect"}})
+    rep = _report(weights)
+    rep = rep.model_copy(update={"overall": {**rep.overall, "map50_95": map50_95}})
+    evidence = Evidence(
+        counts={s: {"face": 30, "license_plate": 30} for s in ("val", "test")}, minimums={"val": 20, "test": 20}
+    )
+    decision = promotion.decide(
+        data / "registry.json", rep, flat_metrics(rep), "data", evidence, "map50_95", 0.0, FLOORS, onnx_imgsz=SIZE
+    )
+    assert decision.promoted, decision.reason
+    from pyroblur.registry.store import load_registry
+
+    champion = load_registry(data / "registry.json").champion()
+    assert champion is not None
+    return champion.id
+
+
 def write_photo(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
     """A real photo (scikit-image's astronaut) at ``size`` (width, height)."""
     from skimage.data import astronaut
@@ -92,7 +123,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pyroblur serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"pyroblur serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return

@@ -94,7 +94,13 @@ def test_openapi_lists_every_endpoint_with_schemas(server) -> None:
     assert doc["components"]["schemas"]["ErrorResponse"]
     assert requests.get(f"{server.url}/healthz", timeout=10).json()["status"] == "ok"
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
-    for name in ("pyroblur_requests_total", "pyroblur_request_seconds", "pyroblur_batch_frames", "pyroblur_queue_depth", "pyroblur_jobs"):
+    for name in (
+        "pyroblur_requests_total",
+        "pyroblur_request_seconds",
+        "pyroblur_batch_frames",
+        "pyroblur_queue_depth",
+        "pyroblur_jobs",
+    ):
         assert name in metrics, name
 
 
@@ -110,7 +116,9 @@ def test_image_round_trip_equals_cli(server, data, tmp_path) -> None:
         # multipart for one, raw body for the other
         if mode == "blur":
             with photo.open("rb") as f:
-                r = requests.post(f"{server.url}/v1/images", params={**OPTS, "mode": mode}, files={"file": f}, timeout=120)
+                r = requests.post(
+                    f"{server.url}/v1/images", params={**OPTS, "mode": mode}, files={"file": f}, timeout=120
+                )
         else:
             r = requests.post(
                 f"{server.url}/v1/images",
@@ -128,7 +136,9 @@ def test_image_round_trip_equals_cli(server, data, tmp_path) -> None:
         assert not np.array_equal(served, original)  # something was hidden
         assert np.array_equal(served, cli), f"{mode}: served pixels differ from the CLI's"
     # JSON: the same image with its detections and audit record
-    r = requests.post(f"{server.url}/v1/images", params={**OPTS, "format": "json"}, files={"file": photo.open("rb")}, timeout=120)
+    r = requests.post(
+        f"{server.url}/v1/images", params={**OPTS, "format": "json"}, files={"file": photo.open("rb")}, timeout=120
+    )
     assert r.status_code == 200, r.text
     doc = r.json()
     import base64
@@ -307,9 +317,7 @@ def test_bad_images(strict, data, tmp_path) -> None:
         for _ in range(30):
             yield b"\0" * 100_000
 
-    _error(
-        _post(strict, "/v1/images", params={"filename": "c.jpg"}, data=chunks()), 413, "upload_too_large", "2000000"
-    )
+    _error(_post(strict, "/v1/images", params={"filename": "c.jpg"}, data=chunks()), 413, "upload_too_large", "2000000")
     _error(
         _post(strict, "/v1/images", params={"conf_face": "2"}, files={"file": text.open("rb")}),
         422,
@@ -353,8 +361,10 @@ def test_queue_full_is_503_with_retry_after(strict, data, tmp_path) -> None:
     stalled = socket.create_connection(("127.0.0.1", strict.port))
     try:
         stalled.sendall(
-            b"POST /v1/images?filename=s.png HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode()
-            + b"\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + b"\x89PNG"
+            b"POST /v1/images?filename=s.png HTTP/1.1\r\nHost: x\r\nX-API-Key: "
+            + KEY.encode()
+            + b"\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+            + b"\x89PNG"
         )
 
         def inflight() -> bool:
@@ -368,5 +378,114 @@ def test_queue_full_is_503_with_retry_after(strict, data, tmp_path) -> None:
         assert requests.get(f"{strict.url}/healthz", timeout=10).status_code == 200  # no crash
     finally:
         stalled.close()
-    wait_for(lambda: _post(strict, "/v1/images", params=OPTS, files={"file": photo.open("rb")}).status_code == 200, 30, "the slot to free")
+    wait_for(
+        lambda: _post(strict, "/v1/images", params=OPTS, files={"file": photo.open("rb")}).status_code == 200,
+        30,
+        "the slot to free",
+    )
     assert wait_for(lambda: _tmp_empty(data), 10, "the stalled upload's temporary file to be removed")
+
+
+def test_promotion_is_picked_up_without_dropping_requests(data, tmp_path) -> None:
+    from serve_tools import promote_another
+
+    own = tmp_path / "data"
+    shutil.copytree(data / "models", own / "models")
+    shutil.copy(data / "registry.json", own / "registry.json")
+    photo = write_photo(tmp_path / "p.png")
+    srv = Server(own, tmp_path / "server.log")
+    try:
+        before = requests.get(f"{srv.url}/v1/model", timeout=10).json()
+        statuses: list[int] = []
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                r = requests.post(f"{srv.url}/v1/images", params=OPTS, files={"file": photo.open("rb")}, timeout=120)
+                statuses.append(r.status_code)
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            wait_for(lambda: len(statuses) >= 2, 120, "requests before the promotion")
+            new_id = promote_another(own, tmp_path, map50_95=0.9)
+            after = wait_for(
+                lambda: (m := requests.get(f"{srv.url}/v1/model", timeout=10).json())["version"] == new_id and m,
+                120,
+                "the promotion to be picked up",
+            )
+            n = len(statuses)
+            wait_for(lambda: len(statuses) >= n + 2, 120, "requests after the promotion")
+        finally:
+            stop.set()
+            t.join(timeout=120)
+        assert before["version"] != new_id and before["gates_passed"] is True
+        assert after["reloads"] == 1 and after["gates_passed"] is True
+        assert set(statuses) == {200}, (statuses, errors[:3])
+        r = requests.post(
+            f"{srv.url}/v1/images", params={**OPTS, "format": "json"}, files={"file": photo.open("rb")}, timeout=120
+        )
+        assert r.json()["audit"]["model"]["registry"]["champion_id"] == new_id
+    finally:
+        srv.stop()
+
+
+def test_exposed_without_keys_refuses_to_start(data, tmp_path) -> None:
+    env = {**os.environ, "PYROBLUR_DATA_DIR": str(data), "PYTHONPATH": str(ROOT), "PYROBLUR_SERVE_API_KEY_HASHES": ""}
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "PYROBLUR_SERVE_API_KEY_HASHES" in run.stderr and "0.0.0.0" in run.stderr
+
+
+def test_make_serve_binds_localhost_with_the_champion(data, tmp_path) -> None:
+    """`make serve` (what the README says after `make demo`) on the champion of the data dir."""
+    import signal
+
+    from serve_tools import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYROBLUR_DATA_DIR": str(data), "PYTHONPATH": str(ROOT), "SERVE_PORT": str(port)}
+    env["PYROBLUR_SERVE_DATA_DIR"] = str(tmp_path / "state")
+    log = (tmp_path / "make.log").open("w")
+    proc = subprocess.Popen(
+        ["make", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "make.log").read_text()[-3000:]
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, 180, "make serve to be ready", interval=0.2)
+        model = requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
+        from pyroblur.registry.store import load_registry
+
+        assert model["version"] == load_registry(data / "registry.json").champion().id
+        listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+        assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_compose_runs_the_service_on_localhost_with_keys_from_env() -> None:
+    import yaml
+
+    svc = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]["anonymize-api"]
+    assert svc["command"][:2] == ["pyroblur", "serve"]
+    assert svc["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${SERVE_PORT:-8000}:8000"]
+    assert "${PYROBLUR_SERVE_API_KEY_HASHES" in svc["environment"]["PYROBLUR_SERVE_API_KEY_HASHES"]
+    assert "PYROBLUR_SERVE_API_KEY_HASHES=" in (ROOT / "docker" / ".env.example").read_text()

@@ -9,7 +9,6 @@ So the output equals ``pyroblur anonymize``'s for the same file and options.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -35,7 +34,7 @@ from pyroblur.anonymize.options import AnonymizeOptions
 from pyroblur.serve.batcher import Batcher
 from pyroblur.serve.champion import ModelHolder, ServedModel, resolve_served_model
 from pyroblur.serve.errors import ApiError, ErrorResponse
-from pyroblur.serve.jobs import ACTIVE, FINAL, Job, JobStore, JobWorkers, remove_job_files
+from pyroblur.serve.jobs import FINAL, Job, JobStore, JobWorkers, remove_job_files
 from pyroblur.serve.metrics import Metrics
 from pyroblur.serve.params import detector_key, options_dependency
 from pyroblur.serve.settings import ServeSettings, hash_key
@@ -174,9 +173,7 @@ class Service:
         warm = (detector_key(default), default)
         self.holder.load(warm)
         self.holder.start_polling(self.settings.reload_s, warm)
-        self.workers = JobWorkers(
-            self.store, self._run_job, workers=self.settings.job_workers, on_final=self._notify
-        )
+        self.workers = JobWorkers(self.store, self._run_job, workers=self.settings.job_workers, on_final=self._notify)
 
     def stop(self) -> None:
         self.holder.stop()
@@ -207,7 +204,9 @@ class Service:
     def _run_job(self, job: Job, progress: Any) -> dict[str, Any]:
         from pyroblur.anonymize.video import probe_video
 
-        options = AnonymizeOptions.model_validate({**job.options, **self.base_options().model_dump(include={"device", "progress"})})
+        options = AnonymizeOptions.model_validate(
+            {**job.options, **self.base_options().model_dump(include={"device", "progress"})}
+        )
         done = [0]
 
         def on_frames(n: int) -> None:
@@ -398,9 +397,15 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
         lifespan=lifespan,
     )
     app.state.service = service
-    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the service is exposed")
+    # Depends objects as variables: these dependencies are closures of this app, and string
+    # annotations (Annotated[..., Depends(local)]) cannot be resolved from the module
+    api_key_header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="required when the service is exposed"
+    )
 
-    def owner(key: str | None = Depends(api_key_header)) -> str:
+    key_dep = Depends(api_key_header)
+
+    def owner(key: str | None = key_dep) -> str:
         if not settings.api_key_hashes:
             return "local"
         if not key:
@@ -412,7 +417,8 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
             raise ApiError(403, "invalid_api_key", "the API key in X-API-Key is not accepted")
         return digest[:16]
 
-    options = options_dependency(service.base_options)
+    owner_dep = Depends(owner)
+    options_dep = Depends(options_dependency(service.base_options))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -469,13 +475,21 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
         tags=["health"],
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "exposition format"}},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "exposition format"}
+        },
     )
     def metrics() -> Response:
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/model", response_model=ModelInfo, tags=["model"], summary="The model that serves", responses={503: _ERRORS[503]})
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        tags=["model"],
+        summary="The model that serves",
+        responses={503: _ERRORS[503]},
+    )
     def model_info() -> ModelInfo:
         model = service.model()
         registry = model.record.get("registry") or {}
@@ -516,8 +530,8 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
     )
     async def images(
         request: Request,
-        opts: AnonymizeOptions = Depends(options),
-        who: str = Depends(owner),
+        opts: AnonymizeOptions = options_dep,
+        who: str = owner_dep,
         format: Literal["image", "json"] = Query("image", description="image bytes, or JSON with detections"),
         filename: str | None = Query(None, description="name of a raw-body upload (its extension gives the type)"),
     ) -> Response:
@@ -586,8 +600,8 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
     )
     async def create_job(
         request: Request,
-        opts: AnonymizeOptions = Depends(options),
-        who: str = Depends(owner),
+        opts: AnonymizeOptions = options_dep,
+        who: str = owner_dep,
         callback_url: str | None = Query(None, description="http(s) URL notified (POST, JSON status) at the end"),
         filename: str | None = Query(None, description="name of a raw-body upload (its extension gives the type)"),
     ) -> JSONResponse:
@@ -652,8 +666,14 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
             raise ApiError(404, "job_not_found", f"no job {job_id}")
         return job
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], summary="A job's state and progress", responses={404: {"model": ErrorResponse}, 401: _ERRORS[401], 403: _ERRORS[403]})
-    def get_job(job_id: str, who: str = Depends(owner)) -> JobStatus:
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        tags=["jobs"],
+        summary="A job's state and progress",
+        responses={404: {"model": ErrorResponse}, 401: _ERRORS[401], 403: _ERRORS[403]},
+    )
+    def get_job(job_id: str, who: str = owner_dep) -> JobStatus:
         return _job_status(_owned(job_id, who))
 
     @app.get(
@@ -667,7 +687,7 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
             409: {"model": ErrorResponse, "description": "the job is not completed"},
         },
     )
-    def job_result(job_id: str, who: str = Depends(owner)) -> FileResponse:
+    def job_result(job_id: str, who: str = owner_dep) -> FileResponse:
         job = _owned(job_id, who)
         if job.state != "completed" or not job.output.is_file():
             raise ApiError(409, "job_not_completed", f"job {job_id} is {job.state}; its result is not available")
@@ -682,7 +702,7 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
         summary="Cancel a job (a finished one: delete its files)",
         responses={404: {"model": ErrorResponse}},
     )
-    def cancel_job(job_id: str, who: str = Depends(owner)) -> JobStatus:
+    def cancel_job(job_id: str, who: str = owner_dep) -> JobStatus:
         job = _owned(job_id, who)
         if job.state in FINAL:
             remove_job_files(job)
@@ -693,7 +713,6 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
             remove_job_files(updated)
         return _job_status(updated)
 
-    _ = ACTIVE, asyncio
     return app
 
 

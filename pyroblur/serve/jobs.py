@@ -149,8 +149,18 @@ class JobStore:
             db.execute(
                 "INSERT INTO jobs (id, owner, state, filename, input, output, options, callback_url, frames_total,"
                 " created, updated) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, owner, filename, str(input), str(output), json.dumps(options), callback_url, frames_total,
-                 now, now),
+                (
+                    job_id,
+                    owner,
+                    filename,
+                    str(input),
+                    str(output),
+                    json.dumps(options),
+                    callback_url,
+                    frames_total,
+                    now,
+                    now,
+                ),
             )
             db.execute("COMMIT")
         return self.get(job_id)
@@ -177,8 +187,7 @@ class JobStore:
                 db.execute("ROLLBACK")
                 return None
             db.execute(
-                "UPDATE jobs SET state='running', started=?, frames_done=0, attempts=attempts+1, updated=?"
-                " WHERE id=?",
+                "UPDATE jobs SET state='running', started=?, frames_done=0, attempts=attempts+1, updated=? WHERE id=?",
                 (time.time(), _now(), row["id"]),
             )
             db.execute("COMMIT")

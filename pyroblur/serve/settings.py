@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, field_validator
