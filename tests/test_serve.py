@@ -45,8 +45,8 @@ def server(data, tmp_path_factory):
     srv.stop()
 
 
-def _tmp_empty(data: Path) -> bool:
-    tmp = data / "serve" / "tmp"
+def _tmp_empty(data: Path, state: str = "serve") -> bool:
+    tmp = data / state / "tmp"
     return not any(tmp.iterdir())
 
 
@@ -151,6 +151,19 @@ def test_image_round_trip_equals_cli(server, data, tmp_path) -> None:
     cli_audit = json.loads((tmp_path / "cli-blur.png.audit.json").read_text())
     assert doc["audit"]["frames"] == cli_audit["frames"]
     assert doc["audit"]["model"]["sha256"] == cli_audit["model"]["sha256"]
+    # requests that arrive together share detector batches: still the CLI's pixels
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(_: int) -> bytes:
+        r = requests.post(f"{server.url}/v1/images", params=OPTS, files={"file": photo.open("rb")}, timeout=300)
+        assert r.status_code == 200, r.text
+        return r.content
+
+    with ThreadPoolExecutor(8) as pool:
+        outputs = list(pool.map(post, range(16)))
+    cli = cv2.imread(str(tmp_path / "cli-blur.png"), cv2.IMREAD_UNCHANGED)
+    for content in outputs:
+        assert np.array_equal(cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED), cli)
     assert wait_for(lambda: _tmp_empty(data), 10, "temporary uploads to be removed")
 
 
@@ -262,6 +275,7 @@ def strict(data, tmp_path_factory):
     srv = Server(
         data,
         tmp_path_factory.mktemp("strict-logs") / "server.log",
+        data_dir=data / "serve-strict",  # its own jobs and temporaries
         api_key_hashes=hash_key(KEY),
         max_upload_bytes=2_000_000,
         max_pixels=4_000_000,
@@ -330,11 +344,11 @@ def test_bad_images(strict, data, tmp_path) -> None:
         "invalid_option",
         "classes",
     )
-    assert wait_for(lambda: _tmp_empty(data), 10, "temporary uploads to be removed")
+    assert wait_for(lambda: _tmp_empty(data, "serve-strict"), 10, "temporary uploads to be removed")
 
 
 def test_bad_videos_and_job_limits(strict, data, tmp_path) -> None:
-    jobs = data / "serve" / "jobs"
+    jobs = data / "serve-strict" / "jobs"
     before = set(jobs.iterdir())
     long = write_clip(tmp_path / "long.mp4", seconds=25, fps=5, size="64x64", audio=False)
     _error(_post(strict, "/v1/jobs", files={"file": long.open("rb")}), 422, "video_too_long", "25.0 s")
@@ -383,7 +397,7 @@ def test_queue_full_is_503_with_retry_after(strict, data, tmp_path) -> None:
         30,
         "the slot to free",
     )
-    assert wait_for(lambda: _tmp_empty(data), 10, "the stalled upload's temporary file to be removed")
+    assert wait_for(lambda: _tmp_empty(data, "serve-strict"), 10, "the stalled upload's temporary file to be removed")
 
 
 def test_promotion_is_picked_up_without_dropping_requests(data, tmp_path) -> None:
