@@ -8,7 +8,8 @@ One run measures, on the same machine and the same images:
 * ``server``: ``pyroblur serve`` in a subprocess, ``--requests`` image requests (multipart,
   the same options) at each ``--concurrency`` from a thread pool of keep-alive sessions:
   throughput, p50/p99 latency, the detector's batch sizes (from ``/metrics``), and the server's
-  RSS after 100 and after 1000 requests (counted over the whole run).
+  RSS after 100 and after 1000 requests (counted over the whole run, after a warm-up of
+  4 x the top concurrency requests at that concurrency, not counted).
 
     python benchmarks/serve.py                       # tiny random-init champion (smoke model)
     python benchmarks/serve.py --data data           # the champion of `make demo`
@@ -134,9 +135,8 @@ def load(server, images: list[Path], n: int, concurrency: int, opts: dict, count
             raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
         with lock:
             counter["n"] += 1
-            for mark in (100, 1000):
-                if counter["n"] == mark:
-                    counter[f"rss_mib_after_{mark}"] = round(server.rss_mib(), 1)
+            if counter["n"] % 100 == 0:
+                counter.setdefault("curve", {})[counter["n"]] = round(server.rss_mib(), 1)
         return latency
 
     before = batch_histogram(server.url)
@@ -147,7 +147,13 @@ def load(server, images: list[Path], n: int, concurrency: int, opts: dict, count
     after = batch_histogram(server.url)
     calls = after["count"] - before["count"]
     frames = after["sum"] - before["sum"]
-    buckets = {k: after[k] - before.get(k, 0) for k in after if k not in ("count", "sum")}
+    cumulative = [(k, after[k] - before.get(k, 0)) for k in after if k not in ("count", "sum", "+Inf")]
+    cumulative.sort(key=lambda kv: float(kv[0]))
+    buckets, below, low = {}, 0.0, 0.0
+    for le, count in cumulative:  # Prometheus buckets are cumulative: calls per range instead
+        if count - below:
+            buckets[f"{int(low) + 1}-{int(float(le))}"] = int(count - below)
+        below, low = count, float(le)
     return {
         "concurrency": concurrency,
         "requests": n,
@@ -156,7 +162,7 @@ def load(server, images: list[Path], n: int, concurrency: int, opts: dict, count
         "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
         "detector_calls": int(calls),
         "mean_batch_frames": round(frames / calls, 2) if calls else None,
-        "batch_frames_cumulative": {k: int(v) for k, v in buckets.items()},
+        "detector_calls_by_batch_frames": buckets,
     }
 
 
@@ -177,7 +183,13 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="pyroblur-serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = args.data.resolve() if args.data else make_champion(work / "champion")
+    if args.data:
+        data = args.data.resolve()
+    else:
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):  # ultralytics' export log; stdout is the JSON
+            data = make_champion(work / "champion")
     w, h = (int(v) for v in args.size.split("x"))
     images = make_images(work / "images", args.images, (w, h))
     opts = {"tiles": args.tiles}
@@ -194,11 +206,14 @@ def main() -> None:
     )
     counter: dict = {"n": 0}
     try:
-        for _ in range(4):  # warm-up, not counted
-            requests.post(f"{server.url}/v1/images", params=opts, files={"file": images[0].open("rb")}, timeout=600)
+        # warm-up, not counted: the detector, and the threads (and their malloc arenas) that
+        # the top concurrency needs, so that RSS growth measures leaks, not the ramp
+        load(server, images, 4 * max(args.concurrency), max(args.concurrency), opts, {"n": 0})
         result["server"] = [load(server, images, args.requests, c, opts, counter) for c in args.concurrency]
-        result["rss_mib_after_100"] = counter.get("rss_mib_after_100")
-        result["rss_mib_after_1000"] = counter.get("rss_mib_after_1000")
+        curve = counter.get("curve", {})
+        result["rss_mib_after_100"] = curve.get(100)
+        result["rss_mib_after_1000"] = curve.get(1000)
+        result["rss_mib_every_100_requests"] = list(curve.values())
         result["rss_mib_end"] = round(server.rss_mib(), 1)
         result["requests_total"] = counter["n"]
     finally:

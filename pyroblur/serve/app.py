@@ -207,6 +207,8 @@ class Service:
         options = AnonymizeOptions.model_validate(
             {**job.options, **self.base_options().model_dump(include={"device", "progress"})}
         )
+        for stale in job.folder.glob(".*"):  # a temporary output of a run that died mid-job
+            stale.unlink(missing_ok=True)
         done = [0]
 
         def on_frames(n: int) -> None:
@@ -433,6 +435,12 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
             status_code=422,
         )
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        body = ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}").body()
+        return JSONResponse(body, status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -535,7 +543,7 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
         format: Literal["image", "json"] = Query("image", description="image bytes, or JSON with detections"),
         filename: str | None = Query(None, description="name of a raw-body upload (its extension gives the type)"),
     ) -> Response:
-        from pyroblur.anonymize.errors import UnreadableInputError
+        from pyroblur.anonymize.errors import IncompleteOutputError, UnreadableInputError
         from pyroblur.anonymize.planning import file_kind
 
         with service.admitted():
@@ -554,6 +562,8 @@ def create_app(settings: ServeSettings | None = None, *, resolve: Any = resolve_
                     result = await anyio.to_thread.run_sync(service.anonymize, src, dst, opts)
                 except UnreadableInputError as exc:
                     raise ApiError(415, "not_an_image", f"{name}: {exc}") from None
+                except IncompleteOutputError as exc:  # strict=true and the residual check found boxes
+                    raise ApiError(422, "residual_detections", f"{name}: {exc}") from None
                 data = dst.read_bytes()
                 media = mimetypes.guess_type(f"x{src.suffix}")[0] or "application/octet-stream"
                 version = service.model().version

@@ -279,15 +279,15 @@ class JobWorkers:
 
         try:
             result = self._run(job, progress)
-        except Cancelled:
+        except BaseException as exc:
             if self._stop.is_set() and not self.store.cancel_flag(job.id):
-                return  # shutting down: the job stays running and is resumed on the next start
-            self.store.update(job.id, state="cancelled", error="cancelled by request")
-            _remove_input(job)
-        except Exception as exc:  # noqa: BLE001 - a failed job is recorded, the worker lives on
-            logger.warning("job %s failed: %s", job.id, exc)
-            self.store.update(job.id, state="failed", error=f"{type(exc).__name__}: {exc}")
-            _remove_input(job)
+                # shutting down (whatever the job's own error then): it stays running and the
+                # next start resumes it
+                logger.info("job %s interrupted by shutdown (%s); resumed on the next start", job.id, exc)
+                return
+            if not isinstance(exc, Exception):
+                raise
+            self._record_failure(job, exc)
         else:
             self.store.update(
                 job.id, state="completed", result=result, frames_done=result.get("frames", job.frames_done)
@@ -296,6 +296,14 @@ class JobWorkers:
         final = self.store.get(job.id)
         if final is not None:
             self._on_final(final)
+
+    def _record_failure(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, Cancelled):
+            self.store.update(job.id, state="cancelled", error="cancelled by request")
+        else:  # a failed job is recorded, the worker lives on
+            logger.warning("job %s failed: %s", job.id, exc)
+            self.store.update(job.id, state="failed", error=f"{type(exc).__name__}: {exc}")
+        _remove_input(job)
 
 
 def _remove_input(job: Job) -> None:

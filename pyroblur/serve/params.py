@@ -118,4 +118,5 @@ def detector_key(options: AnonymizeOptions) -> str:
     """Requests with the same key can share a detector and a batch."""
     import json
 
-    return json.dumps(options.model_dump(mode="json", exclude=set(DETECTION_ONLY_AFTER)), sort_keys=True)
+    # weights: the model holder keeps one detector cache per served model (swapped on promotion)
+    return json.dumps(options.model_dump(mode="json", exclude={*DETECTION_ONLY_AFTER, "weights"}), sort_keys=True)
