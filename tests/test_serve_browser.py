@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serve_tools import CONF, Server, make_champion, write_photo
+from serve_tools import CONF, Server, make_champion, write_clip, write_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -54,6 +54,14 @@ def test_page_upload_see_after_download(tmp_path) -> None:
             got = cv2.imread(str(saved), cv2.IMREAD_UNCHANGED)
             original = cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)
             assert got.shape == original.shape and not np.array_equal(got, original)
+            # a short video: a job, its progress bar, the anonymized clip beside the original
+            clip = write_clip(tmp_path / "clip.mp4", seconds=2)
+            page.set_input_files("#file", str(clip))
+            page.wait_for_selector("#after-video", timeout=300_000)
+            assert page.locator("#error").inner_text() == ""
+            assert page.eval_on_selector("#progress", "p => p.value") == 1
+            assert "fps" in page.locator("#audit").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "serve_page_video.png"), full_page=True)
             browser.close()
     finally:
         server.stop()
