@@ -58,6 +58,8 @@ def test_page_upload_see_after_download(tmp_path) -> None:
             clip = write_clip(tmp_path / "clip.mp4", seconds=2)
             page.set_input_files("#file", str(clip))
             page.wait_for_selector("#after-video", timeout=300_000)
+            # Chromium decodes the anonymized clip (HAVE_CURRENT_DATA or better)
+            page.wait_for_function("document.getElementById('after-video').readyState >= 2", timeout=60_000)
             assert page.locator("#error").inner_text() == ""
             assert page.eval_on_selector("#progress", "p => p.value") == 1
             assert "fps" in page.locator("#audit").inner_text()
