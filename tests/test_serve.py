@@ -240,7 +240,9 @@ def test_cancel_a_running_job(server, data, tmp_path) -> None:
     assert not any(p.suffix == ".mp4" for p in folder.iterdir())  # no partial output either
 
 
-def test_job_survives_an_api_restart(data, tmp_path) -> None:
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_job_survives_an_api_restart(data, tmp_path, how: str) -> None:
+    """SIGKILL (a crash: nothing cleans up) or SIGTERM (a graceful stop mid-job)."""
     own = tmp_path / "data"
     shutil.copytree(data / "models", own / "models")
     shutil.copy(data / "registry.json", own / "registry.json")
@@ -256,7 +258,7 @@ def test_job_survives_an_api_restart(data, tmp_path) -> None:
             "the job to start",
         )
     finally:
-        first.kill()  # SIGKILL mid-job: nothing gets to clean up
+        first.kill() if how == "kill" else first.stop()
     second = Server(own, tmp_path / "second.log")
     try:
         seen = _states(second.url, job_id, ("completed", "failed", "cancelled"), timeout=600)
