@@ -16,7 +16,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo serve
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ format: install
 
 app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151; VIEW=rejected|duplicates|train|...)
 	$(BIN)/pyroblur app --config $(CONFIG) --port $${PORT:-5151} $(if $(VIEW),--view $(VIEW))
+
+SERVE_PORT ?= 8000
+serve: install ## Anonymization service on http://127.0.0.1:$SERVE_PORT (8000): web page /, OpenAPI /docs (docs/serve.md)
+	YOLO_OFFLINE=1 $(BIN)/pyroblur serve --host 127.0.0.1 --port $(SERVE_PORT)
 
 # Operations (docs/operations.md): a local Prefect server, one worker per pool, the deployments.
 PREFECT_PORT    ?= 4200

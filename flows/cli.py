@@ -295,6 +295,12 @@ def _trigger() -> Callable[..., Any]:
     return guarded(trigger_command)
 
 
+def _serve() -> Callable[..., Any]:
+    from pyroblur.serve.cli import serve_command  # pyroblur/serve/
+
+    return guarded(serve_command)
+
+
 def _output_folder_problem(input: Path, output: Path) -> str | None:
     """Why OUTPUT cannot be used: it may create one new folder (``results/``), not a tree
     under a root that does not exist (``/mnt/usb/...`` with the disk not mounted would
@@ -331,7 +337,7 @@ def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-_LazyCommands.LAZY.update(anonymize=_anonymize, trigger=_trigger)
+_LazyCommands.LAZY.update(anonymize=_anonymize, trigger=_trigger, serve=_serve)
 
 
 def isolate_ephemeral_api_server(*, start_in_background: bool = False) -> threading.Thread | None:
