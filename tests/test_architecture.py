@@ -76,6 +76,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("pyroblur.training",),  # training and the ONNX export of its weights
     ("pyroblur.registry",),  # the model store: which model is champion, its files and records
     ("pyroblur.anonymize",),  # reads the champion from the registry
+    ("pyroblur.serve",),  # the HTTP service over the anonymizer
     ("pyroblur.evaluation",),  # measures the anonymizer's detector, so above it
     ("pyroblur.preflight",),  # checks every stage's prerequisites
     ("tasks",),
