@@ -8,7 +8,11 @@
    training sent to the gpu pool) and its schedule starts active or paused (``--retrain-schedule
    auto|active|paused``; ``auto`` is active only when this host can run that config: a CUDA GPU
    when it trains on one, the internet when a source downloads).
-3. Prints what was deployed: pools, schedules, and whether each is active.
+3. Strict parameters: ``prefect deploy`` builds each deployment's parameter schema from the flow's
+   signature, which lets unknown top-level parameters through (``{"config": ..., "foo": 1}``
+   was accepted, then the run crashed on the worker). The schema gets ``additionalProperties:
+   false`` at its top level, so the server refuses such a run (409) before it is scheduled.
+4. Prints what was deployed: pools, schedules, and whether each is active.
 
 Run: ``python deployments/setup.py [--retrain-config configs/demo.yaml] [--retrain-schedule paused]``
 against ``PREFECT_API_URL`` (and ``PREFECT_API_AUTH_STRING`` when the server has one).
@@ -146,6 +150,30 @@ def configure_retrain(client: Any, config_path: Path, schedule: str, train_deplo
     )
 
 
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with unknown top-level parameters refused (nested models already forbid them)."""
+    return {**schema, "additionalProperties": False}
+
+
+def strict_parameters(client: Any) -> list[str]:
+    """Make every deployment of this project (tagged ``pyroblur``) refuse unknown top-level
+    parameters; returns their names."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    names = []
+    deployments = client.read_deployments(
+        deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["pyroblur"]))
+    )
+    for dep in deployments:
+        schema = dep.parameter_openapi_schema
+        if not schema or schema.get("additionalProperties") is False:
+            continue
+        client.update_deployment(dep.id, DeploymentUpdate(parameter_openapi_schema=strict_schema(schema)))
+        names.append(dep.name)
+    return names
+
+
 def summary(client: Any) -> list[str]:
     """One line per deployment: pool and schedules."""
     from prefect.client.schemas.filters import DeploymentFilter
@@ -187,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_automation(client, args.silence)
         print(f"automation {AUTOMATION}: flow runs silent for {args.silence:g} s are set Crashed")
         print(configure_retrain(client, args.retrain_config, args.retrain_schedule, args.train_deployment or None))
+        strict = strict_parameters(client)
+        print(f"unknown top-level parameters refused (409) by: {', '.join(strict) or 'all already'}")
         print(f"deployments on {PREFECT_API_URL.value()}:")
         print("\n".join(summary(client)))
     return 0

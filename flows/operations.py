@@ -33,7 +33,14 @@ def train_stage(
     dataset_name: str | None = None,
 ) -> GpuStageResult:
     """GPU stage: train on an exported dataset; with ``benchmark_config`` also benchmark and promote
-    (predictions go into FiftyOne dataset ``dataset_name`` when given)."""
+    (predictions go into FiftyOne dataset ``dataset_name`` when given).
+
+    Args:
+        train_config: The config's train section.
+        dataset: The exported YOLO dataset (the export stage's manifest).
+        benchmark_config: The config's benchmark section; empty: train only (benchmark on the CPU).
+        dataset_name: FiftyOne dataset that receives the test split's predictions (empty: none).
+    """
     return train_benchmark_promote({}, train_config, dataset, benchmark_config, dataset_name)
 
 

@@ -83,7 +83,9 @@ def train_benchmark_promote(
 def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> PipelineResult:
     """Build the dataset, train a detector and benchmark it, each stage cached on its inputs.
 
-    ``until`` stops after that stage (e.g. ``curate`` to inspect the data in FiftyOne first).
+    Args:
+        config: The pipeline's configuration (configs/pyroblur.yaml as a form).
+        until: Stop after this stage, e.g. 'curate' to inspect the data in FiftyOne first.
     """
     preflight(config, until=until)  # registry, packages, weights, devices: fail in seconds, not after training
     states: dict[str, str] = {}

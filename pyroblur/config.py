@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pyroblur.core.errors import ConfigurationError
 from pyroblur.core.yamlsafe import UnsafeYamlError, load_yaml
-from pyroblur.data.sources.models import SourceConfig, SyntheticSource
+from pyroblur.data.sources.models import SourceConfig, SyntheticSource, sources_schema
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,13 @@ class BalanceConfig(_Section):
 class SplitConfig(_Section):
     """Leak-free train/val/test split."""
 
-    train: float = Field(0.8, gt=0, lt=1)
-    val: float = Field(0.1, ge=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
+    train: float = Field(
+        0.8, gt=0, lt=1, description="Fraction of the images in the train split (train + val + test = 1)."
+    )
+    val: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the images in the val split (early stopping, best.pt)."
+    )
+    test: float = Field(0.1, gt=0, lt=1, description="Fraction of the images in the test split (benchmark, promotion).")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -129,8 +133,15 @@ def ultralytics_arg_names() -> frozenset[str]:
 RESERVED_TRAIN_ARGS = frozenset({"data", "project", "name", "resume", "exist_ok", "model", "mode", "task"})
 
 
+def allowed_train_args() -> frozenset[str]:
+    """Names ``train.args`` accepts: ultralytics' own, less the pipeline's and those with a field
+    of their own. The parameter schema lists them (``propertyNames``), so the Prefect server
+    refuses a misspelled one (409) before a run is scheduled."""
+    return ultralytics_arg_names() - RESERVED_TRAIN_ARGS - set(TrainConfig.model_fields)
+
+
 class TrainConfig(_Section):
-    """Ultralytics training. Common arguments are fields; any other ultralytics argument goes in ``args``."""
+    """Ultralytics training. Common arguments are fields; any other ultralytics argument goes in 'args'."""
 
     model: str = Field(
         "yolo11l.pt",
@@ -139,17 +150,30 @@ class TrainConfig(_Section):
     allow_download: bool = Field(
         True, description="Let ultralytics download official weights (e.g. yolo11l.pt) when missing."
     )
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, description="Training epochs (fewer when early stopping ends it, see patience).")
     imgsz: int = Field(640, ge=32, description="Training image size, pixels (multiple of 32).")
-    batch: int = Field(16, description="Batch size (-1 = auto for the GPU's memory).")
+    batch: int = Field(
+        16,
+        ge=-1,
+        description="Batch size, images (-1 = auto for the GPU's memory; 0 and other negatives are refused).",
+        json_schema_extra={"not": {"const": 0}},
+    )
     device: str = Field("0", description="'cpu', a GPU index '0', several '0,1' (DDP), or 'auto'.")
     workers: int = Field(8, ge=0, description="Dataloader worker processes.")
-    seed: int = Field(0)
+    seed: int = Field(0, description="Seed of ultralytics' training (weights init, augmentation order).")
     patience: int = Field(50, ge=0, description="Early stopping patience in epochs.")
     args: dict[str, Any] = Field(
         default_factory=dict,
         description="Any other ultralytics train argument (checked against ultralytics' own names).",
+        json_schema_extra=lambda schema: schema.update(propertyNames={"enum": sorted(allowed_train_args())}),
     )
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_not_zero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("batch must be a positive number of images or -1 (auto), got 0")
+        return v
 
     @field_validator("imgsz")
     @classmethod
@@ -175,9 +199,9 @@ class TrainConfig(_Section):
 
 
 class WiderSuiteConfig(_Section):
-    """A WIDER FACE evaluation suite: images and the official ground-truth ``.mat`` files.
+    """A WIDER FACE evaluation suite: images and the official ground-truth .mat files.
 
-    Paths are relative to the data root unless absolute. ``fabricate`` makes a small offline
+    Paths are relative to the data root unless absolute. 'fabricate' makes a small offline
     suite in the official layout (rendered synthetic faces; not WIDER's images) when missing.
     """
 
@@ -208,7 +232,7 @@ class WiderSuiteConfig(_Section):
 
 class HeldOutSuite(_Section):
     """A source's own split scored after training, e.g. the plate set's test split; it must also
-    be listed in ``balance.hold_out`` so that it never reaches training."""
+    be listed in balance.hold_out so that it never reaches training."""
 
     name: str = Field(description="Suite name in reports.")
     source: str = Field(description="Source name (sources[].name).")
@@ -293,11 +317,13 @@ class OrchestrationConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    """Everything the training pipeline needs; the ``training_pipeline`` flow's parameter."""
+    """Everything the training pipeline needs; the training_pipeline flow's parameter."""
 
     name: str = Field("pyroblur", description="Run name, used in reports.")
     sources: list[SourceConfig] = Field(
-        default_factory=lambda: [SyntheticSource()], description="Datasets to download or generate."
+        default_factory=lambda: [SyntheticSource()],
+        description="Datasets to download or generate.",
+        json_schema_extra=sources_schema,
     )
     curation: CurationConfig = Field(default_factory=CurationConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)

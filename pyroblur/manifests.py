@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class Manifest(BaseModel):
     """Base: ``digest`` identifies the content; downstream cache keys use it."""
 
-    digest: str
+    digest: str = Field(description="Content digest; downstream cache keys use it.")
 
 
 class SourceOutput(BaseModel):
@@ -49,16 +49,16 @@ class CurateManifest(Manifest):
 class Evidence(BaseModel):
     """How many images per class each held-out split has, against the configured minimum.
 
-    ``shortfalls`` holds one sentence per (split, class) below its minimum, naming the split,
+    'shortfalls' holds one sentence per (split, class) below its minimum, naming the split,
     the class, the count and the setting; a run only gets past balancing with shortfalls when
-    ``allowed`` (``balance.allow_small_evidence``), and promotion then fails its evidence gates.
+    'allowed' (balance.allow_small_evidence), and promotion then fails its evidence gates.
     """
 
     counts: dict[str, dict[str, int]] = Field(description="split -> class -> images containing it")
     minimums: dict[str, int] = Field(description="split -> minimum images per class")
     setting: str = Field("balance.min_images_per_class", description="the config key of the minimums")
     allowed: bool = Field(False, description="whether a shortfall was allowed to go on (with a warning)")
-    shortfalls: list[str] = Field(default_factory=list)
+    shortfalls: list[str] = Field(default_factory=list, description="one sentence per (split, class) below its minimum")
 
 
 class SplitManifest(Manifest):
@@ -76,9 +76,9 @@ class SplitManifest(Manifest):
 
 
 class ExportManifest(Manifest):
-    path: str
-    data_yaml: str
-    images: dict[str, int]
+    path: str = Field(description="Folder of the exported YOLO dataset.")
+    data_yaml: str = Field(description="Its data.yaml, as ultralytics reads it.")
+    images: dict[str, int] = Field(description="split -> images exported")
     evidence: Evidence | None = Field(None, description="carried from the split, for the promotion gates")
 
 

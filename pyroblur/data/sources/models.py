@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,16 +22,48 @@ WIDER_SHA256 = {
 KEREMBERKE_REVISION = "62d190d43a2275439526444d1cd520b4c478adbd"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = "Unique name of this source; becomes the sample's 'source' field."
+
+
+def _kind_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """JSON schema of one source kind, shaped so that the Prefect server's validator (jsonschema,
+    which ignores OpenAPI's ``discriminator``) names the key that is wrong.
+
+    The sources' union is an ``anyOf``; jsonschema reports the deepest error among the branches,
+    and gives up (\"not valid under any of the given schemas\") on a tie. So the branch of another
+    kind fails at the source itself (``if``/``else``: depth 0) instead of at its ``kind`` key, and
+    the branch of the source's own kind reports the bad field (depth 1). One branch also carries the
+    list of kinds, so that an unknown kind is the one deepest error: "'flickr' is not one of [...]".
+    """
+    if "kind" not in cls.model_fields:  # the shared bases are never in a schema of their own
+        return
+    kind = cls.model_fields["kind"].default
+    prop = schema["properties"]["kind"]
+    prop.pop("const", None)
+    prop.pop("enum", None)
+    prop["description"] = f"Source kind: '{kind}' (one of {', '.join(SOURCE_KINDS)})."
+    schema["if"] = {"properties": {"kind": {"const": kind}}, "required": ["kind"]}
+    # An unknown key is reported at the key itself (depth 1) and only by its own kind's branch:
+    # ``additionalProperties: false`` would fail at the source's level, tied with the other kinds.
+    schema.pop("additionalProperties", None)
+    schema["then"] = {
+        "properties": dict.fromkeys(schema["properties"], True),
+        "additionalProperties": {"not": {"description": f"not a key of a {kind} source"}},
+    }
+    if kind == SOURCE_KINDS[0]:
+        schema["else"] = {"properties": {"kind": {"enum": list(SOURCE_KINDS)}}, "not": {}}
+    else:
+        schema["else"] = False
 
 
 class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_kind_schema)
 
-    name: str = Field(description="Unique name of this source; becomes the sample's `source` field.")
+    name: str = Field(description=_NAME)
 
 
 class HttpOptions(BaseModel):
-    """How HTTP sources download (see ``pyroblur.data.download.DownloadPolicy``)."""
+    """How HTTP sources download (see pyroblur.data.download.DownloadPolicy)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,11 +79,11 @@ class HttpOptions(BaseModel):
 class _HubSource(_Source):
     """Files of a Hugging Face dataset repository, pinned to one commit.
 
-    URLs are ``{endpoint}/datasets/{repo}/resolve/{revision}/{folder}/{file}``. ``revision``
-    must be a full commit hash unless ``allow_unpinned`` is set (fail closed: a branch such as
-    ``main`` can serve different data next month). ``sha256`` pins each file's content (the
-    LFS object id the Hub shows on the file's page); a file without a pin is still checked
-    against the sha256 the Hub announces when serving it (``X-Linked-Etag``).
+    URLs are {endpoint}/datasets/{repo}/resolve/{revision}/{folder}/{file}. 'revision' must be a
+    full commit hash unless 'allow_unpinned' is set (fail closed: a branch such as 'main' can
+    serve different data next month). 'sha256' pins each file's content (the LFS object id the
+    Hub shows on the file's page); a file without a pin is still checked against the sha256 the
+    Hub announces when serving it (X-Linked-Etag).
     """
 
     endpoint: str = Field("https://huggingface.co", description="Hugging Face endpoint (or a mirror of its API).")
@@ -70,7 +102,7 @@ class _HubSource(_Source):
         None,
         description="A plain folder URL (mirror) holding the files instead of the Hub; no token is sent there.",
     )
-    http: HttpOptions = Field(default_factory=HttpOptions)
+    http: HttpOptions = Field(default_factory=HttpOptions, description="Retries, timeouts and progress of the downloads.")
 
     @field_validator("sha256")
     @classmethod
@@ -106,7 +138,7 @@ class SyntheticSource(_Source):
     """Embedded offline generator of street-like photos with faces and license plates."""
 
     kind: Literal["synthetic"] = "synthetic"
-    name: str = "synthetic"
+    name: str = Field("synthetic", description=_NAME)
     num_images: int = Field(600, ge=1, description="Images to generate.")
     image_size: int = Field(256, ge=64, le=4096, description="Side of the square images, pixels.")
     seed: int = Field(0, description="Generator seed: same seed, same images.")
@@ -114,17 +146,19 @@ class SyntheticSource(_Source):
 
 
 class WiderFaceSource(_HubSource):
-    """WIDER FACE from its Hugging Face mirror (images zips + wider_face_split.zip under ``data/``)."""
+    """WIDER FACE from its Hugging Face mirror (images zips + wider_face_split.zip under data/)."""
 
     kind: Literal["wider_face"] = "wider_face"
-    name: str = "wider_face"
-    repo: str = "CUHK-CSE/wider_face"
-    revision: str = WIDER_REVISION
+    name: str = Field("wider_face", description=_NAME)
+    repo: str = Field("CUHK-CSE/wider_face", description="Dataset repository on the Hub, owner/name.")
+    revision: str = Field(WIDER_REVISION, description="Commit hash (40 hex characters) the files are read at.")
     sha256: dict[str, str] = Field(
         default_factory=lambda: dict(WIDER_SHA256),
         description="File name -> sha256 (defaults: the files of the pinned revision).",
     )
-    splits: list[Literal["train", "val"]] = Field(default_factory=lambda: ["train", "val"])
+    splits: list[Literal["train", "val"]] = Field(
+        default_factory=lambda: ["train", "val"], description="WIDER FACE splits to download."
+    )
     max_images: int | None = Field(None, ge=1, description="Cap per split (None = all).")
     verify_checksums: bool = Field(
         True,
@@ -137,13 +171,15 @@ class HuggingFaceCocoSource(_HubSource):
     """COCO-JSON zips on Hugging Face, e.g. keremberke/license-plate-object-detection."""
 
     kind: Literal["hf_coco"] = "hf_coco"
-    name: str = "license_plates"
-    repo: str = "keremberke/license-plate-object-detection"
+    name: str = Field("license_plates", description=_NAME)
+    repo: str = Field("keremberke/license-plate-object-detection", description="Dataset repository, owner/name.")
     revision: str = Field(
         KEREMBERKE_REVISION, description="Commit hash of the repository (or a branch with allow_unpinned: true)."
     )
     folder: str = Field("data", description="Folder of the repository holding <split>.zip.")
-    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"])
+    splits: list[str] = Field(
+        default_factory=lambda: ["train", "valid", "test"], description="Split zips to download (<folder>/<split>.zip)."
+    )
     class_map: dict[str, Literal["face", "license_plate", "ignore"]] = Field(
         default_factory=lambda: {"license_plate": "license_plate"},
         description="Source category name -> our class (or 'ignore'). A name used by an "
@@ -153,13 +189,13 @@ class HuggingFaceCocoSource(_HubSource):
 
 
 class RoboflowSource(_Source):
-    """Roboflow Universe project, downloaded with the `roboflow` package (needs an API key)."""
+    """Roboflow Universe project, downloaded with the roboflow package (needs an API key)."""
 
     kind: Literal["roboflow"] = "roboflow"
-    name: str = "roboflow_plates"
-    workspace: str = "roboflow-universe-projects"
-    project: str = "license-plate-recognition-rxg4e"
-    version: int = 4
+    name: str = Field("roboflow_plates", description=_NAME)
+    workspace: str = Field("roboflow-universe-projects", description="Roboflow workspace of the project.")
+    project: str = Field("license-plate-recognition-rxg4e", description="Roboflow project name.")
+    version: int = Field(4, ge=1, description="Version of the project's dataset.")
     api_key_env: str = Field("ROBOFLOW_API_KEY", description="Environment variable holding the key.")
     api_key_secret_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the key (used when set)."
@@ -181,12 +217,13 @@ class OpenImagesSource(_Source):
     """Open Images V7 through the FiftyOne zoo."""
 
     kind: Literal["open_images"] = "open_images"
-    name: str = "open_images"
+    name: str = Field("open_images", description=_NAME)
     classes: dict[str, Literal["face", "license_plate"]] = Field(
-        default_factory=lambda: {"Human face": "face", "Vehicle registration plate": "license_plate"}
+        default_factory=lambda: {"Human face": "face", "Vehicle registration plate": "license_plate"},
+        description="Open Images class label -> our class.",
     )
-    split: Literal["train", "validation", "test"] = "train"
-    max_samples: int = Field(1000, ge=1)
+    split: Literal["train", "validation", "test"] = Field("train", description="Open Images split to load.")
+    max_samples: int = Field(1000, ge=1, description="Most images loaded from the zoo.")
     seed: int | None = Field(0, description="Shuffle seed of the zoo's sample selection (None = no shuffle).")
 
 
@@ -194,14 +231,28 @@ class LocalFolderSource(_Source):
     """A local folder in YOLO or COCO layout."""
 
     kind: Literal["local"] = "local"
-    path: Path
-    format: Literal["yolo", "coco"]
+    path: Path = Field(description="Folder holding the dataset (read only; never modified).")
+    format: Literal["yolo", "coco"] = Field(description="Layout of the folder: YOLO txt labels or COCO JSON.")
     class_map: dict[str, Literal["face", "license_plate", "ignore"]] = Field(
         description="Source class name (YOLO: name from data.yaml, or the numeric id as text) -> our class."
     )
 
 
+#: The kinds, in the order of :data:`SourceConfig`'s union.
+SOURCE_KINDS: tuple[str, ...] = ()
+
 SourceConfig = Annotated[
     SyntheticSource | WiderFaceSource | HuggingFaceCocoSource | RoboflowSource | OpenImagesSource | LocalFolderSource,
     Field(discriminator="kind"),
 ]
+
+
+def sources_schema(schema: dict[str, Any]) -> None:
+    """The ``sources`` list's JSON schema: an ``anyOf`` of the kinds (see :func:`_kind_schema`),
+    not pydantic's ``oneOf`` + ``discriminator``, which neither jsonschema nor the Prefect UI's
+    form read."""
+    items = schema.get("items", {})
+    if "oneOf" in items:
+        items["anyOf"] = items.pop("oneOf")
+        items.pop("discriminator", None)
+SOURCE_KINDS = tuple(m.model_fields["kind"].default for m in get_args(get_args(SourceConfig)[0]))
