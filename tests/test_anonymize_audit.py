@@ -167,6 +167,19 @@ def test_interrupted_folder_job_resumes_without_redoing_finished_files(folder, t
     assert detector.frames == 4
 
 
+def test_a_resumed_report_counts_the_skipped_files_boxes_from_their_audit_records(folder, tmp_path) -> None:
+    out = tmp_path / "out"
+    first = anonymize_path(folder, out, _opts(), detector=TextureDetector())
+    assert first.ok and sum(r.boxes for r in first.processed) > 0
+    detector = TextureDetector()
+    again = anonymize_path(folder, out, _opts(), detector=detector, resume=True)
+    assert detector.frames == 0 and all(r.resumed for r in again.processed)
+    boxes = {r.input: (r.boxes, r.remembered, r.frames, r.complete) for r in first.processed}
+    assert {r.input: (r.boxes, r.remembered, r.frames, r.complete) for r in again.processed} == boxes
+    # the markdown report's "boxes hidden" column is the same as the first run's
+    assert first.to_markdown().splitlines()[4] == again.to_markdown().splitlines()[4]
+
+
 def test_audit_names_the_champion_and_its_gates(tmp_path, monkeypatch) -> None:
     from pyroblur.core.settings import get_paths
     from pyroblur.registry.store import Candidate, champion_weights, promote_if_better

@@ -109,13 +109,21 @@ class _Collected:
 
 
 def _resumed(src: Path, dst: Path) -> FileResult:
+    """The result of a file skipped on a resume, read back from its audit record: the boxes it
+    hid and those filled from tracks count as when it was written (a resumed report must not
+    say "0 boxes hidden" for work done by the interrupted run)."""
     doc = json.loads(audit_path(dst).read_text())
+    rows = [row for frame in doc.get("frames", []) for row in frame.get("boxes", [])]
+    filled = doc.get("box_columns", []).index("filled") if "filled" in doc.get("box_columns", []) else None
     return FileResult(
         input=src,
         output=dst,
         kind=file_kind(src) or "image",
         frames=doc.get("frames_written") or 1,
         expected_frames=doc.get("frames_expected"),
+        complete=doc.get("complete", True),
+        boxes=len(rows),
+        remembered=sum(1 for row in rows if filled is not None and row[filled]),
         residual=(doc.get("residual") or {}).get("count"),
         audit=audit_path(dst),
         resumed=True,
