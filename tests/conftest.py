@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,18 +71,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process started with ``start_new_session=True``: TERM its group, then KILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def start_mongod(dbpath: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """FiftyOne's bundled mongod on 127.0.0.1 and a free port, data in ``dbpath``; returns the
+    process (its own session: :func:`stop_group` stops it) and its URI."""
+    import importlib.util
+
+    binary = Path(importlib.util.find_spec("fiftyone").origin).parent / "db" / "bin" / "mongod"
+    dbpath.mkdir(parents=True)
+    port = free_port()
+    log_path = dbpath.parent / f"{dbpath.name}-mongod.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mongod exited: {log_path.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"mongodb://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    stop_group(proc)
+    pytest.fail(f"mongod did not listen on {port} in {timeout} s; see {log_path}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
     """Every test session gets its own data root, Prefect home and FiftyOne database.
 
-    FiftyOne starts its own mongod (or reuses the one already running for this user); a unique
-    database *name* keeps test data apart and is dropped at the end. We do not point FiftyOne at
-    a temporary database dir: other FiftyOne processes of the user would attach to that mongod
-    while the tests run and see their datasets vanish with it.
+    The database is a mongod of the session's own (``FIFTYONE_DATABASE_URI``), stopped at the
+    end, unless ``FIFTYONE_DATABASE_URI`` is set already (then a unique database name there,
+    dropped at the end). Not FiftyOne's own database service: it is shared by every FiftyOne
+    process of the user whatever their database folder (a new process attaches to the one
+    running), so a temporary folder of ours would serve the user's other FiftyOne processes
+    while the tests run, and the user's would serve the tests.
     """
     base = tmp_path_factory.mktemp("session")
     db_name = f"pyroblur-test-{uuid.uuid4().hex[:8]}"
+    mongod = None
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    if not uri:
+        mongod, uri = start_mongod(base / "mongo")
     env = {
+        "FIFTYONE_DATABASE_URI": uri,
         "PYROBLUR_DATA_DIR": str(base / "data"),
         "PREFECT_HOME": str(base / "prefect-home"),
         "PREFECT_LOCAL_STORAGE_PATH": str(base / "data" / "prefect-results"),
@@ -96,14 +147,23 @@ def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    yield base
-    if "fiftyone" in sys.modules:
-        try:
-            import fiftyone as fo
+    if "fiftyone" in sys.modules:  # imported while collecting: its config was read already
+        import fiftyone as fo
 
-            fo.core.odm.database.get_db_conn().client.drop_database(db_name)
-        except Exception:  # noqa: BLE001 - best effort cleanup
-            pass
+        fo.config.database_uri, fo.config.database_name = uri, db_name
+    try:
+        yield base
+    finally:
+        if "fiftyone" in sys.modules:
+            try:
+                import fiftyone as fo
+
+                fo.core.odm.database.get_db_conn().client.drop_database(db_name)
+                fo.core.odm.database._disconnect()
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
+        if mongod is not None:
+            stop_group(mongod)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

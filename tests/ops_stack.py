@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import API, with_faults
+from conftest import API, start_mongod, stop_group, with_faults
 from tiny_config import tiny_config, with_changes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,36 +268,6 @@ def _take_scheduled_runs(stack: Stack, deployment: str, timeout: float = 90) -> 
     return runs
 
 
-def _start_mongod(dbpath: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """FiftyOne's bundled mongod on 127.0.0.1 and a free port; returns it and its URI."""
-    import importlib.util
-    import socket
-
-    from conftest import free_port
-
-    binary = Path(importlib.util.find_spec("fiftyone").origin).parent / "db" / "bin" / "mongod"
-    dbpath.mkdir(parents=True)
-    port = free_port()
-    log = (dbpath.parent / "mongod.log").open("w")
-    proc = subprocess.Popen(
-        [str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mongod exited: {(dbpath.parent / 'mongod.log').read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"mongodb://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.5)
-    _stop(proc)
-    pytest.fail(f"mongod did not listen on {port} in {timeout} s")
-
-
 def snapshot_code(dest: Path) -> Path:
     """Copy the checkout's files (tracked and untracked, not ignored) to ``dest``."""
     names = (
@@ -332,17 +302,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+_stop = stop_group
 
 
 @pytest.fixture(scope="session")
@@ -355,7 +315,7 @@ def ops_stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     # processes come and go, and one that starts while the last one's private mongod shuts down
     # can find the curated dataset missing; FiftyOne's shared per-user mongod can be stopped by
     # another FiftyOne process of the user while the stack runs.
-    mongod, mongo_uri = _start_mongod(base / "mongo")
+    mongod, mongo_uri = start_mongod(base / "mongo")
     env = {
         **os.environ,  # the session's FiftyOne database name
         "FIFTYONE_DATABASE_URI": mongo_uri,

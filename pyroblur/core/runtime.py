@@ -33,7 +33,31 @@ def configure_environment() -> None:
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     # FiftyOne's own mongod is 6.0 (the oldest it supports); the warning is expected.
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    configure_fiftyone_database()
     configure_ultralytics()
+
+
+def configure_fiftyone_database() -> str:
+    """Put FiftyOne's database under the data root (``<root>/fiftyone/db``) unless
+    ``FIFTYONE_DATABASE_URI`` or ``FIFTYONE_DATABASE_DIR`` already says where; returns where.
+
+    FiftyOne's default is one database per user (``~/.fiftyone/var/lib/mongo``), shared by every
+    data root and left behind by ``make clean``. FiftyOne reads the folder when it starts its
+    mongod, so this must run before the first database call of the process (FiftyOne's config
+    is corrected in place when it was imported already).
+    """
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    if uri:
+        return uri
+    folder = os.environ.get("FIFTYONE_DATABASE_DIR") or str(get_paths().fiftyone_db)
+    os.environ["FIFTYONE_DATABASE_DIR"] = folder
+    import sys
+
+    fo = sys.modules.get("fiftyone")
+    config = getattr(fo, "config", None)
+    if config is not None and getattr(config, "database_dir", folder) != folder and config.database_uri is None:
+        config.database_dir = folder
+    return folder
 
 
 def configure_ultralytics() -> None:

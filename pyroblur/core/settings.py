@@ -9,6 +9,8 @@ Layout::
     <root>/runs/<digest>/             ultralytics training runs (checkpoints live here)
     <root>/reports/<digest>/          benchmark reports
     <root>/registry.json              champion/challenger model registry
+    <root>/fiftyone/db/               FiftyOne's MongoDB data (unless FIFTYONE_DATABASE_URI or
+                                      FIFTYONE_DATABASE_DIR says otherwise; pyroblur.core.runtime)
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class Paths:
     @property
     def registry(self) -> Path:
         return self.root / "registry.json"
+
+    @property
+    def fiftyone_db(self) -> Path:
+        """FiftyOne's database folder (mongod's ``--dbpath``) when nothing else is configured."""
+        return self.root / "fiftyone" / "db"
 
 
 def get_paths() -> Paths:
