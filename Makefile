@@ -100,5 +100,5 @@ ops-demo: install ## Server + cpu and gpu workers + deploy + the demo config tra
 gpu-suite: ## GPU tests + every GPU figure as JSON in gpu-results/ (docs/benchmarks.md "GPU"; --cpu: dry run)
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash benchmarks/gpu_suite.sh $(GPU_SUITE_ARGS)
 
-clean: ## Remove the data root and Prefect home (keeps .venv)
+clean: ## Remove the data root (FiftyOne database included) and Prefect home (keeps .venv)
 	rm -rf $(PYROBLUR_DATA_DIR) $(PREFECT_HOME)

@@ -33,5 +33,10 @@ fi
 # runs (gpu: 1, its own GPU, from its CUDA_VISIBLE_DEVICES, which its runs inherit).
 prefect work-pool set-concurrency-limit "$WORK_POOL" "${WORK_POOL_LIMIT:-$WORK_POOL_CONCURRENCY}"
 
+# The dead-worker protection's second line: a sweeper beside the worker sets Crashed the runs
+# whose heartbeats stopped, reading the server's records (deployments/sweeper.py), in case the
+# automation's event was lost. It shares the worker's process group, so it stops with it.
+python "$PYROBLUR_CODE_DIR/deployments/sweeper.py" &
+
 exec prefect worker start --pool "$WORK_POOL" --type "$WORK_POOL_TYPE" \
     --limit "$WORK_POOL_CONCURRENCY" --name "${WORKER_NAME:-$WORK_POOL-$(hostname)}"

@@ -170,6 +170,11 @@ class BenchmarkManifest(Manifest):
     onnx: dict[str, float | str] = Field(default_factory=dict)
     pr_curve: str | None = None
     dataset_name: str | None = Field(None, description="FiftyOne dataset holding the predictions")
+    predictions_field: str | None = Field(
+        None,
+        description="its field with this benchmark's predictions at the operating point (<field>_all: every "
+        "prediction; pyroblur.curation.dataset.record_predictions)",
+    )
     test_digest: str = Field("", description="digest of the test images and labels scored")
     operating_point: OperatingPoint | None = None
     privacy: dict[str, ClassPrivacy] = Field(default_factory=dict, description="class -> coverage and leaks")

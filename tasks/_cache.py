@@ -12,11 +12,15 @@ its outputs are no longer intact (``tasks._verify.outputs_intact``), steps to a 
 ``<key>~<digest of the stale record>``. The derived key is deterministic, so the next run finds
 the fresh result there, with local and remote result storage alike; if that one goes stale too,
 the walk continues (bounded) from it.
+
+When a stage is not served from the cache, the run's log says why in one line (the config keys
+that changed, the upstream data, the code modules, or outputs gone): ``tasks._explain``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +46,11 @@ def _fingerprint(record: Any) -> str:
         return digest_of(repr(result))[:12]
 
 
-def resolve_key(store: Any, base: str, intact: Any = outputs_intact) -> str:
-    """The first key, from ``base`` along the derived chain, with no record or an intact one."""
+def resolve_key(
+    store: Any, base: str, intact: Any = outputs_intact, on_stale: Callable[[str, Any], None] | None = None
+) -> str:
+    """The first key, from ``base`` along the derived chain, with no record or an intact one;
+    ``on_stale(key, record)`` hears of each stale record walked past (``None``: unreadable)."""
     key = base
     for _ in range(MAX_HOPS):
         if store is None or not store.exists(key):
@@ -57,6 +64,8 @@ def resolve_key(store: Any, base: str, intact: Any = outputs_intact) -> str:
         if ok:
             return key
         log.info("cached result %s describes outputs that are gone or changed; recomputing", key)
+        if on_stale is not None:
+            on_stale(key, record)
         key = f"{base}~{_fingerprint(record) if record is not None else 'unreadable'}-{key[-8:]}"
     return key
 
@@ -75,4 +84,30 @@ class StagePolicy(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         base = f"{self.stage}-{stage_digest(task_ctx.task, *inputs.values())}"
-        return resolve_key(getattr(task_ctx, "result_store", None), base)
+        store = getattr(task_ctx, "result_store", None)
+        walked: list[tuple[str, Any]] = []
+        key = resolve_key(store, base, on_stale=lambda k, record: walked.append((k, record)))
+        try:
+            self._say_why(task_ctx, store, base, key, inputs, walked)
+        except Exception as exc:  # noqa: BLE001 - an explanation never breaks a run
+            log.debug("no cache explanation for %s: %s", self.stage, exc)
+        return key
+
+    def _say_why(
+        self, task_ctx: Any, store: Any, base: str, key: str, inputs: dict[str, Any], walked: list[tuple[str, Any]]
+    ) -> None:
+        """Log to the run why the stage is not served from the cache; remember this key's parts."""
+        from prefect.logging import get_run_logger
+
+        from tasks import _explain
+
+        parts = _explain.key_parts(task_ctx.task, inputs)
+        if store is None or not store.exists(key):
+            if walked:
+                stale_key, record = walked[0]
+                kind = type(getattr(record, "result", None)).__name__ if record is not None else "unreadable record"
+                line = _explain.stale(self.stage, stale_key, kind)
+            else:
+                line = _explain.explain(self.stage, parts)
+            get_run_logger(task_ctx).info(line)
+        _explain.remember(self.stage, base, parts)

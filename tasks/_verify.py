@@ -55,7 +55,9 @@ def outputs_intact(manifest: Any) -> bool:
         if not (Path(manifest.report_json).exists() and Path(manifest.weights).exists()):
             return False
         if manifest.dataset_name:  # the predictions and TP/FP/FN must still be in the dataset
-            return _stamp(manifest.dataset_name, "benchmark") == manifest.digest
+            # one stamp per benchmark's own field: another config's benchmark leaves this one valid
+            stage = f"benchmark:{manifest.predictions_field}" if manifest.predictions_field else "benchmark"
+            return _stamp(manifest.dataset_name, stage) == manifest.digest
         return True
     if isinstance(manifest, PromotionManifest):
         from pyroblur.registry.store import load_registry

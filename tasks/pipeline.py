@@ -123,9 +123,17 @@ def benchmark(
         Path(model.weights), Path(dataset.data_yaml), imgsz, cfg, out, digest, dataset_name=dataset_name
     )
     if dataset_name and images:  # predictions + per-sample TP/FP/FN for the App (none without test images)
-        fo_scores = record_predictions(dataset_name, images, preds, digest)
+        label = f"{Path(model.run_dir).name}/{Path(model.weights).name} sha256:{model.digest[:12]}"
+        conf = manifest.operating_point.conf if manifest.operating_point else {}
+        fo_scores = record_predictions(dataset_name, images, preds, digest, model=label, operating_conf=conf)
+        field = fo_scores.pop("field")
+        fo_scores.pop("eval_key")
         manifest = manifest.model_copy(
-            update={"dataset_name": dataset_name, "overall": {**manifest.overall, **fo_scores}}
+            update={
+                "dataset_name": dataset_name,
+                "predictions_field": field,
+                "overall": {**manifest.overall, **fo_scores},
+            }
         )
         Path(manifest.report_json).write_text(manifest.model_dump_json(indent=2))
     create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")

@@ -4,8 +4,11 @@ real server, workers and deployments of the ops stack (``make deploy``'s two ste
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from ops_stack import TINY_OPS, Stack, tiny
+from conftest import API
+from ops_stack import SILENCE_S, TINY_OPS, Stack, tiny
 
 pytest_plugins = ["ops_stack"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,3 +56,49 @@ def test_a_split_that_does_not_sum_to_one_fails_at_once_naming_the_key(ops_stack
     logs = ops_stack.log_text(run["id"], expect="config.split")
     lines = [x for x in logs.splitlines() if "config.split" in x]
     assert any("config.split: Value error, split ratios must sum to 1, got 1.100" in x for x in lines), logs
+
+
+def test_a_dead_worker_s_run_is_crashed_even_when_the_automation_s_event_is_lost(ops_stack: Stack):
+    """The automation never acts (as when its event is dead-lettered on a busy server: here it
+    is disabled, so nothing it would do gets through); the sweeper beside the remaining worker
+    still sets the silent run Crashed within the silence plus one pass (docs/operations.md)."""
+    (automation,) = [a for a in ops_stack.post("/automations/filter", {}) if a["name"] == "pyroblur-crash-silent-runs"]
+    patch = f"{ops_stack.api}/automations/{automation['id']}"
+    API.patch(patch, json={"enabled": False}, timeout=30).raise_for_status()
+    try:
+        config = tiny(
+            **{"name": "tiny-lost-event", "sources.0.seed": 41, "curation.dataset_name": "pyroblur-test-lost-event"}
+        )
+        config["train"]["epochs"] = 40  # still training when its worker is killed
+        r = ops_stack.create_run("train", {"config": config})
+        assert r.status_code == 201, r.text
+        parent_id = r.json()["id"]
+        deadline = time.monotonic() + 400
+        stage = None
+        while time.monotonic() < deadline:
+            children = ops_stack.child_runs(parent_id)
+            if children and children[0]["state"]["type"] == "RUNNING":
+                stage = children[0]
+                break
+            time.sleep(2)
+        assert stage is not None, ops_stack.worker_logs()
+        ops_stack.log_text(stage["id"], expect="training run folder: ", timeout=180)
+        ops_stack.kill_worker("gpu")
+        killed = time.monotonic()
+        deadline = killed + SILENCE_S + 30 + 120  # silence + one pass, plus the server's latency
+        crashed = None
+        while time.monotonic() < deadline:
+            run = ops_stack.get(f"/flow_runs/{stage['id']}")
+            if run["state"]["type"] == "CRASHED":
+                crashed = run
+                break
+            time.sleep(2)
+        assert crashed is not None, f"not Crashed in {SILENCE_S + 150} s\n{ops_stack.worker_logs()}"
+        assert "found by the sweeper" in crashed["state"]["message"], crashed["state"]
+        parent = ops_stack.wait(parent_id, timeout=120)
+        assert parent["state"]["type"] == "FAILED" and "GpuStageError" in parent["state"]["message"]
+    finally:
+        API.patch(patch, json={"enabled": True}, timeout=30).raise_for_status()
+        if "gpu" not in ops_stack.workers:
+            ops_stack.start_worker("gpu")
+            ops_stack.wait_for_workers(("gpu",))

@@ -66,10 +66,14 @@ def test_cache_semantics(tmp_path, prefect_server):
     server_states = {tr["name"].split("-")[0]: tr["state"]["name"] for tr in task_runs_of_last_flow(prefect_server)}
     assert set(server_states.values()) == {"Cached"} and len(server_states) == len(STAGES)
 
-    # Only the epochs change: train and benchmark run again, the data stages do not.
+    # Only the epochs change: train and benchmark run again, the data stages do not; the run's
+    # log says which stage runs and why.
     proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert states == {**dict.fromkeys(STAGES[:4], "Cached"), **dict.fromkeys(STAGES[4:], "Completed")}
+    logs = proc.stdout + proc.stderr
+    assert "train runs (not cached): config key train.epochs 1 -> 2" in logs, logs[-3000:]
+    assert "benchmark runs (not cached): upstream data changed: model (TrainManifest)" in logs, logs[-3000:]
 
     # The cache never lies: delete the FiftyOne dataset -> curate and the split run again.
     import fiftyone as fo
@@ -78,6 +82,7 @@ def test_cache_semantics(tmp_path, prefect_server):
     proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert states["curate"] == states["balance_split"] == "Completed"
+    assert "curate runs (not cached): outputs gone: the cached CurateManifest" in proc.stdout + proc.stderr
     assert states["download"] == states["export"] == states["train"] == "Cached"
     assert fo.dataset_exists(TINY["curation"]["dataset_name"])
 
@@ -94,6 +99,41 @@ def test_cache_semantics(tmp_path, prefect_server):
     proc, states = run_pipeline(tmp_path, prefect_server, "train.epochs=2", "sources.0.seed=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert states == dict.fromkeys(STAGES, "Completed")
+
+
+def test_another_config_leaves_this_one_cached(tmp_path, prefect_server):
+    """Config A, config B (another training of the same data, benchmarked into the same FiftyOne
+    dataset), then A again: every stage of the third run is Cached. Each benchmark writes its
+    own predictions field, so B's does not overwrite A's (nor invalidate A's cached result)."""
+    import fiftyone as fo
+
+    a = ["curation.dataset_name=pyroblur-test-aba"]
+    b = [*a, "train.seed=7"]
+    for sets, name in ((a, "a"), (b, "b")):
+        proc, states = run_pipeline(tmp_path, prefect_server, *sets, name=name)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train runs (not cached): config key train.seed 0 -> 7" in proc.stdout + proc.stderr
+    proc, states = run_pipeline(tmp_path, prefect_server, *a, name="a-again")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states == dict.fromkeys(STAGES, "Cached"), states
+    assert "runs (not cached)" not in proc.stdout + proc.stderr
+
+    # Both models' predictions are in the dataset, each labelled with the model it came from;
+    # the App shows the operating point by default, the PR curve keeps every box.
+    ds = fo.load_dataset("pyroblur-test-aba")
+    recorded = ds.info["pyroblur_predictions"]
+    assert len(recorded) == 2 and len({r["model"] for r in recorded.values()}) == 2
+    for field, rec in recorded.items():
+        test = ds.match_tags("test")
+        kept = test.values(f"{field}.detections.confidence", unwind=True)
+        every = test.values(f"{field}_all.detections.confidence", unwind=True)
+        floor = min(rec["operating_conf"].values())
+        assert all(c >= floor for c in kept) and len(every) >= len(kept)
+        assert any(c < floor for c in every)  # the low-confidence boxes are kept for the PR curve
+        assert set(test.values(f"{field}.detections.model", unwind=True)) <= {rec["model"]}
+        assert ds.has_saved_view(field) and rec["model"] in ds.get_field(field).description
+    assert ds.has_saved_view("predictions")
+    assert ds.app_config.active_fields.paths[0] == "ground_truth"
 
 
 def test_transient_failures_are_retried(tmp_path, prefect_server):

@@ -178,11 +178,50 @@ def export_items(dataset_name: str) -> list[ExportItem]:
 # ----------------------------------------------------------------------------- predictions
 
 
-def record_predictions(dataset_name: str, images: list[Path], preds: list[Detections], digest: str) -> dict[str, float]:
-    """Attach ``preds`` (pixels) to the dataset's test samples and run ``evaluate_detections``.
+#: Saved view of the latest benchmark's predictions at the operating point (test samples).
+LATEST_PREDICTIONS_VIEW = "predictions"
+
+
+def predictions_field(digest: str) -> str:
+    """The field holding one benchmark's predictions at the operating point.
+
+    One field per benchmark (named by its digest: model, test split and benchmark config), so
+    that another config's benchmark never overwrites it (and its cached result stays valid).
+    ``<field>_all`` holds every prediction down to ``benchmark.conf`` (the PR curve and mAP).
+    """
+    return f"predictions_{digest[:8]}"
+
+
+def _stamp_field(ds: Any, field: str, digest: str) -> None:
+    """Stamp one benchmark's field without dropping the other benchmarks' stamps (they are
+    side by side, not a chain); a new curation or split still drops them all (:func:`set_stamp`)."""
+    info = dict(ds.info.get("pyroblur") or {})
+    info[f"benchmark:{field}"] = digest
+    ds.info["pyroblur"] = info
+    ds.save()
+
+
+def record_predictions(
+    dataset_name: str,
+    images: list[Path],
+    preds: list[Detections],
+    digest: str,
+    *,
+    model: str,
+    operating_conf: dict[str, float],
+) -> dict[str, Any]:
+    """Attach ``preds`` (pixels) to the dataset's test samples and evaluate them.
+
+    Two fields per benchmark (see :func:`predictions_field`): ``<field>`` keeps the boxes at
+    the operating point (``operating_conf``: class -> anonymization's confidence threshold),
+    what the App shows by default and what per-sample ``eval_<digest8>_tp/fp/fn`` count;
+    ``<field>_all`` keeps every prediction for FiftyOne's mAP and PR curves. Each box carries
+    ``model`` (which weights made it). Saved views ``predictions_<digest8>`` and
+    :data:`LATEST_PREDICTIONS_VIEW` show the test samples with the operating-point field.
 
     Exported test images are named by the first 20 hex digits of the sample's sha256, which is
-    how they are matched back. Returns FiftyOne's COCO-style mAP and the TP/FP/FN totals.
+    how they are matched back. Returns the field names, FiftyOne's COCO-style mAP (all
+    predictions) and the TP/FP/FN totals at the operating point.
     """
     import fiftyone as fo
 
@@ -190,34 +229,64 @@ def record_predictions(dataset_name: str, images: list[Path], preds: list[Detect
     test = ds.match_tags("test")
     ids, shas, widths, heights = test.values(["id", "sha256", "metadata.width", "metadata.height"])
     by_name = {sha[:20]: (sid, w, h) for sid, sha, w, h in zip(ids, shas, widths, heights)}
-    values = {}
+    field = predictions_field(digest)
+    eval_key = f"eval_{digest[:8]}"
+    every, kept = {}, {}
     for img, det in zip(images, preds):
         if img.stem not in by_name:
             continue
         sid, w, h = by_name[img.stem]
-        values[sid] = fo.Detections(
-            detections=[
-                fo.Detection(label=CLASSES[int(c)], bounding_box=to_fiftyone_box(xyxy, w, h), confidence=float(s))
-                for xyxy, c, s in zip(det.xyxy, det.class_id, det.confidence, strict=True)
-            ]
+        boxes = [
+            fo.Detection(
+                label=CLASSES[int(c)], bounding_box=to_fiftyone_box(xyxy, w, h), confidence=float(s), model=model
+            )
+            for xyxy, c, s in zip(det.xyxy, det.class_id, det.confidence, strict=True)
+        ]
+        every[sid] = fo.Detections(detections=boxes)
+        kept[sid] = fo.Detections(
+            detections=[b.copy() for b in boxes if b.confidence >= operating_conf.get(b.label, 0.0)]
         )
-    if not values:
+    if not every:
         raise ValueError(f"no exported test image matches a test sample of FiftyOne dataset '{dataset_name}'")
-    ds.set_values("predictions", values, key_field="id")
-    results = test.evaluate_detections(
-        "predictions",
-        gt_field="ground_truth",
-        eval_key="eval",
-        compute_mAP=True,
-        classes=list(CLASSES),
-        progress=False,
-    )
-    set_stamp(ds, "benchmark", digest)
-    out = {
-        "fiftyone_map50_95": float(results.mAP()),
-        "tp": float(sum(test.values("eval_tp"))),
-        "fp": float(sum(test.values("eval_fp"))),
-        "fn": float(sum(test.values("eval_fn"))),
+    conf = ", ".join(f"{k} >= {v:g}" for k, v in sorted(operating_conf.items()))
+    for name, values, what in (
+        (field, kept, f"at the operating point ({conf})"),
+        (f"{field}_all", every, "every box down to the benchmark's confidence (PR curve, mAP)"),
+    ):
+        ds.set_values(name, values, key_field="id")
+        schema_field = ds.get_field(name)
+        schema_field.description = f"Predictions of {model} {what}; benchmark {digest[:16]}"
+        schema_field.save()
+    evaluate = dict(gt_field="ground_truth", classes=list(CLASSES), progress=False)
+    test = ds.match_tags("test")
+    results = test.evaluate_detections(f"{field}_all", eval_key=f"{eval_key}_all", compute_mAP=True, **evaluate)
+    test.evaluate_detections(field, eval_key=eval_key, **evaluate)
+    view = test.sort_by(f"{eval_key}_fn", reverse=True)
+    for name in (field, LATEST_PREDICTIONS_VIEW):
+        ds.save_view(
+            name, view, description=f"Test samples with {field}: {model} at the operating point", overwrite=True
+        )
+    # The App shows the ground truth and the latest benchmark's operating point by default.
+    ds.app_config.active_fields = fo.core.odm.dataset.ActiveFields(paths=["ground_truth", field])
+    registry = dict(ds.info.get("pyroblur_predictions") or {})
+    registry[field] = {
+        "model": model,
+        "digest": digest,
+        "operating_conf": dict(operating_conf),
+        "all_field": f"{field}_all",
+        "eval_key": eval_key,
+        "recorded": datetime.utcnow().isoformat(timespec="seconds"),
     }
-    log.info("predictions of %d test samples written to '%s': %s", len(values), dataset_name, out)
+    ds.info["pyroblur_predictions"] = registry
+    ds.save()
+    _stamp_field(ds, field, digest)
+    out = {
+        "field": field,
+        "eval_key": eval_key,
+        "fiftyone_map50_95": float(results.mAP()),
+        "tp": float(sum(test.values(f"{eval_key}_tp"))),
+        "fp": float(sum(test.values(f"{eval_key}_fp"))),
+        "fn": float(sum(test.values(f"{eval_key}_fn"))),
+    }
+    log.info("predictions of %d test samples written to '%s' field %s: %s", len(every), dataset_name, field, out)
     return out

@@ -1,0 +1,60 @@
+"""The one line a run logs when a stage is not served from the cache (tasks/_explain.py), on the
+real train task's key parts. The same lines through a real Prefect run: tests/test_pipeline.py."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_config import tiny_config
+
+
+@pytest.fixture
+def parts(tmp_path, monkeypatch):
+    """``key_parts`` of the real ``train`` task for a train section and an export manifest."""
+    monkeypatch.setenv("PYROBLUR_DATA_DIR", str(tmp_path / "root"))
+    from pyroblur.config import parse_config
+    from pyroblur.manifests import ExportManifest
+    from tasks import _explain
+    from tasks.pipeline import train
+
+    def of(dataset_digest: str = "d" * 64, **train_changes) -> dict[str, str]:
+        cfg = parse_config(tiny_config(**{f"train.{k}": v for k, v in train_changes.items()}))
+        dataset = ExportManifest(digest=dataset_digest, path="/x", data_yaml="/x/data.yaml", images={"train": 1})
+        return _explain.key_parts(train, {"cfg": cfg.train, "dataset": dataset})
+
+    return of
+
+
+def test_parts_name_config_keys_upstream_data_and_code(parts):
+    p = parts()
+    assert p["config:train.epochs"] == "1" and p["config:train.model"] == "'yolo11n.yaml'"
+    assert p["upstream:dataset (ExportManifest)"] == "d" * 16
+    assert "code:tasks.pipeline:train" in p and "code:pyroblur.training.trainer" in p
+
+
+def test_the_line_says_which_stage_and_why(parts):
+    from tasks import _explain
+
+    assert "first run" in _explain.explain("train", parts())
+    _explain.remember("train", "train-aaa", parts())
+    assert _explain.explain("train", parts(epochs=2)) == "train runs (not cached): config key train.epochs 1 -> 2"
+    line = _explain.explain("train", parts(dataset_digest="e" * 64))
+    assert line == "train runs (not cached): upstream data changed: dataset (ExportManifest)"
+    # the closest recorded key is the one compared with
+    _explain.remember("train", "train-bbb", parts(epochs=2))
+    assert _explain.explain("train", parts(epochs=2, seed=3)) == "train runs (not cached): config key train.seed 0 -> 3"
+
+
+def test_a_code_change_names_the_module(parts, monkeypatch):
+    from tasks import _explain
+
+    _explain.remember("train", "train-aaa", parts())
+    changed = dict(parts())
+    changed["code:pyroblur.training.trainer"] = "0" * 16
+    assert _explain.explain("train", changed) == "train runs (not cached): code changed: pyroblur/training/trainer.py"
+
+
+def test_outputs_gone_line():
+    from tasks import _explain
+
+    line = _explain.stale("curate", "curate-0123456789abcdef0123456789", "CurateManifest")
+    assert line.startswith("curate runs (not cached): outputs gone: the cached CurateManifest")
