@@ -51,7 +51,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151; VIEW=rejected|duplicates|train|...)
+app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151; VIEW=rejected|duplicates|train|predictions|...)
 	$(BIN)/pyroblur app --config $(CONFIG) --port $${PORT:-5151} $(if $(VIEW),--view $(VIEW))
 
 SERVE_PORT ?= 8000

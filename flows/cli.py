@@ -263,7 +263,11 @@ def open_app(
     config: ConfigOpt = Path("configs/pyroblur.yaml"),
     dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: curation.dataset_name).")] = None,
     view: Annotated[
-        str | None, typer.Option(help="Open a saved view: curated, rejected, duplicates, train, val or test.")
+        str | None,
+        typer.Option(
+            help="Open a saved view: curated, rejected, duplicates, train, val, test, or predictions (the "
+            "latest benchmark's test samples at the operating point)."
+        ),
     ] = None,
     address: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the FiftyOne App.")] = 5151,

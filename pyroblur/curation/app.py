@@ -9,8 +9,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
-#: Saved views curation and the split create, in the order a person looks at them.
-VIEWS = ("curated", "rejected", "duplicates", "train", "val", "test")
+#: Saved views curation, the split and the benchmark create, in the order a person looks at them
+#: (``predictions``: the latest benchmark's test samples at the operating point, most misses first).
+VIEWS = ("curated", "rejected", "duplicates", "train", "val", "test", "predictions")
 
 
 class AppError(RuntimeError):
