@@ -4,7 +4,8 @@ The cache key of a stage (tasks/_cache.py) is one digest: it tells that somethin
 what. Next to the key, this module keeps a small ledger per stage (``<data root>/cache-ledger/
 <stage>.json``, the last :data:`LEDGER_SIZE` keys) of what went into each key, part by part:
 every config key of the stage's section (``train.epochs``), every upstream manifest's digest,
-other inputs, and the code (the task's own definitions and each project module it reaches). On a
+other inputs, and the code (the meaning of each project definition the task reaches, as the key
+itself counts it: ``pyroblur.core.codegraph.function_closure``). On a
 miss, the parts are compared with the closest recorded key, and one line names the stage and
 why: the config keys that changed (old -> new value), the upstream data, the code modules, or
 that the cached outputs are gone.
@@ -62,7 +63,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, str], sections: dict[type, 
 
 def key_parts(task: Any, inputs: dict[str, Any]) -> dict[str, str]:
     """What went into a stage's key, part by part (see module docstring)."""
-    from pyroblur.core.codegraph import function_closure, module_file
+    from pyroblur.core.codegraph import function_closure
 
     parts: dict[str, str] = {}
     sections = _section_names()
@@ -73,12 +74,8 @@ def key_parts(task: Any, inputs: dict[str, Any]) -> dict[str, str]:
             prefix = "sources" if name in ("sources", "cfg") else name
         _flatten(prefix, value, parts, sections)
     try:
-        closure = function_closure(task)
-        parts[f"code:{closure.function}"] = digest_of(list(closure.segments))[:16]
-        for mod in sorted(closure.modules):
-            path = module_file(mod)
-            body = path.read_bytes() if path is not None else b"<missing>"
-            parts[f"code:{mod}"] = hashlib.sha256(body).hexdigest()[:16]
+        for name, meaning in function_closure(task).items:  # ("module:definition", its meaning)
+            parts[f"code:{name}"] = hashlib.sha256(meaning.encode()).hexdigest()[:16]
     except Exception as exc:  # noqa: BLE001 - an explanation never breaks a run
         parts["code:?"] = f"unknown ({type(exc).__name__})"
     return parts
@@ -107,10 +104,12 @@ def remember(stage: str, key: str, parts: dict[str, str]) -> None:
 
 
 def _module_path(part: str) -> str:
-    name = part.removeprefix("code:")
-    if ":" in name:  # the task's own definitions, e.g. tasks.pipeline:train
-        return name
-    return name.replace(".", "/") + ".py"
+    """``code:pyroblur.training.trainer:train_model`` -> ``pyroblur/training/trainer.py:train_model``."""
+    module, _, name = part.removeprefix("code:").partition(":")
+    path = module.replace(".", "/") + ".py"
+    if not name or name.startswith("<external>"):
+        return path
+    return f"{path} (its imports)" if name == "<import>" else f"{path}:{name}"
 
 
 def explain(stage: str, parts: dict[str, str]) -> str:
@@ -130,7 +129,7 @@ def explain(stage: str, parts: dict[str, str]) -> str:
             config.append(f"{name} {before} -> {after}")
         elif kind == "upstream":
             upstream.append(name)
-        elif kind == "code":
+        elif kind == "code" and _module_path(k) not in code:
             code.append(_module_path(k))
     reasons = []
     if config:
