@@ -123,8 +123,19 @@ class SplitConfig(_Section):
 
 @functools.cache
 def ultralytics_arg_names() -> frozenset[str]:
-    """Training/validation argument names ultralytics itself accepts."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
+    """Training/validation argument names ultralytics itself accepts.
+
+    Read from ultralytics' own ``cfg/default.yaml`` (what ``ultralytics.cfg.DEFAULT_CFG_DICT``
+    is loaded from) without importing ultralytics: that import pulls in torch and took seconds
+    of every ``pyroblur run``, also a fully cached one.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    default = Path(next(iter(spec.submodule_search_locations or []), "")) / "cfg" / "default.yaml" if spec else None
+    if default is not None and default.is_file():
+        return frozenset(yaml.safe_load(default.read_text(encoding="utf-8")))
+    from ultralytics.cfg import DEFAULT_CFG_DICT  # a layout we do not know: ask ultralytics
 
     return frozenset(DEFAULT_CFG_DICT)
 

@@ -39,6 +39,11 @@ from typing import Any
 #: Top-level packages whose code belongs to this project (others are pinned dependencies).
 PROJECT_PACKAGES: tuple[str, ...] = ("pyroblur", "tasks", "flows")
 
+#: Modules that compute keys and output names, not results: the walk does not enter them. A
+#: change there changes the digests' values, and so every key, by itself; a change that keeps the
+#: values (a faster walk) must not re-run every stage.
+KEY_MACHINERY: tuple[str, ...] = ("tasks._keys", "pyroblur.core.codegraph")
+
 _BUILTINS = frozenset(dir(builtins))
 _DEF = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 _BLOCK = ast.If | ast.Try | ast.With | ast.For | ast.While
@@ -86,6 +91,12 @@ class _Module:
     star: list[str] = field(default_factory=list)  # modules imported with ``*``
     on_import: list[ast.AST] = field(default_factory=list)  # top-level statements that do something
     meanings: dict[str, str] = field(default_factory=dict)  # name -> meaning of its definition(s)
+    refs: dict[tuple[str, tuple[str, ...]], tuple[tuple[Any, ...], ...]] = field(default_factory=dict)
+
+    def meaning_of_import(self) -> str:
+        if "\0import" not in self.meanings:
+            self.meanings["\0import"] = meaning(self.on_import)
+        return self.meanings["\0import"]
 
     def meaning_of(self, name: str, root: bool) -> str:
         key = f"{name}\0root" if root else name
@@ -264,6 +275,56 @@ class CodeClosure:
         return h.hexdigest()
 
 
+def _refs(mod: _Module, nodes: list[ast.AST], packages: tuple[str, ...]) -> tuple[tuple[Any, ...], ...]:
+    """What following the names used in ``nodes`` asks the walk to do (see ``_Walk.uses``)."""
+    out: list[tuple[Any, ...]] = []
+    # imports inside the nodes (lazy imports); one name may be bound by several of them
+    local: dict[str, list[tuple[str, str | None]]] = {}
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import | ast.ImportFrom):
+                for n, binding in _import_bindings(sub, mod.name, mod.is_package).items():
+                    local.setdefault(n, []).append(binding)
+                if isinstance(sub, ast.ImportFrom) and any(a.name == "*" for a in sub.names):
+                    out.append(("whole", _resolve_from(sub, mod.name, mod.is_package)))
+    attr_of: dict[int, list[str]] = {}  # id(Name) -> the attribute chain read from it
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Attribute):
+                chain: list[str] = []
+                cur: ast.AST = sub
+                while isinstance(cur, ast.Attribute):
+                    chain.append(cur.attr)
+                    cur = cur.value
+                if isinstance(cur, ast.Name):
+                    prev = attr_of.get(id(cur), [])
+                    if len(chain) > len(prev):
+                        attr_of[id(cur)] = list(reversed(chain))
+    external: dict[str, str] = {}
+    for node in nodes:
+        for sub in ast.walk(node):
+            if not isinstance(sub, ast.Name):
+                continue
+            name = sub.id
+            bindings = local.get(name, []) + ([mod.imported[name]] if name in mod.imported else [])
+            if not bindings:
+                if name in mod.defined:
+                    out.append(("todo", mod.name, name))
+                elif mod.star and name not in _BUILTINS:
+                    out.extend(("whole", target) for target in mod.star)
+                continue
+            for target, attr in bindings:
+                if not _is_project(target, packages):
+                    external[name] = f"{external.get(name, '')}|{target}:{attr or ''}"
+                elif attr is not None:
+                    out.append(("reach", target, attr))
+                else:
+                    out.append(("chain", target, tuple(attr_of.get(id(sub), []))))
+    if external:
+        out.append(("external", repr(sorted(external.items()))))
+    return tuple(dict.fromkeys(out))
+
+
 class _Walk:
     def __init__(self, packages: tuple[str, ...]) -> None:
         self.packages = packages
@@ -275,6 +336,8 @@ class _Walk:
 
     # -- modules: importing one runs its parents' and its own import-time statements
     def enter(self, name: str) -> _Module | None:
+        if name in KEY_MACHINERY:
+            return None
         mod = _module(name)
         if mod is None or name in self.modules:
             return mod
@@ -282,8 +345,8 @@ class _Walk:
         for parent in _with_parents(name)[:-1]:
             self.enter(parent)
         if mod.on_import:
-            self.items[f"{name}:<import>"] = meaning(mod.on_import)
-            self.uses(mod, mod.on_import)
+            self.items[f"{name}:<import>"] = mod.meaning_of_import()
+            self.uses(mod, "<import>", mod.on_import)
         # what its top-level imports import runs too (their import-time statements only)
         for target, _ in mod.imported.values():
             if _is_project(target, self.packages):
@@ -294,7 +357,7 @@ class _Walk:
 
     def module_whole(self, name: str) -> None:
         """A module used as a value: everything in it counts."""
-        if name in self.whole or not _is_project(name, self.packages):
+        if name in self.whole or not _is_project(name, self.packages) or name in KEY_MACHINERY:
             return
         self.whole.add(name)
         mod = self.enter(name)
@@ -307,7 +370,7 @@ class _Walk:
 
     def reach(self, module: str, attr: str | None) -> None:
         """The definition ``attr`` of ``module`` (or the module as a value when ``attr`` is None)."""
-        if not _is_project(module, self.packages):
+        if not _is_project(module, self.packages) or module in KEY_MACHINERY:
             return
         if attr is None:
             self.module_whole(module)
@@ -335,54 +398,23 @@ class _Walk:
             self.enter(module)
         self.module_whole(module)  # the chain ends on a module: it is used as a value
 
-    def uses(self, mod: _Module, nodes: list[ast.AST]) -> None:
-        """Follow every name used in ``nodes`` (inside ``mod``) to what it binds."""
-        # imports inside the nodes (lazy imports); one name may be bound by several of them
-        local: dict[str, list[tuple[str, str | None]]] = {}
-        for node in nodes:
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Import | ast.ImportFrom):
-                    for n, binding in _import_bindings(sub, mod.name, mod.is_package).items():
-                        local.setdefault(n, []).append(binding)
-                    if isinstance(sub, ast.ImportFrom) and any(a.name == "*" for a in sub.names):
-                        self.module_whole(_resolve_from(sub, mod.name, mod.is_package))
-        attr_of: dict[int, list[str]] = {}  # id(Name) -> the attribute chain read from it
-        for node in nodes:
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Attribute):
-                    chain: list[str] = []
-                    cur: ast.AST = sub
-                    while isinstance(cur, ast.Attribute):
-                        chain.append(cur.attr)
-                        cur = cur.value
-                    if isinstance(cur, ast.Name):
-                        prev = attr_of.get(id(cur), [])
-                        if len(chain) > len(prev):
-                            attr_of[id(cur)] = list(reversed(chain))
-        external: dict[str, str] = {}
-        for node in nodes:
-            for sub in ast.walk(node):
-                if not isinstance(sub, ast.Name):
-                    continue
-                name = sub.id
-                bindings = local.get(name, []) + ([mod.imported[name]] if name in mod.imported else [])
-                if not bindings:
-                    if name in mod.defined:
-                        self.todo.append((mod.name, name))
-                    elif mod.star and name not in _BUILTINS:
-                        for target in mod.star:
-                            self.module_whole(target)
-                    continue
-                for target, attr in bindings:
-                    if not _is_project(target, self.packages):
-                        external[name] = f"{external.get(name, '')}|{target}:{attr or ''}"
-                    elif attr is not None:
-                        self.reach(target, attr)
-                    else:
-                        self.chain(target, attr_of.get(id(sub), []))
-        if external:
-            key = f"{mod.name}:<external>:{len(self.items)}"
-            self.items[key] = repr(sorted(external.items()))
+    def uses(self, mod: _Module, key: str, nodes: list[ast.AST]) -> None:
+        """Follow every name used in ``nodes`` (definition ``key`` of ``mod``) to what it binds."""
+        cache_key = (key, self.packages)
+        if cache_key not in mod.refs:  # once per parsed definition, whatever the stage
+            mod.refs[cache_key] = _refs(mod, nodes, self.packages)
+        for action in mod.refs[cache_key]:
+            kind = action[0]
+            if kind == "todo":
+                self.todo.append((action[1], action[2]))
+            elif kind == "whole":
+                self.module_whole(action[1])
+            elif kind == "reach":
+                self.reach(action[1], action[2])
+            elif kind == "chain":
+                self.chain(action[1], list(action[2]))
+            else:  # external bindings: swapping one library for another changes the key
+                self.items[f"{mod.name}:<external>:{len(self.items)}"] = action[1]
 
     def run(self, root_module: str, root_name: str) -> None:
         while self.todo:
@@ -396,7 +428,7 @@ class _Walk:
             root = (module, name) == (root_module, root_name)
             self.items[f"{module}:{name}"] = mod.meaning_of(name, root)
             nodes = [_undecorated(n) for n in mod.defined[name]] if root else mod.defined[name]
-            self.uses(mod, nodes)
+            self.uses(mod, f"{name}\0root" if root else name, nodes)
 
 
 def _undecorated(node: ast.AST) -> ast.AST:
