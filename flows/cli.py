@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -193,8 +194,16 @@ def run(
         typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
         raise typer.Exit(EXIT_CONFIG)
     _clean_partials(get_paths().root)
+    # Every stage after download checks or writes the FiftyOne dataset: import FiftyOne and
+    # connect (its mongod starts) while the API server starts; joined before the flow starts,
+    # so no two threads import at once while the flow runs.
+    warm = threading.Thread(target=_warm_fiftyone, daemon=True) if until != "download" else None
+    if warm is not None:
+        warm.start()
     if server is not None:
         server.wait_ready()
+    if warm is not None:
+        warm.join()
     try:
         result = training_pipeline(cfg, until=until)
     except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
@@ -344,6 +353,15 @@ def _anonymize_preflight(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _LazyCommands.LAZY.update(anonymize=_anonymize, trigger=_trigger, serve=_serve)
+
+
+def _warm_fiftyone() -> None:
+    try:
+        import fiftyone.core.odm.database as fod
+
+        fod.get_db_conn()
+    except Exception as exc:  # noqa: BLE001 - the stage that needs the database reports it
+        log.debug("FiftyOne warm-up failed: %s", exc)
 
 
 def _api_url_configured() -> bool:
