@@ -66,7 +66,9 @@ def resolve_key(
         log.info("cached result %s describes outputs that are gone or changed; recomputing", key)
         if on_stale is not None:
             on_stale(key, record)
-        key = f"{base}~{_fingerprint(record) if record is not None else 'unreadable'}-{key[-8:]}"
+        # named after the stale record and the key it lay under: a stale record found under a
+        # derived key leads to the next key, never back to the same one
+        key = f"{base}~{_fingerprint(record) if record is not None else 'unreadable'}-{digest_of(key)[:8]}"
     return key
 
 

@@ -331,3 +331,28 @@ def test_unreadable_record_is_stale():
 
     key = resolve_key(Store(), "base", intact=lambda m: True)
     assert key != "base" and key.startswith("base~")
+
+
+def test_stale_records_under_derived_keys_lead_on_to_a_fresh_key():
+    """Two stale records in a row (the outputs deleted twice): the walk must not come back to
+    the same derived key and serve its stale record as a hit."""
+
+    class Record:
+        result = {"same": "manifest"}  # every record describes the same (deleted) outputs
+
+    class Store:
+        def __init__(self):
+            self.keys = {"base"}
+
+        def exists(self, key):
+            return key in self.keys
+
+        def read(self, key):
+            return Record()
+
+    store = Store()
+    first = resolve_key(store, "base", intact=lambda m: False)
+    store.keys.add(first)  # the re-run's result went stale too
+    second = resolve_key(store, "base", intact=lambda m: False)
+    assert second not in store.keys, "a stale record was served"
+    assert second == resolve_key(store, "base", intact=lambda m: False)  # deterministic
