@@ -341,8 +341,8 @@ def test_stale_records_under_derived_keys_lead_on_to_a_fresh_key():
         result = {"same": "manifest"}  # every record describes the same (deleted) outputs
 
     class Store:
-        def __init__(self):
-            self.keys = {"base"}
+        def __init__(self, base):
+            self.keys = {base}
 
         def exists(self, key):
             return key in self.keys
@@ -350,9 +350,10 @@ def test_stale_records_under_derived_keys_lead_on_to_a_fresh_key():
         def read(self, key):
             return Record()
 
-    store = Store()
-    first = resolve_key(store, "base", intact=lambda m: False)
+    BASE = "curate-" + "0123456789abcdef" * 4  # noqa: N806 - a real key's shape
+    store = Store(BASE)
+    first = resolve_key(store, BASE, intact=lambda m: False)
     store.keys.add(first)  # the re-run's result went stale too
-    second = resolve_key(store, "base", intact=lambda m: False)
+    second = resolve_key(store, BASE, intact=lambda m: False)
     assert second not in store.keys, "a stale record was served"
-    assert second == resolve_key(store, "base", intact=lambda m: False)  # deterministic
+    assert second == resolve_key(store, BASE, intact=lambda m: False)  # deterministic
