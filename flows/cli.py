@@ -181,25 +181,31 @@ def run(
     configure_environment()
     from typing import get_args
 
-    # The temporary API server (when no PREFECT_API_URL is set) starts in its own process while
-    # this one imports the flow: on a cached re-run that start-up is a third of the wall time.
-    server = isolate_ephemeral_api_server(start_in_background=True)
-    from flows.training import Stage, training_pipeline
+    from pyroblur.core.runlock import hold_data_root
     from pyroblur.core.settings import get_paths
 
-    if until not in get_args(Stage):
-        typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    _clean_partials(get_paths().root)
-    if server is not None:
-        server.join()  # started (or failed: Prefect then tries again itself and reports why)
-    try:
-        result = training_pipeline(cfg, until=until)
-    except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
-        if _DEBUG["on"]:
-            traceback.print_exception(exc)
-        typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(exit_code_of(exc)) from None
+    # A second run on this data root stops here, named, before it starts anything.
+    with hold_data_root(get_paths().root, "run"):
+        # The temporary API server (when no PREFECT_API_URL is set) starts in its own process while
+        # this one imports the flow: on a cached re-run that start-up is a third of the wall time.
+        server = isolate_ephemeral_api_server(start_in_background=True)
+        from flows.training import Stage, training_pipeline
+
+        if until not in get_args(Stage):
+            typer.secho(
+                f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True
+            )
+            raise typer.Exit(EXIT_CONFIG)
+        _clean_partials(get_paths().root)
+        if server is not None:
+            server.join()  # started (or failed: Prefect then tries again itself and reports why)
+        try:
+            result = training_pipeline(cfg, until=until)
+        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+            if _DEBUG["on"]:
+                traceback.print_exception(exc)
+            typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(exit_code_of(exc)) from None
     typer.echo("\nstage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
@@ -238,8 +244,6 @@ def download(
     from pyroblur.data.sources import fetch_source, plan_source
 
     raw = get_paths().raw
-    if not dry_run:
-        _clean_partials(get_paths().root)
     if dry_run:
         total = 0
         for src in cfg.sources:
@@ -253,9 +257,13 @@ def download(
                 typer.echo(f"[{src.name}] {it.url}\n    {size_txt} -> {it.dest}")
         typer.echo(f"total expected: ~{total:,} B")
         return
-    for src in cfg.sources:
-        records = fetch_source(src, raw / src.name)
-        typer.echo(f"[{src.name}] {len(records)} images")
+    from pyroblur.core.runlock import hold_data_root
+
+    with hold_data_root(get_paths().root, "download"):
+        _clean_partials(get_paths().root)
+        for src in cfg.sources:
+            records = fetch_source(src, raw / src.name)
+            typer.echo(f"[{src.name}] {len(records)} images")
 
 
 @_command("app")
