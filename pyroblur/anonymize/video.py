@@ -262,6 +262,7 @@ def probe_video(path: Path) -> VideoInfo:
         first = next((f for _, f in _decode_packets(container, stream, path)), None)
         if first is None:
             raise VideoError(f"cannot decode video {path}: no frame could be decoded")
+        _refuse_hdr(int(getattr(first, "color_trc", 0) or 0), path)  # frames may say what the header does not
         rotation = _rotation(first, stream, path)
         ctx = stream.codec_context
         width, height = ctx.width, ctx.height
@@ -323,7 +324,10 @@ def _refuse_what_would_be_reduced(container: Any, stream: Any, path: Path) -> No
             f"{path}: video frames of {ctx.width}x{ctx.height} px ({ctx.width * ctx.height / 1e6:.3g} MP) are over "
             f"the pixel limit of {cap / 1e6:.3g} MP (raise {MAX_PIXELS_ENV} if genuine)"
         )
-    trc = int(getattr(ctx, "color_trc", 0) or 0)
+    _refuse_hdr(int(getattr(ctx, "color_trc", 0) or 0), path)
+
+
+def _refuse_hdr(trc: int, path: Path) -> None:
     if trc in _HDR_TRC:
         raise VideoError(
             f"{path}: HDR video ({_HDR_TRC[trc]} transfer): the anonymizer writes 8-bit SDR H.264 and would "

@@ -11,7 +11,7 @@ environment variable                   what it bounds                         de
 ``PYROBLUR_MAX_IMAGE_BYTES``           bytes of one image file                1 GiB
 ``PYROBLUR_MAX_JPEG_SCANS``            scans of one (progressive) JPEG        1,000
 ``PYROBLUR_MAX_FRAME_BYTES_IN_FLIGHT`` decoded video frames held at once      2 GiB
-``PYROBLUR_MAX_DETECTOR_PIXELS``       pixels one detector call is given      40 MP
+``PYROBLUR_MAX_DETECTOR_PIXELS``       pixels one detector call is given      16.8 MP
 ``PYROBLUR_MAX_LABEL_BYTES``           bytes of one YOLO/WIDER label file     4 MiB
 ``PYROBLUR_MAX_BOXES_PER_IMAGE``       boxes of one image                     10,000
 ``PYROBLUR_MAX_ANNOTATION_BYTES``      bytes of one COCO JSON / data.yaml     1 GiB
@@ -64,7 +64,7 @@ LIMITS: dict[str, Limit] = {
     "frame_bytes_in_flight": Limit(
         "PYROBLUR_MAX_FRAME_BYTES_IN_FLIGHT", 2 * _GIB, "bytes of decoded video frames held at once"
     ),
-    "detector_pixels": Limit("PYROBLUR_MAX_DETECTOR_PIXELS", 40_000_000, "pixels given to one detector call"),
+    "detector_pixels": Limit("PYROBLUR_MAX_DETECTOR_PIXELS", 4096 * 4096, "pixels given to one detector call"),
     "label_bytes": Limit("PYROBLUR_MAX_LABEL_BYTES", 4 << 20, "bytes of one label file"),
     "boxes_per_image": Limit("PYROBLUR_MAX_BOXES_PER_IMAGE", 10_000, "boxes of one image"),
     "annotation_bytes": Limit("PYROBLUR_MAX_ANNOTATION_BYTES", _GIB, "bytes of one annotation file"),

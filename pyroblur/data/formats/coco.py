@@ -117,7 +117,8 @@ def parse_coco(
                 raise ValueError(f"{source_name}: duplicate image id {image_id!r}")
             # as one bad annotation: the images sharing the id are rejected, the rest is read
             log.warning("%s: duplicate image id %r; its images marked bad_labels", source_name, image_id)
-            duplicates.setdefault(image_id, [images.pop(image_id)] if image_id in images else [])
+            first = [images.pop(image_id)._replace(issues=("bad_labels",))] if image_id in images else []
+            duplicates.setdefault(image_id, first)
             duplicates[image_id].append(CocoImage(file_name, width, height, [], ("bad_labels",)))
             continue
         images[image_id] = CocoImage(file_name, width, height, [])
