@@ -483,6 +483,14 @@ def test_7_orientation_depth_hdr_and_aspect(tmp_path, weights):
     _clip(inp / "hdr.mp4", extra=("-vf", "setparams=color_trc=smpte2084:color_primaries=bt2020:colorspace=bt2020nc"))
     _clip(inp / "anamorphic.mp4", extra=("-vf", "setsar=4/3"))
     _clip(inp / "web.webm")
+    parts = []
+    for name in ("p1.ts", "p2.ts"):  # two MPEG-TS files with audio, joined with cat
+        parts.append(tmp_path / name)
+        run_ffmpeg(
+            "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-f", "lavfi", "-i", "sine=frequency=440",
+            "-t", "1", "-c:v", "libx264", "-c:a", "aac", "-pix_fmt", "yuv420p", str(parts[-1]),
+        )  # fmt: skip
+    (inp / "joined.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
     before = shas(inp)
     out = tmp_path / "out"
     proc, rss = anonymize(inp, out, weights)
@@ -500,7 +508,13 @@ def test_7_orientation_depth_hdr_and_aspect(tmp_path, weights):
         assert got.shape == want.shape == (60, 40, 3)
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     import av
+    from video_tools import frame_times
 
+    times = frame_times(out / "joined.ts")  # 20 frames on one continuous timeline, audio kept
+    assert times is not None and len(times) == 20
+    assert all(0.09 < b - a < 0.11 for a, b in zip(times, times[1:], strict=False)), times
+    with av.open(str(out / "joined.ts")) as c:
+        assert len(c.streams.audio) == 1 and c.duration / 1e6 > 1.9
     with av.open(str(out / "anamorphic.mp4")) as c:
         assert (
             c.streams.video[0].codec_context.sample_aspect_ratio == 4 / 3

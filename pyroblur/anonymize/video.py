@@ -410,9 +410,14 @@ def decode_frames(path: Path, info: VideoInfo | None = None, *, frame_threads: b
         step = max(1, round(1 / (info.fps * info.time_base))) if info.fps > 0 else 1
         to_bgr = _Converter(info.width, info.height, "bgr24", info.time_base, info.rotation)
         last: int | None = None
+        shift = 0  # added to every later timestamp after a jump back (concatenated MPEG-TS)
         for _, frame in _decode_packets(container, stream, path):
-            pts = frame.pts
+            pts = frame.pts if frame.pts is None else frame.pts + shift
             image = to_bgr(frame).to_ndarray()
+            if last is not None and pts is not None and last - pts > step:
+                # the timeline starts again (files joined with cat): continue it one frame on
+                shift += last + step - pts
+                pts = last + step
             if last is not None and (pts is None or pts <= last):
                 pts = last + (step if pts is None else 1)
             elif pts is None:
@@ -441,11 +446,15 @@ class _Writer:
     Timestamps keep the source's timeline, moved so that the file starts at 0 (as ffmpeg
     does): video and audio keep their offsets to each other."""
 
-    def __init__(self, dst: Path, info: VideoInfo, src: Path, crf: int, *, final_suffix: str) -> None:
+    def __init__(
+        self, dst: Path, info: VideoInfo, src: Path, crf: int, *, final_suffix: str, final: Path | None = None
+    ) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {crf}")
         av = _av()
         self.av, self.dst, self.info = av, dst, info
+        self.named = final or dst  # errors name the output the user asked for, not the temporary file
+        self.src = src
         self.pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
         self.to_yuv = _Converter(info.width, info.height, self.pix_fmt, info.time_base)
         self.audio_in = _open(src)
@@ -483,6 +492,9 @@ class _Writer:
                     stream.discard = Discard.all  # the demuxer skips these packets
             self.packets = self.audio_in.demux(*self.audio_in.streams.audio) if self.audio else iter(())
             self.pending: Any = None
+            # per audio stream: shift after a jump back of the timeline, last dts written
+            self.audio_shift: dict[int, int] = dict.fromkeys(self.audio, 0)
+            self.audio_last: dict[int, int] = {}
         except BaseException:
             self.abort()
             raise
@@ -491,7 +503,7 @@ class _Writer:
         try:
             self.out.mux(packets)
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot write video {self.named} from {self.src}: {exc}") from exc
 
     def _copy_audio(self, until: float | None) -> None:
         """Mux the source's audio packets up to ``until`` seconds (all when ``None``)."""
@@ -502,21 +514,27 @@ class _Writer:
                 except StopIteration:
                     return
                 except self.av.FFmpegError as exc:  # a truncated file: copy what was there
-                    logger.warning("%s: audio stops early: %s", self.dst.name, exc)
+                    logger.warning("%s: audio stops early: %s", self.src, exc)
                     self.packets = iter(())
                     return
             packet, index = self.pending, self.pending.stream.index
             if packet.dts is None and packet.pts is None:
                 self.pending = None  # the demuxer's end-of-stream marker
                 continue
-            origin = self.audio_origin[index]
+            origin = self.audio_origin[index] - self.audio_shift[index]
             ts = packet.dts if packet.dts is not None else packet.pts
+            last = self.audio_last.get(index)
+            if last is not None and ts - origin <= last:
+                # the timeline starts again (concatenated MPEG-TS): continue it after the last packet
+                self.audio_shift[index] += last + max(1, packet.duration or 1) - (ts - origin)
+                origin = self.audio_origin[index] - self.audio_shift[index]
             if until is not None and float((ts - origin) * packet.time_base) > until:
                 return
             if packet.pts is not None:
                 packet.pts -= origin
             if packet.dts is not None:
                 packet.dts -= origin
+            self.audio_last[index] = ts - origin
             packet.stream = self.audio[index]
             self.pending = None
             self._mux(packet)
@@ -530,7 +548,7 @@ class _Writer:
         try:
             packets = self.video.encode(frame)
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot encode video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot encode video {self.named} from {self.src}: {exc}") from exc
         self._mux(packets)
 
     def finish(self) -> None:
@@ -540,7 +558,7 @@ class _Writer:
             self._copy_audio(None)
             self.out.close()
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot write video {self.named} from {self.src}: {exc}") from exc
         finally:
             self.out = None
             self.abort()
@@ -795,7 +813,7 @@ def anonymize_video(
             bar.update(1)
 
     try:
-        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix)
+        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix, final=dst)
         encoder = _EncodeThread(writer, depth=max(1, batch_size))
         reader.start()
         while (batch := q.get()) is not None:
