@@ -278,7 +278,7 @@ def test_3_too_many_boxes_in_one_label_file_rejects_its_image(monkeypatch):
 @pytest.mark.parametrize(
     ("env", "sparse", "expected"),
     [
-        ({}, 1_200_000_000, "annotation file of 1,200,000,000 bytes is over the limit of 1,073,741,824 bytes"),
+        ({}, 1_200_000_000, "annotation file of 1,200,000,000 bytes is over the limit of 536,870,912 bytes"),
         ({"PYROBLUR_MAX_ANNOTATIONS": "2"}, 0, "3 annotations is over the limit of 2"),
     ],
 )

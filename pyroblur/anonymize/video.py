@@ -447,7 +447,15 @@ class _Writer:
     does): video and audio keep their offsets to each other."""
 
     def __init__(
-        self, dst: Path, info: VideoInfo, src: Path, crf: int, *, final_suffix: str, final: Path | None = None
+        self,
+        dst: Path,
+        info: VideoInfo,
+        src: Path,
+        crf: int,
+        *,
+        final_suffix: str,
+        final: Path | None = None,
+        encoder: dict[str, str] | None = None,
     ) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {crf}")
@@ -468,7 +476,7 @@ class _Writer:
             self.video.width, self.video.height, self.video.pix_fmt = info.width, info.height, self.pix_fmt
             self.video.codec_context.time_base = info.time_base
             self.video.time_base = info.time_base
-            self.video.options = {"crf": str(crf), "preset": "veryfast"}
+            self.video.options = {"crf": str(crf), "preset": "veryfast", **(encoder or {})}
             if info.sample_aspect_ratio is not None:  # anamorphic video keeps its display shape
                 self.video.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
             self.audio: dict[int, Any] = {}
@@ -676,6 +684,8 @@ class FramesPlan:
     queued: int
     frame_threads: bool
     frames_in_flight: int
+    #: libx264 options that bound the frames the encoder holds (lookahead, frame threads)
+    encoder: dict[str, str] = field(default_factory=dict)
 
 
 def plan_frames(info: VideoInfo, batch_size: int, held: int = 0, imgsz: int | None = None) -> FramesPlan:
@@ -695,13 +705,26 @@ def plan_frames(info: VideoInfo, batch_size: int, held: int = 0, imgsz: int | No
     side = imgsz or 640  # the detector letterboxes each frame to about imgsz x imgsz
     batch = max(1, min(batch_size, limit("detector_pixels") // (side * side)))
     threads = os.cpu_count() or 1
+    # libx264 holds its lookahead and one frame per thread, each about 1.5 BGR frames (YUV 4:2:0
+    # plus half-pel planes); veryfast's defaults: lookahead 10, 1.5 threads per core
+    x264_default = 10 + (3 * threads + 1) // 2 + 3
+    x264_min = 6  # lookahead 1, one thread: 4 frames
     for queued, frame_threads in ((2, True), (1, False)):
         t = threads if frame_threads else 1
         per_batch = 3 + queued  # reader, queue, detection, encoder
-        b = min(batch, (fits - held - t) // per_batch)
+        b = min(batch, (fits - held - t - x264_min) // per_batch)
         if b >= 1:
-            return FramesPlan(b, queued, frame_threads, per_batch * b + held + t)
-    need = 4 + held + 1
+            used = per_batch * b + held + t
+            enc_frames = (fits - used) * 2 // 3
+            encoder: dict[str, str] = {}
+            if enc_frames < x264_default:
+                enc_threads = max(1, min((3 * threads + 1) // 2, enc_frames // 3))
+                encoder = {
+                    "threads": str(enc_threads),
+                    "rc-lookahead": str(max(1, min(10, enc_frames - enc_threads - 3))),
+                }
+            return FramesPlan(b, queued, frame_threads, used + min(enc_frames, x264_default) * 3 // 2, encoder)
+    need = 4 + held + 1 + x264_min
     env = LIMITS["frame_bytes_in_flight"].env
     raise VideoError(
         f"a {info.width}x{info.height} video holds at least {need} decoded frames at once "
@@ -759,9 +782,10 @@ def anonymize_video(
 
     info = probe_video(src)
     plan = plan_frames(info, max(1, batch_size), filler.max_gap if filler is not None else 0, imgsz)
-    if plan.batch < batch_size or not plan.frame_threads:
+    if plan.batch < batch_size or not plan.frame_threads or plan.encoder:
         logger.info(
-            "%s: %dx%d frames: batch %d (asked %d), %d batch(es) read ahead, %s decoding: at most %d frames held",
+            "%s: %dx%d frames: batch %d (asked %d), %d batch(es) read ahead, %s decoding, encoder %s: "
+            "about %d frames held",
             src,
             info.width,
             info.height,
@@ -769,6 +793,7 @@ def anonymize_video(
             batch_size,
             plan.queued,
             "frame-threaded" if plan.frame_threads else "slice-threaded",
+            plan.encoder or "default",
             plan.frames_in_flight,
         )
     batch_size = plan.batch
@@ -813,7 +838,7 @@ def anonymize_video(
             bar.update(1)
 
     try:
-        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix, final=dst)
+        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix, final=dst, encoder=plan.encoder)
         encoder = _EncodeThread(writer, depth=max(1, batch_size))
         reader.start()
         while (batch := q.get()) is not None:

@@ -14,9 +14,9 @@ environment variable                   what it bounds                         de
 ``PYROBLUR_MAX_DETECTOR_PIXELS``       pixels one detector call is given      16.8 MP
 ``PYROBLUR_MAX_LABEL_BYTES``           bytes of one YOLO/WIDER label file     4 MiB
 ``PYROBLUR_MAX_BOXES_PER_IMAGE``       boxes of one image                     10,000
-``PYROBLUR_MAX_ANNOTATION_BYTES``      bytes of one COCO JSON / data.yaml     1 GiB
+``PYROBLUR_MAX_ANNOTATION_BYTES``      bytes of one COCO JSON                 512 MiB
 ``PYROBLUR_MAX_ANNOTATIONS``           annotations of one COCO JSON           5,000,000
-``PYROBLUR_MAX_CONFIG_BYTES``          bytes of one config file               1 MB
+``PYROBLUR_MAX_CONFIG_BYTES``          bytes of one config file / data.yaml   1 MB
 =====================================  =====================================  ==========
 """
 
@@ -67,7 +67,7 @@ LIMITS: dict[str, Limit] = {
     "detector_pixels": Limit("PYROBLUR_MAX_DETECTOR_PIXELS", 4096 * 4096, "pixels given to one detector call"),
     "label_bytes": Limit("PYROBLUR_MAX_LABEL_BYTES", 4 << 20, "bytes of one label file"),
     "boxes_per_image": Limit("PYROBLUR_MAX_BOXES_PER_IMAGE", 10_000, "boxes of one image"),
-    "annotation_bytes": Limit("PYROBLUR_MAX_ANNOTATION_BYTES", _GIB, "bytes of one annotation file"),
+    "annotation_bytes": Limit("PYROBLUR_MAX_ANNOTATION_BYTES", 512 << 20, "bytes of one annotation file"),
     "annotations": Limit("PYROBLUR_MAX_ANNOTATIONS", 5_000_000, "annotations in one annotation file"),
     "config_bytes": Limit("PYROBLUR_MAX_CONFIG_BYTES", 1_000_000, "bytes of one config file"),
 }
