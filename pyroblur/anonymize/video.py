@@ -728,8 +728,8 @@ def plan_frames(info: VideoInfo, batch_size: int, held: int = 0, imgsz: int | No
     env = LIMITS["frame_bytes_in_flight"].env
     raise VideoError(
         f"a {info.width}x{info.height} video holds at least {need} decoded frames at once "
-        f"({need * frame_bytes / 2**30:.2f} GiB with --memory-frames {held}), over the limit of "
-        f"{limit('frame_bytes_in_flight') / 2**30:.2f} GiB: lower --memory-frames or raise {env}"
+        f"({need * frame_bytes / 2**20:,.0f} MiB with --memory-frames {held}), over the limit of "
+        f"{limit('frame_bytes_in_flight') / 2**20:,.0f} MiB: lower --memory-frames or raise {env}"
     )
 
 
