@@ -182,35 +182,41 @@ def run(
     configure_environment()
     from typing import get_args
 
-    # The temporary API server (when no Prefect API is configured) starts in its own process
-    # while this one imports the flow: on a cached re-run its start-up was a third of the time.
-    server = start_temporary_api_server()
-    if server is None:  # an API is configured, or Prefect already imported: Prefect's own way
-        isolate_ephemeral_api_server()
-    from flows.training import Stage, training_pipeline
+    from pyroblur.core.runlock import hold_data_root
     from pyroblur.core.settings import get_paths
 
-    if until not in get_args(Stage):
-        typer.secho(f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    _clean_partials(get_paths().root)
-    # Every stage after download checks or writes the FiftyOne dataset: import FiftyOne and
-    # connect (its mongod starts) while the API server starts; joined before the flow starts,
-    # so no two threads import at once while the flow runs.
-    warm = threading.Thread(target=_warm_fiftyone, daemon=True) if until != "download" else None
-    if warm is not None:
-        warm.start()
-    if server is not None:
-        server.wait_ready()
-    if warm is not None:
-        warm.join()
-    try:
-        result = training_pipeline(cfg, until=until)
-    except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
-        if _DEBUG["on"]:
-            traceback.print_exception(exc)
-        typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(exit_code_of(exc)) from None
+    # A second run on this data root stops here, named, before it starts anything.
+    with hold_data_root(get_paths().root, "run"):
+        # The temporary API server (when no Prefect API is configured) starts in its own process
+        # while this one imports the flow: on a cached re-run its start-up was a third of the time.
+        server = start_temporary_api_server()
+        if server is None:  # an API is configured, or Prefect already imported: Prefect's own way
+            isolate_ephemeral_api_server()
+        from flows.training import Stage, training_pipeline
+
+        if until not in get_args(Stage):
+            typer.secho(
+                f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True
+            )
+            raise typer.Exit(EXIT_CONFIG)
+        _clean_partials(get_paths().root)
+        # Every stage after download checks or writes the FiftyOne dataset: import FiftyOne and
+        # connect (its mongod starts) while the API server starts; joined before the flow starts,
+        # so no two threads import at once while the flow runs.
+        warm = threading.Thread(target=_warm_fiftyone, daemon=True) if until != "download" else None
+        if warm is not None:
+            warm.start()
+        if server is not None:
+            server.wait_ready()
+        if warm is not None:
+            warm.join()
+        try:
+            result = training_pipeline(cfg, until=until)
+        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+            if _DEBUG["on"]:
+                traceback.print_exception(exc)
+            typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(exit_code_of(exc)) from None
     typer.echo("\nstage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
@@ -249,8 +255,6 @@ def download(
     from pyroblur.data.sources import fetch_source, plan_source
 
     raw = get_paths().raw
-    if not dry_run:
-        _clean_partials(get_paths().root)
     if dry_run:
         total = 0
         for src in cfg.sources:
@@ -264,9 +268,13 @@ def download(
                 typer.echo(f"[{src.name}] {it.url}\n    {size_txt} -> {it.dest}")
         typer.echo(f"total expected: ~{total:,} B")
         return
-    for src in cfg.sources:
-        records = fetch_source(src, raw / src.name)
-        typer.echo(f"[{src.name}] {len(records)} images")
+    from pyroblur.core.runlock import hold_data_root
+
+    with hold_data_root(get_paths().root, "download"):
+        _clean_partials(get_paths().root)
+        for src in cfg.sources:
+            records = fetch_source(src, raw / src.name)
+            typer.echo(f"[{src.name}] {len(records)} images")
 
 
 @_command("app")

@@ -17,14 +17,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pyroblur.core.errors import ConfigurationError
+from pyroblur.core.errors import ConfigurationError, InputError
+from pyroblur.core.limits import LIMITS, read_bounded
 from pyroblur.core.yamlsafe import UnsafeYamlError, load_yaml
 from pyroblur.data.sources.models import SourceConfig, SyntheticSource, sources_schema
 
 log = logging.getLogger(__name__)
 
 #: Config files larger than this are refused before parsing (real ones are a few KB).
-MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_BYTES = LIMITS["config_bytes"].default  # PYROBLUR_MAX_CONFIG_BYTES changes it
 
 
 class ConfigError(ConfigurationError, ValueError):
@@ -434,10 +435,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     try:
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder, not a config file (give a .yaml file, e.g. configs/pyroblur.yaml)")
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is too large for a config file (limit {MAX_CONFIG_BYTES:,})")
-        raw = path.read_bytes()
+        # a regular file, read up to the limit: /dev/zero never ends, a FIFO blocks forever
+        raw = read_bounded(path, "config_bytes", what="config file")
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:

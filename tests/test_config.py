@@ -140,7 +140,7 @@ def test_folder_and_oversized_file_are_named(tmp_path):
         load_config(tmp_path)
     big = tmp_path / "big.yaml"
     big.write_bytes(b"# " + b"x" * 2_000_000 + b"\n")
-    with pytest.raises(ConfigError, match="too large for a config file"):
+    with pytest.raises(ConfigError, match="config file of 2,000,003 bytes is over the limit of 1,000,000 bytes"):
         load_config(big)
 
 

@@ -401,7 +401,7 @@ def test_local_coco_2017_layout_with_captions_beside(tmp_path: Path) -> None:
         # one bad annotation rejects its own image, not the whole source
         "000000000025.jpg": ("train2017", 40, 40, [], ["bad_labels"]),
         # listed but missing: a record at its expected place, which curation rejects as missing_file
-        "000000000030.jpg": ("train2017", 32, 32, [(0, 2, 2, 6, 6)], []),
+        "000000000030.jpg": ("train2017", 32, 32, [], ["crowd_regions"]),  # iscrowd=1: rejected
         "000000000139.jpg": ("val2017", 50, 30, [(0, 5, 5, 15, 15)], []),
     }
     missing = next(r for r in records if r.filepath.endswith("000000000030.jpg"))

@@ -15,6 +15,7 @@ audit); this module keeps the public names in one place.
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pyroblur.anonymize.detector import Detector
 from pyroblur.anonymize.errors import (
     IncompleteOutputError,
     NoModelError,
+    OutputSpaceError,
     UnreadableInputError,
     UnsafeOutputError,
 )
@@ -52,6 +54,18 @@ __all__ = [
 ]
 
 
+def _disk_full(exc: BaseException) -> str | None:
+    """The OS error text when ``exc`` (or what caused it) is a full disk or quota."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen.strerror or str(seen)
+        if "No space left on device" in str(seen):
+            return "No space left on device"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def anonymize_path(
     input: Path,
     output: Path,
@@ -77,6 +91,7 @@ def anonymize_path(
 
     Raises:
         FileNotFoundError, UnsafeOutputError, NoModelError: before anything is written.
+        OutputSpaceError: the disk filled up (the file being written is removed; the run stops).
     """
     options = options or AnonymizeOptions()
     plan = plan_outputs(Path(input), Path(output))
@@ -94,6 +109,13 @@ def anonymize_path(
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
+            full = _disk_full(exc)
+            if full is not None:  # not the input's fault, and every later file would fail too
+                raise OutputSpaceError(
+                    f"no space left on the device while writing {dst} ({full}); nothing partial was kept",
+                    subject=str(dst),
+                    hint="free space or choose another OUTPUT, then run again with --resume",
+                ) from exc
             logger.warning("Skipped %s: %s", src, exc)
             report.skipped.append(Skipped(input=src, reason=f"{type(exc).__name__}: {exc}"))
     return report

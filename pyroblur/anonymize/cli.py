@@ -87,6 +87,8 @@ def _print_report(report: Report, console: Console) -> None:
         f"[bold]{len(report.skipped)}[/] skipped."
     )
     for r in report.processed:
+        if r.output.suffix.lower() != r.input.suffix.lower():
+            console.print(f"[bold]Note:[/] {r.input} written as {r.output} ({r.input.suffix} cannot hold H.264 video).")
         if not r.complete:
             console.print(
                 f"[bold yellow]Truncated input:[/] {r.input}: {r.frames} frames written of "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyroblur.core.errors import InputError, PermanentError
 
-__all__ = ["IncompleteOutputError", "NoModelError", "UnreadableInputError", "UnsafeOutputError"]
+__all__ = ["IncompleteOutputError", "NoModelError", "OutputSpaceError", "UnreadableInputError", "UnsafeOutputError"]
 
 
 class NoModelError(PermanentError):
@@ -23,3 +23,7 @@ class UnreadableInputError(InputError, ValueError):
 class IncompleteOutputError(InputError):
     """An output was written but does not cover the whole input (a truncated video), or the
     residual check found something still detectable under ``--strict`` (exit code 3)."""
+
+
+class OutputSpaceError(PermanentError, OSError):
+    """The output's disk or quota is full: not the input's fault (exit code 1); the run stops."""

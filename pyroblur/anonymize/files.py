@@ -166,6 +166,7 @@ def _video(
             on_frame=on_frame,
             crf=options.crf,
             verify=verify,
+            imgsz=options.imgsz,
         )
     except VideoError as exc:
         raise UnreadableInputError(str(exc), subject=str(src)) from exc
@@ -229,18 +230,25 @@ def anonymize_file(
     residual = _residual_summary(got.residuals) if verify is not None else None
     result.residual = residual["count"] if residual is not None else None
     if options.audit:
-        result.audit = write_audit(
-            src,
-            dst,
-            options,
-            model,
-            frames=got.audit,
-            written=result.frames,
-            expected=result.expected_frames,
-            complete=result.complete,
-            residual=residual,
-            input_sha256=input_sha,
-        )
+        try:
+            result.audit = write_audit(
+                src,
+                dst,
+                options,
+                model,
+                frames=got.audit,
+                written=result.frames,
+                expected=result.expected_frames,
+                complete=result.complete,
+                residual=residual,
+                input_sha256=input_sha,
+            )
+        except BaseException:
+            # an output without its audit record is not published (e.g. the disk filled up)
+            dst.unlink(missing_ok=True)
+            if result.sidecar is not None:
+                result.sidecar.unlink(missing_ok=True)
+            raise
     if options.strict and result.residual:
         # Fail closed: an output in which the detector still finds something is not published.
         dst.unlink(missing_ok=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pyroblur.anonymize.audit import audit_path
 from pyroblur.anonymize.errors import UnsafeOutputError
 from pyroblur.anonymize.options import Skipped
 from pyroblur.anonymize.video import VIDEO_SUFFIXES, output_suffix
+from pyroblur.core.hashing import sha256_file
 from pyroblur.core.io import IMAGE_SUFFIXES
+from pyroblur.core.limits import check_regular_file
 
 __all__ = ["Plan", "file_kind", "plan_outputs"]
 
@@ -32,6 +36,17 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
+def _earlier_output(path: Path) -> bool:
+    """True when ``path`` is the output of an earlier run: its audit record beside it names
+    it and holds its sha256 (an original copied there has no such record)."""
+    record = audit_path(path)
+    try:
+        doc = json.loads(record.read_text())
+        return doc["output"]["sha256"] == sha256_file(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def plan_outputs(input: Path, output: Path) -> Plan:
     """Map each input file to its output path, refusing any plan that would overwrite an
     input.
@@ -47,15 +62,21 @@ def plan_outputs(input: Path, output: Path) -> Plan:
 
     Raises:
         FileNotFoundError: INPUT does not exist.
-        UnsafeOutputError: OUTPUT resolves to INPUT, or an output would replace an input.
+        UnsafeOutputError: OUTPUT resolves to INPUT, an output would replace an input, or
+            OUTPUT inside INPUT holds originals.
+        InputError: INPUT is a FIFO, a device or a socket.
     """
     input, output = Path(input), Path(output)
     if not input.exists():
         raise FileNotFoundError(f"input not found: {input}")
+    if not input.is_file() and not input.is_dir():
+        # a FIFO or a device: reading it would block or never end; not a folder either
+        check_regular_file(input, what="INPUT")
     src_root, dst_root = input.resolve(), output.resolve()
     if src_root == dst_root:
         raise UnsafeOutputError(f"OUTPUT {output} is INPUT {input}: refusing to overwrite inputs")
     plan = Plan()
+    every_input: set[Path] = set()  # every file under INPUT, those under OUTPUT included
     if input.is_file():
         if output.is_dir() or (not output.exists() and output.suffix == ""):
             dst = output / input.name
@@ -74,13 +95,28 @@ def plan_outputs(input: Path, output: Path) -> Plan:
             raise UnsafeOutputError(f"INPUT {input} is a folder but OUTPUT {output} is a file")
         taken: dict[Path, Path] = {}
         out_inside = dst_root.is_relative_to(src_root)
-        for src in sorted(p for p in input.rglob("*") if p.is_file()):
+        originals_in_output: list[Path] = []
+        for src in sorted(input.rglob("*")):
             rel = src.relative_to(input)
             if _hidden(rel):
                 continue
-            if out_inside and (src_root / rel).is_relative_to(dst_root):
-                continue  # OUTPUT inside INPUT: never read our own outputs back
+            if src.is_symlink() and src.is_dir():
+                # rglob does not descend into linked folders: say so instead of a silent gap
+                plan.skipped.append(
+                    Skipped(input=src, reason="symlinked folder not followed (give it as INPUT of its own)")
+                )
+                continue
+            if not src.is_file():
+                continue
             kind = file_kind(src)
+            if out_inside and (src_root / rel).is_relative_to(dst_root):
+                # OUTPUT inside INPUT: our own earlier outputs are not read back (and may be
+                # replaced), but an original found there would be neither anonymized nor
+                # protected: the run is refused below
+                if kind is not None and not _earlier_output(src):
+                    originals_in_output.append(src)
+                continue
+            every_input.add(src.resolve())
             if kind is None:
                 plan.skipped.append(Skipped(input=src, reason=f"unsupported file type {src.suffix!r}"))
                 continue
@@ -98,7 +134,13 @@ def plan_outputs(input: Path, output: Path) -> Plan:
                 continue
             taken[key] = src
             plan.items.append((src, dst))
-    inputs = {s.resolve() for s, _ in plan.items} | {s.input.resolve() for s in plan.skipped}
+        if originals_in_output:
+            raise UnsafeOutputError(
+                f"OUTPUT {output} lies inside INPUT {input} and holds {len(originals_in_output)} image(s)/video(s) "
+                f"that are not outputs of an earlier run (e.g. {originals_in_output[0]}): they would be neither "
+                "anonymized nor safe from being overwritten; choose an OUTPUT outside INPUT"
+            )
+    inputs = every_input | {s.resolve() for s, _ in plan.items} | {s.input.resolve() for s in plan.skipped}
     for _, dst in plan.items:
         if dst.resolve() in inputs:
             raise UnsafeOutputError(

@@ -43,6 +43,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "DecodedFrame",
     "FrameRecord",
+    "FramesPlan",
     "VideoOutcome",
     "VideoError",
     "VideoInfo",
@@ -50,6 +51,7 @@ __all__ = [
     "decode_frames",
     "ffmpeg_exe",
     "output_suffix",
+    "plan_frames",
     "probe_video",
     "read_frames",
     "temp_path",
@@ -175,6 +177,7 @@ class VideoInfo:
     time_base: Fraction = Fraction(1, 90_000)
     frame_count: int = 0
     video_duration: float = 0.0
+    sample_aspect_ratio: Fraction | None = None
 
     @property
     def has_audio(self) -> bool:
@@ -255,9 +258,11 @@ def probe_video(path: Path) -> VideoInfo:
     container = _open(path)
     try:
         stream = _video_stream(container, path)
+        _refuse_what_would_be_reduced(container, stream, path)
         first = next((f for _, f in _decode_packets(container, stream, path)), None)
         if first is None:
             raise VideoError(f"cannot decode video {path}: no frame could be decoded")
+        _refuse_hdr(int(getattr(first, "color_trc", 0) or 0), path)  # frames may say what the header does not
         rotation = _rotation(first, stream, path)
         ctx = stream.codec_context
         width, height = ctx.width, ctx.height
@@ -280,9 +285,54 @@ def probe_video(path: Path) -> VideoInfo:
             time_base=Fraction(tb),
             frame_count=stream.frames or 0,
             video_duration=float(stream.duration * tb) if stream.duration else 0.0,
+            sample_aspect_ratio=_sar(ctx.sample_aspect_ratio, rotation),
         )
     finally:
         container.close()
+
+
+def _sar(sar: Any, rotation: int) -> Fraction | None:
+    """The sample aspect ratio to write (``None`` for square pixels); a quarter turn swaps it."""
+    if not sar or sar.numerator <= 0 or sar.denominator <= 0 or sar == 1:
+        return None
+    sar = Fraction(sar.numerator, sar.denominator)
+    return 1 / sar if rotation % 180 else sar
+
+
+#: Transfer characteristics of HDR video (FFmpeg's AVColorTransferCharacteristic): PQ, HLG.
+_HDR_TRC = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
+
+
+def _refuse_what_would_be_reduced(container: Any, stream: Any, path: Path) -> None:
+    """Refuse by name, before any frame is decoded, what the output would silently reduce or
+    what is over the pixel limit: a second video stream (two-camera dashcams), HDR (written as
+    8-bit SDR it would look washed out), a frame size over ``PYROBLUR_MAX_IMAGE_PIXELS``."""
+    from av.stream import Disposition
+
+    from pyroblur.core.images import MAX_PIXELS_ENV, max_image_pixels
+
+    videos = [v for v in container.streams.video if not v.disposition & Disposition.attached_pic]
+    if len(videos) > 1:
+        raise VideoError(
+            f"{path} has {len(videos)} video streams (e.g. a two-camera dashcam file); only one would be "
+            "anonymized and the others dropped: split it first, e.g. ffmpeg -i in -map 0:v:1 -c copy cam2.mkv"
+        )
+    ctx = stream.codec_context
+    cap = max_image_pixels()
+    if ctx.width * ctx.height > cap:
+        raise VideoError(
+            f"{path}: video frames of {ctx.width}x{ctx.height} px ({ctx.width * ctx.height / 1e6:.3g} MP) are over "
+            f"the pixel limit of {cap / 1e6:.3g} MP (raise {MAX_PIXELS_ENV} if genuine)"
+        )
+    _refuse_hdr(int(getattr(ctx, "color_trc", 0) or 0), path)
+
+
+def _refuse_hdr(trc: int, path: Path) -> None:
+    if trc in _HDR_TRC:
+        raise VideoError(
+            f"{path}: HDR video ({_HDR_TRC[trc]} transfer): the anonymizer writes 8-bit SDR H.264 and would "
+            "change how it looks; tone-map it to SDR first (e.g. ffmpeg's zscale/tonemap filters)"
+        )
 
 
 def _decode_packets(container: Any, stream: Any, path: Path) -> Iterator[tuple[Any, Any]]:
@@ -294,7 +344,10 @@ def _decode_packets(container: Any, stream: Any, path: Path) -> Iterator[tuple[A
     Raises:
         VideoError: a read error before any frame, or too many corrupt packets.
     """
+    from pyroblur.core.images import max_image_pixels
+
     av = _av()
+    cap = max_image_pixels()
     packets = container.demux(stream)
     frames = errors = 0
     packet = None
@@ -319,6 +372,11 @@ def _decode_packets(container: Any, stream: Any, path: Path) -> Iterator[tuple[A
             logger.debug("%s: skipped a corrupt packet: %s", path, exc)
             decoded = []
         for frame in decoded:
+            if frame.width * frame.height > cap:  # on what is decoded, not only on the header
+                raise VideoError(
+                    f"{path}: frame {frames} of {frame.width}x{frame.height} px is over the pixel limit of "
+                    f"{cap / 1e6:.3g} MP (raise PYROBLUR_MAX_IMAGE_PIXELS if genuine)"
+                )
             frames += 1
             yield packet, frame
         if packet is None:
@@ -333,7 +391,7 @@ class DecodedFrame(NamedTuple):
     pts: int
 
 
-def decode_frames(path: Path, info: VideoInfo | None = None) -> Iterator[DecodedFrame]:
+def decode_frames(path: Path, info: VideoInfo | None = None, *, frame_threads: bool = True) -> Iterator[DecodedFrame]:
     """Yield the frames of ``path``'s video stream in presentation order, each once, with its
     source timestamp; one packet is decoded at a time, so memory does not grow with length.
 
@@ -347,13 +405,19 @@ def decode_frames(path: Path, info: VideoInfo | None = None) -> Iterator[Decoded
     container = _open(path)
     try:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"  # frame and slice threads
+        # frame threads hold one decoded frame per thread; slice threads hold none extra
+        stream.thread_type = "AUTO" if frame_threads else "SLICE"
         step = max(1, round(1 / (info.fps * info.time_base))) if info.fps > 0 else 1
         to_bgr = _Converter(info.width, info.height, "bgr24", info.time_base, info.rotation)
         last: int | None = None
+        shift = 0  # added to every later timestamp after a jump back (concatenated MPEG-TS)
         for _, frame in _decode_packets(container, stream, path):
-            pts = frame.pts
+            pts = frame.pts if frame.pts is None else frame.pts + shift
             image = to_bgr(frame).to_ndarray()
+            if last is not None and pts is not None and last - pts > step:
+                # the timeline starts again (files joined with cat): continue it one frame on
+                shift += last + step - pts
+                pts = last + step
             if last is not None and (pts is None or pts <= last):
                 pts = last + (step if pts is None else 1)
             elif pts is None:
@@ -382,11 +446,23 @@ class _Writer:
     Timestamps keep the source's timeline, moved so that the file starts at 0 (as ffmpeg
     does): video and audio keep their offsets to each other."""
 
-    def __init__(self, dst: Path, info: VideoInfo, src: Path, crf: int, *, final_suffix: str) -> None:
+    def __init__(
+        self,
+        dst: Path,
+        info: VideoInfo,
+        src: Path,
+        crf: int,
+        *,
+        final_suffix: str,
+        final: Path | None = None,
+        encoder: dict[str, str] | None = None,
+    ) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {crf}")
         av = _av()
         self.av, self.dst, self.info = av, dst, info
+        self.named = final or dst  # errors name the output the user asked for, not the temporary file
+        self.src = src
         self.pix_fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
         self.to_yuv = _Converter(info.width, info.height, self.pix_fmt, info.time_base)
         self.audio_in = _open(src)
@@ -400,7 +476,9 @@ class _Writer:
             self.video.width, self.video.height, self.video.pix_fmt = info.width, info.height, self.pix_fmt
             self.video.codec_context.time_base = info.time_base
             self.video.time_base = info.time_base
-            self.video.options = {"crf": str(crf), "preset": "veryfast"}
+            self.video.options = {"crf": str(crf), "preset": "veryfast", **(encoder or {})}
+            if info.sample_aspect_ratio is not None:  # anamorphic video keeps its display shape
+                self.video.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
             self.audio: dict[int, Any] = {}
             self.audio_origin: dict[int, int] = {}
             for stream in self.audio_in.streams.audio:
@@ -422,6 +500,9 @@ class _Writer:
                     stream.discard = Discard.all  # the demuxer skips these packets
             self.packets = self.audio_in.demux(*self.audio_in.streams.audio) if self.audio else iter(())
             self.pending: Any = None
+            # per audio stream: shift after a jump back of the timeline, last dts written
+            self.audio_shift: dict[int, int] = dict.fromkeys(self.audio, 0)
+            self.audio_last: dict[int, int] = {}
         except BaseException:
             self.abort()
             raise
@@ -430,7 +511,7 @@ class _Writer:
         try:
             self.out.mux(packets)
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot write video {self.named} from {self.src}: {exc}") from exc
 
     def _copy_audio(self, until: float | None) -> None:
         """Mux the source's audio packets up to ``until`` seconds (all when ``None``)."""
@@ -441,21 +522,27 @@ class _Writer:
                 except StopIteration:
                     return
                 except self.av.FFmpegError as exc:  # a truncated file: copy what was there
-                    logger.warning("%s: audio stops early: %s", self.dst.name, exc)
+                    logger.warning("%s: audio stops early: %s", self.src, exc)
                     self.packets = iter(())
                     return
             packet, index = self.pending, self.pending.stream.index
             if packet.dts is None and packet.pts is None:
                 self.pending = None  # the demuxer's end-of-stream marker
                 continue
-            origin = self.audio_origin[index]
+            origin = self.audio_origin[index] - self.audio_shift[index]
             ts = packet.dts if packet.dts is not None else packet.pts
+            last = self.audio_last.get(index)
+            if last is not None and ts - origin <= last:
+                # the timeline starts again (concatenated MPEG-TS): continue it after the last packet
+                self.audio_shift[index] += last + max(1, packet.duration or 1) - (ts - origin)
+                origin = self.audio_origin[index] - self.audio_shift[index]
             if until is not None and float((ts - origin) * packet.time_base) > until:
                 return
             if packet.pts is not None:
                 packet.pts -= origin
             if packet.dts is not None:
                 packet.dts -= origin
+            self.audio_last[index] = ts - origin
             packet.stream = self.audio[index]
             self.pending = None
             self._mux(packet)
@@ -469,7 +556,7 @@ class _Writer:
         try:
             packets = self.video.encode(frame)
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot encode video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot encode video {self.named} from {self.src}: {exc}") from exc
         self._mux(packets)
 
     def finish(self) -> None:
@@ -479,7 +566,7 @@ class _Writer:
             self._copy_audio(None)
             self.out.close()
         except self.av.FFmpegError as exc:
-            raise VideoError(f"cannot write video {self.dst}: {exc}") from exc
+            raise VideoError(f"cannot write video {self.named} from {self.src}: {exc}") from exc
         finally:
             self.out = None
             self.abort()
@@ -588,6 +675,64 @@ class _EncodeThread:
             self.thread.join()
 
 
+@dataclass(frozen=True)
+class FramesPlan:
+    """How many decoded frames one video may hold at once: ``batch`` frames per detector call,
+    ``queued`` batches decoded ahead, frame-threaded decoding or not."""
+
+    batch: int
+    queued: int
+    frame_threads: bool
+    frames_in_flight: int
+    #: libx264 options that bound the frames the encoder holds (lookahead, frame threads)
+    encoder: dict[str, str] = field(default_factory=dict)
+
+
+def plan_frames(info: VideoInfo, batch_size: int, held: int = 0, imgsz: int | None = None) -> FramesPlan:
+    """Fit the frames a video holds at once (reader batch + ``queued`` batches + the batch being
+    detected + ``held`` frames of gap-filling look-ahead + a batch being encoded + decoder
+    threads) into ``PYROBLUR_MAX_FRAME_BYTES_IN_FLIGHT``, and the pixels of one detector call
+    (``batch`` x ``imgsz`` squared) into ``PYROBLUR_MAX_DETECTOR_PIXELS``, by lowering the batch
+    size, then the read-ahead and the decoder's frame threads.
+
+    Raises:
+        VideoError: not even one frame per batch fits (names the limit and what to change).
+    """
+    from pyroblur.core.limits import LIMITS, limit
+
+    frame_bytes = max(1, info.width * info.height * 3)
+    fits = limit("frame_bytes_in_flight") // frame_bytes
+    side = imgsz or 640  # the detector letterboxes each frame to about imgsz x imgsz
+    batch = max(1, min(batch_size, limit("detector_pixels") // (side * side)))
+    threads = os.cpu_count() or 1
+    # libx264 holds its lookahead and one frame per thread, each about 1.5 BGR frames (YUV 4:2:0
+    # plus half-pel planes); veryfast's defaults: lookahead 10, 1.5 threads per core
+    x264_default = 10 + (3 * threads + 1) // 2 + 3
+    x264_min = 6  # lookahead 1, one thread: 4 frames
+    for queued, frame_threads in ((2, True), (1, False)):
+        t = threads if frame_threads else 1
+        per_batch = 3 + queued  # reader, queue, detection, encoder
+        b = min(batch, (fits - held - t - x264_min) // per_batch)
+        if b >= 1:
+            used = per_batch * b + held + t
+            enc_frames = (fits - used) * 2 // 3
+            encoder: dict[str, str] = {}
+            if enc_frames < x264_default:
+                enc_threads = max(1, min((3 * threads + 1) // 2, enc_frames // 3))
+                encoder = {
+                    "threads": str(enc_threads),
+                    "rc-lookahead": str(max(1, min(10, enc_frames - enc_threads - 3))),
+                }
+            return FramesPlan(b, queued, frame_threads, used + min(enc_frames, x264_default) * 3 // 2, encoder)
+    need = 4 + held + 1 + x264_min
+    env = LIMITS["frame_bytes_in_flight"].env
+    raise VideoError(
+        f"a {info.width}x{info.height} video holds at least {need} decoded frames at once "
+        f"({need * frame_bytes / 2**20:,.0f} MiB with --memory-frames {held}), over the limit of "
+        f"{limit('frame_bytes_in_flight') / 2**20:,.0f} MiB: lower --memory-frames or raise {env}"
+    )
+
+
 def anonymize_video(
     src: Path,
     dst: Path,
@@ -600,6 +745,7 @@ def anonymize_video(
     on_frame: Callable[[FrameRecord], None] | None = None,
     crf: int = 18,
     verify: Detector | None = None,
+    imgsz: int | None = None,
 ) -> VideoOutcome:
     """Anonymize ``src`` into ``dst`` (written atomically): every frame keeps its source
     timestamp, every audio stream is copied.
@@ -617,6 +763,11 @@ def anonymize_video(
         crf: H.264 quality, 0 (lossless) to 51; 18 is visually lossless.
         verify: residual check: this detector runs on every anonymized frame and what it
             still finds lands in :attr:`FrameRecord.residual`.
+        imgsz: the detector's input size (``None``: 640), to bound one call's pixels.
+
+    ``batch_size`` is lowered when the frames held at once would pass
+    ``PYROBLUR_MAX_FRAME_BYTES_IN_FLIGHT`` or one detector call ``PYROBLUR_MAX_DETECTOR_PIXELS``
+    (see :func:`plan_frames`).
 
     Returns:
         A :class:`VideoOutcome`; a truncated input gives a shorter output with
@@ -630,13 +781,29 @@ def anonymize_video(
     from tqdm.auto import tqdm
 
     info = probe_video(src)
+    plan = plan_frames(info, max(1, batch_size), filler.max_gap if filler is not None else 0, imgsz)
+    if plan.batch < batch_size or not plan.frame_threads or plan.encoder:
+        logger.info(
+            "%s: %dx%d frames: batch %d (asked %d), %d batch(es) read ahead, %s decoding, encoder %s: "
+            "about %d frames held",
+            src,
+            info.width,
+            info.height,
+            plan.batch,
+            batch_size,
+            plan.queued,
+            "frame-threaded" if plan.frame_threads else "slice-threaded",
+            plan.encoder or "default",
+            plan.frames_in_flight,
+        )
+    batch_size = plan.batch
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dst)
-    q: queue.Queue = queue.Queue(maxsize=2)
+    q: queue.Queue = queue.Queue(maxsize=plan.queued)
     stop = threading.Event()
     reader = threading.Thread(
         target=_batches,
-        args=(decode_frames(src, info), max(1, batch_size), q, stop),
+        args=(decode_frames(src, info, frame_threads=plan.frame_threads), batch_size, q, stop),
         daemon=True,
     )
     writer: _Writer | None = None
@@ -671,7 +838,7 @@ def anonymize_video(
             bar.update(1)
 
     try:
-        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix)
+        writer = _Writer(tmp, info, src, crf, final_suffix=dst.suffix, final=dst, encoder=plan.encoder)
         encoder = _EncodeThread(writer, depth=max(1, batch_size))
         reader.start()
         while (batch := q.get()) is not None:

@@ -14,34 +14,25 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from pyroblur.core.errors import ConfigurationError, InputError
+from pyroblur.core.errors import InputError
+from pyroblur.core.limits import LIMITS, check_regular_file, limit
 
 log = logging.getLogger(__name__)
 
 #: Default pixel limit (width x height) of any decoded image.
-DEFAULT_MAX_PIXELS = 100_000_000
-MAX_PIXELS_ENV = "PYROBLUR_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = LIMITS["image_pixels"].default
+MAX_PIXELS_ENV = LIMITS["image_pixels"].env
+#: Bytes an image file may hold beyond its raw pixels (ICC profiles, EXIF, XMP, thumbnails).
+_METADATA_SLACK = 64 << 20
 
 
 def max_image_pixels() -> int:
     """The configured pixel limit: ``PYROBLUR_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise ConfigurationError(
-            f"{MAX_PIXELS_ENV}={raw!r} is not a number", subject=MAX_PIXELS_ENV, hint="e.g. 100000000"
-        ) from None
-    if value <= 0:
-        raise ConfigurationError(f"{MAX_PIXELS_ENV} must be positive, got {value}", subject=MAX_PIXELS_ENV)
-    return value
+    return limit("image_pixels")
 
 
 def apply_pillow_limit(max_pixels: int | None = None) -> None:
@@ -119,6 +110,7 @@ def decode_image(
 
     width, height = image_size(data, subject=subject)
     check_pixels(width, height, max_pixels=max_pixels, subject=subject)
+    check_jpeg_scans(data, subject=subject)
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
     if img is None or img.size == 0:
@@ -126,15 +118,77 @@ def decode_image(
     return img
 
 
-def read_image(path: str | Path, *, max_pixels: int | None = None, flags: int | None = None) -> np.ndarray:
-    """:func:`decode_image` of a file; errors name the path."""
+def check_jpeg_scans(data: bytes, *, subject: str = "<image>") -> None:
+    """Refuse a JPEG with more scans than ``PYROBLUR_MAX_JPEG_SCANS``: a 300 KB progressive JPEG
+    of 20,000 scans decodes for about a minute. Every scan starts with an SOS marker
+    (``FF DA``); inside entropy-coded data a ``FF`` byte is always followed by ``00`` or a
+    restart marker, so counting ``FF DA`` counts scans."""
+    if not data.startswith(b"\xff\xd8"):
+        return
+    cap = limit("jpeg_scans")
+    scans = data.count(b"\xff\xda")
+    if scans > cap:
+        raise InputError(
+            f"JPEG with {scans:,} scans is over the limit of {cap:,} scans",
+            subject=subject,
+            hint=f"raise {LIMITS['jpeg_scans'].env} if it is genuine",
+        )
+
+
+def read_image_bytes(path: str | Path, *, max_pixels: int | None = None) -> bytes:
+    """The bytes of the image file ``path``, checked before they are read: a regular file
+    (not a FIFO or a device), at most ``PYROBLUR_MAX_IMAGE_BYTES``, its header within the pixel
+    limit, and no more bytes than its pixels could take (a 10x10 PNG with a 3 GB tail is
+    refused without reading the tail)."""
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        st = check_regular_file(path, what="image")
     except FileNotFoundError:
         raise InputError("file not found", subject=str(path)) from None
-    except IsADirectoryError:
-        raise InputError("is a folder, not an image", subject=str(path)) from None
+    except PermissionError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", subject=str(path)) from None
+    cap = limit("image_bytes")
+    if st.st_size > cap:
+        raise InputError(
+            f"image file of {st.st_size:,} bytes is over the limit of {cap:,} bytes",
+            subject=str(path),
+            hint=f"raise {LIMITS['image_bytes'].env} if it is genuine",
+        )
+    apply_pillow_limit(max_pixels)
+    try:
+        with Image.open(path) as im:  # lazily: reads the header only
+            width, height = int(im.width), int(im.height)
+    except Image.DecompressionBombError as exc:
+        with open(path, "rb") as f:
+            size = _size_past_pillow_limit(f.read(1 << 16))
+        if size is None:
+            raise InputError(f"image too large to decode safely ({exc})", subject=str(path)) from None
+        width, height = size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"not a readable image ({exc})", subject=str(path)) from None
+    if width:
+        check_pixels(width, height, max_pixels=max_pixels, subject=str(path))
+        # 4 channels of 32 bits is the most any supported format stores per pixel
+        plausible = width * height * 16 + _METADATA_SLACK
+        if st.st_size > plausible:
+            raise InputError(
+                f"{st.st_size:,} bytes for a {width}x{height} image: more than its pixels could take "
+                f"(limit {plausible:,} bytes)",
+                subject=str(path),
+            )
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", subject=str(path)) from None
+    if len(data) > cap:
+        raise InputError(f"image file is over the limit of {cap:,} bytes", subject=str(path))
+    return data
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None, flags: int | None = None) -> np.ndarray:
+    """:func:`decode_image` of a file (read through :func:`read_image_bytes`); errors name the path."""
+    data = read_image_bytes(path, max_pixels=max_pixels)
     return decode_image(data, max_pixels=max_pixels, flags=flags, subject=str(path))

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pyroblur.core.errors import InputError
 
@@ -50,6 +50,24 @@ class _CountingLoader(yaml.SafeLoader):
     source = "<yaml>"
 
 
+def _refuse_duplicate_keys(node: MappingNode, source: str) -> None:
+    """PyYAML keeps the last of two equal keys without a word (a second ``train:`` block
+    wiped the first); refuse instead, naming the key and both lines."""
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise UnsafeYamlError(
+                f"duplicate key {key.value!r} on lines {seen[key.value]} and {line}: the second would "
+                "silently replace the first",
+                subject=source,
+                hint="merge the two blocks into one",
+            )
+        seen[key.value] = line
+
+
 def _expanded_size(root: Node, budget: int, source: str) -> int:
     """Nodes ``root`` stands for with aliases expanded; raises past ``budget`` or on a cycle."""
     sizes: dict[int, int] = {}
@@ -67,6 +85,7 @@ def _expanded_size(root: Node, budget: int, source: str) -> int:
             children = node.value
         elif isinstance(node, MappingNode):
             children = [n for pair in node.value for n in pair]
+            _refuse_duplicate_keys(node, source)
         else:
             children = []
         for child in children:

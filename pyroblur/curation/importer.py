@@ -40,7 +40,9 @@ from tqdm import tqdm
 
 from pyroblur import CLASSES
 from pyroblur.config import CurationConfig
+from pyroblur.core.errors import InputError
 from pyroblur.core.hashing import digest_of
+from pyroblur.core.limits import read_bounded
 from pyroblur.core.records import BoxRecord, SampleRecord
 from pyroblur.curation.dataset import (
     MANAGED_TAGS,
@@ -125,8 +127,11 @@ def _read(path: str, known: dict[str, ImageInfo]) -> tuple[ImageInfo, np.ndarray
     Returns the info (``phash`` still 0 for a fresh decode), the thumbnail to hash (or None),
     and whether the file was decoded.
     """
-    try:
-        data = Path(path).read_bytes()
+    try:  # a regular file within the byte limit: /dev/zero or a FIFO named by a label file never ends
+        data = read_bounded(Path(path), "image_bytes", what="image")
+    except InputError as exc:
+        log.warning("%s", exc)
+        return ImageInfo(None, 0, 0, 0, "too_large" if "over the limit" in exc.message else "unreadable"), None, False
     except OSError:
         return ImageInfo(None, 0, 0, 0, "missing_file"), None, False
     sha = hashlib.sha256(data).hexdigest()

@@ -17,7 +17,8 @@ IMAGE_REASONS = (
     "too_large",  # more pixels than PYROBLUR_MAX_IMAGE_PIXELS (a decompression bomb?): never decoded
     "truncated",  # the data ends before the image does
     "missing_labels",  # the source has no label file for it (policy: reject or background)
-    "bad_labels",  # the label file could not be parsed
+    "bad_labels",  # the label file could not be parsed (or is over PYROBLUR_MAX_LABEL_BYTES)
+    "crowd_regions",  # a COCO crowd region (iscrowd=1): its faces have no boxes of their own
     "size_mismatch",  # the real size differs from the size the annotation was made for
     "too_many_boxes",  # more boxes than ``max_boxes_per_image``
     "duplicate",  # byte-identical to another image that is kept (set by deduplication)
@@ -34,7 +35,7 @@ LABEL_REASONS = (
     "clipped",
 )
 #: Problems a source may record on a :class:`SampleRecord` (``issues``) instead of failing.
-RECORD_ISSUES = ("missing_labels", "bad_labels")
+RECORD_ISSUES = ("missing_labels", "bad_labels", "crowd_regions")
 
 
 @dataclass
@@ -78,6 +79,8 @@ def image_problem(
         return "missing_labels"
     if "bad_labels" in record_issues:
         return "bad_labels"
+    if "crowd_regions" in record_issues:  # faces inside a crowd region would train as background
+        return "crowd_regions"
     if tuple(real_size) != tuple(annotated_size):
         return "size_mismatch"
     if num_boxes > max_boxes:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 from pyroblur import CLASSES
+from pyroblur.core.limits import limit
 from pyroblur.core.records import BoxRecord
 from pyroblur.data.formats._num import finite
 
@@ -84,7 +85,9 @@ def parse_coco(
     mapped to ``"ignore"`` are dropped. A category name missing from ``class_map`` raises
     ``ValueError`` naming it (``unknown="drop"`` drops those boxes instead) - only when an
     annotation uses it, so unused categories such as Roboflow's supercategory entry are
-    harmless. ``iscrowd`` is kept as a box attribute. Zero-size and out-of-image boxes are
+    harmless. An image with a crowd region (``iscrowd=1``: many objects, no box of their own)
+    gets ``issues=("crowd_regions",)``: trained on, its unboxed faces would teach background. An image with more than ``PYROBLUR_MAX_BOXES_PER_IMAGE``
+    boxes is bad. Zero-size and out-of-image boxes are
     kept; NaN, negative sizes, missing fields and unknown image ids raise ``ValueError``.
 
     ``bad="tag"`` reads one bad annotation (bad box, unknown category id) as a problem of its
@@ -102,19 +105,31 @@ def parse_coco(
             raise ValueError(f"{source_name}: category without id/name: {cat!r}") from None
 
     images: dict[Any, CocoImage] = {}
+    duplicates: dict[Any, list[CocoImage]] = {}
     for img in data.get("images", []):
         try:
             image_id, file_name = img["id"], str(img["file_name"])
             width, height = int(img["width"]), int(img["height"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{source_name}: image entry needs id, file_name, width, height: {img!r}") from None
-        if image_id in images:
-            raise ValueError(f"{source_name}: duplicate image id {image_id!r}")
+        if image_id in images or image_id in duplicates:
+            if bad == "raise":
+                raise ValueError(f"{source_name}: duplicate image id {image_id!r}")
+            # as one bad annotation: the images sharing the id are rejected, the rest is read
+            log.warning("%s: duplicate image id %r; its images marked bad_labels", source_name, image_id)
+            first = [images.pop(image_id)._replace(issues=("bad_labels",))] if image_id in images else []
+            duplicates.setdefault(image_id, first)
+            duplicates[image_id].append(CocoImage(file_name, width, height, [], ("bad_labels",)))
+            continue
         images[image_id] = CocoImage(file_name, width, height, [])
 
     unmapped: set[str] = set()
     bad_images: set[Any] = set()
+    crowd: set[Any] = set()
+    max_boxes = limit("boxes_per_image")
     for ann in data.get("annotations", []):
+        if isinstance(ann, Mapping) and ann.get("image_id") in duplicates:
+            continue  # its image is rejected already; which of the duplicates it means is unknown
         where = f"{source_name}: annotation {ann.get('id', '?')!r}" if isinstance(ann, Mapping) else source_name
         try:
             if not isinstance(ann, Mapping):
@@ -149,6 +164,18 @@ def parse_coco(
         attributes: dict[str, int | float | str | bool] = {}
         if "iscrowd" in ann:
             attributes["iscrowd"] = int(ann["iscrowd"])
+        if attributes.get("iscrowd"):
+            # a crowd region is not one face or plate, and the faces inside it have no boxes of
+            # their own: trained on, they would teach "background"; the image is rejected
+            crowd.add(ann["image_id"])
+            continue
+        if len(images[ann["image_id"]].boxes) >= max_boxes:
+            if bad == "raise":
+                raise ValueError(f"{where}: image has more than {max_boxes:,} boxes (PYROBLUR_MAX_BOXES_PER_IMAGE)")
+            if ann["image_id"] not in bad_images:
+                log.warning("%s: image %r has more than %d boxes; marked bad_labels", source_name, ann["image_id"], max_boxes)
+            bad_images.add(ann["image_id"])
+            continue
         images[ann["image_id"]].boxes.append(
             BoxRecord(class_id=class_id, x1=x, y1=y, x2=x + w, y2=y + h, attributes=attributes)
         )
@@ -159,4 +186,8 @@ def parse_coco(
         )
     for image_id in bad_images:
         images[image_id] = images[image_id]._replace(boxes=[], issues=("bad_labels",))
-    return list(images.values())
+    for image_id in crowd - bad_images:
+        images[image_id] = images[image_id]._replace(boxes=[], issues=("crowd_regions",))
+    if crowd:
+        log.warning("%s: %d image(s) with crowd regions (iscrowd=1) marked crowd_regions", source_name, len(crowd))
+    return list(images.values()) + [img for group in duplicates.values() for img in group]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from pyroblur.core.limits import limit
 from pyroblur.core.records import BoxRecord
 from pyroblur.data.formats._num import finite
 
@@ -39,6 +40,7 @@ def parse_yolo_labels(
         raise ValueError(f"{source_name}: image size must be positive, got {width}x{height}")
     boxes: list[BoxRecord] = []
     kinds: set[str] = set()
+    max_boxes = limit("boxes_per_image")
     for lineno, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -72,6 +74,8 @@ def parse_yolo_labels(
         class_id = class_map[source_class]
         if class_id is None:
             continue
+        if len(boxes) >= max_boxes:
+            raise ValueError(f"{where}: more than {max_boxes:,} boxes in one image (PYROBLUR_MAX_BOXES_PER_IMAGE)")
         boxes.append(
             BoxRecord(
                 class_id=class_id,

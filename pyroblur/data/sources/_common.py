@@ -27,6 +27,7 @@ from PIL import Image
 from pyroblur import CLASSES
 from pyroblur.core.errors import ConfigurationError, InputError
 from pyroblur.core.io import IMAGE_SUFFIXES
+from pyroblur.core.limits import LIMITS, limit, read_bounded
 from pyroblur.core.records import SampleRecord
 from pyroblur.data.download import DownloadPolicy
 from pyroblur.data.formats import detection_problem, parse_coco, parse_yolo_labels
@@ -190,7 +191,10 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
     kpt_values = None
     if yaml_path is not None:
         try:
-            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+            raw = read_bounded(yaml_path, "config_bytes", what="data.yaml")
+            data = yaml.safe_load(raw.decode("utf-8", errors="replace")) or {}
+        except InputError as exc:
+            raise SourceDataError(str(exc), subject=str(yaml_path)) from None
         except yaml.YAMLError as exc:
             raise SourceDataError(f"{yaml_path}: not valid YAML ({exc})", subject=str(yaml_path)) from None
         names = _yaml_names(data, yaml_path)
@@ -204,9 +208,26 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
                 images = _images_of(base, str(entry), yaml_path)
                 if images is None:
                     tried.append(f"{key}: {entry} (from {base})")
-                    log.warning("%s: %s entry %r not found under %s; split skipped", yaml_path, key, entry, base)
                 else:
                     splits.append((key, images))
+        if tried:
+            # as ultralytics stops: reading only the splits that happen to resolve (a Roboflow
+            # export moved from another machine keeps absolute paths) would train on a fraction
+            absolute = any(Path(str(t).split(": ", 1)[1].split(" (from")[0]).is_absolute() for t in tried)
+            raise SourceDataError(
+                f"{yaml_path}: {len(tried)} split entr{'y' if len(tried) == 1 else 'ies'} not found: {'; '.join(tried)}",
+                subject=str(yaml_path),
+                hint="the paths are absolute, from another machine: make them relative to data.yaml "
+                "(e.g. train: train/images)"
+                if absolute
+                else "fix train:/val:/test: (or path:) in data.yaml",
+            )
+        if splits and not any(images for _, images in splits):
+            raise SourceDataError(
+                f"{yaml_path}: its splits hold no images under {base}",
+                subject=str(yaml_path),
+                hint="check path: in data.yaml",
+            )
         where = yaml_path
     else:
         names = _classes_txt(root)
@@ -252,8 +273,9 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
                 issues.append("missing_labels")
             elif width > 0:
                 try:
+                    text = read_bounded(label, "label_bytes", what="label file").decode("utf-8", errors="replace")
                     boxes = parse_yolo_labels(
-                        label.read_text(encoding="utf-8", errors="replace"),
+                        text,
                         width,
                         height,
                         id_map,
@@ -261,7 +283,7 @@ def load_yolo_folder(root: Path, class_map: Mapping[str, str], source: str) -> l
                         kpt_values=kpt_values,
                     )
                     polygons += sum(1 for b in boxes if b.attributes.get("polygon"))
-                except ValueError as exc:
+                except (ValueError, InputError) as exc:
                     log.warning("%s", exc)
                     issues.append("bad_labels")
             records.append(
@@ -326,13 +348,17 @@ def load_coco_json(json_path: Path, class_map: Mapping[str, str], source: str, s
     is not a COCO detection JSON.
     """
     json_path = json_path.resolve()
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise SourceDataError(f"{json_path}: not valid JSON ({exc})", subject=str(json_path)) from None
+    data = _load_json(json_path)
     problem = detection_problem(data)
     if problem is not None:
         raise SourceDataError(f"{json_path}: not a COCO detection file ({problem})", subject=str(json_path))
+    cap = limit("annotations")
+    if len(data["annotations"]) > cap:
+        raise SourceDataError(
+            f"{json_path}: {len(data['annotations']):,} annotations is over the limit of {cap:,}",
+            subject=str(json_path),
+            hint=f"raise {LIMITS['annotations'].env} if it is genuine",
+        )
     for img in data.get("images", []):
         if isinstance(img, dict) and ("width" not in img or "height" not in img) and "file_name" in img:
             found = _find_image(json_path, img["file_name"], split)
@@ -348,6 +374,25 @@ def load_coco_json(json_path: Path, class_map: Mapping[str, str], source: str, s
         raise SourceDataError(str(exc), subject=str(json_path)) from None
     records, missing = [], []
     for item in items:
+        if not _inside_dataset(item.file_name):
+            # /dev/zero, a FIFO, ../../etc/...: never read from outside the dataset's folder
+            log.warning(
+                "%s: image file_name %r is absolute or leaves the dataset folder; image rejected as bad_labels",
+                json_path,
+                item.file_name,
+            )
+            records.append(
+                SampleRecord(
+                    filepath=str(json_path.parent / "_outside_" / Path(item.file_name).name),
+                    source=source,
+                    source_split=split,
+                    width=item.width,
+                    height=item.height,
+                    boxes=[],
+                    issues=["bad_labels"],
+                )
+            )
+            continue
         path = _find_image(json_path, item.file_name, split)
         if path is None:
             missing.append(item.file_name)
@@ -375,7 +420,27 @@ def load_coco_json(json_path: Path, class_map: Mapping[str, str], source: str, s
     return records
 
 
+def _inside_dataset(file_name: str) -> bool:
+    """A COCO ``file_name`` is relative and stays below the folder it is joined to."""
+    p = Path(file_name.replace("\\", "/"))
+    return bool(file_name) and not p.is_absolute() and ".." not in p.parts
+
+
+def _load_json(path: Path) -> object:
+    """A JSON annotation file, read within ``PYROBLUR_MAX_ANNOTATION_BYTES`` (a regular file only)."""
+    try:
+        raw = read_bounded(path, "annotation_bytes", what="annotation file")
+    except InputError as exc:
+        raise SourceDataError(str(exc), subject=str(path)) from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise SourceDataError(f"{path}: not valid JSON ({exc})", subject=str(path)) from None
+
+
 def _find_image(json_path: Path, file_name: str, split: str | None) -> Path | None:
+    if not _inside_dataset(file_name):
+        return None
     for candidate in _image_candidates(json_path, file_name, split):
         if candidate.is_file():
             return candidate.resolve()
@@ -392,11 +457,8 @@ def coco_files(root: Path) -> list[Path]:
         return [root]
     out = []
     for path in sorted(p for p in root.rglob("*.json") if not p.name.startswith(".")):
-        try:
-            problem = detection_problem(json.loads(path.read_text(encoding="utf-8")))
-        except ValueError as exc:
-            # A broken file may be the annotations themselves: fail, naming it, rather than skip.
-            raise SourceDataError(f"{path}: not valid JSON ({exc})", subject=str(path)) from None
+        # A broken or oversized file may be the annotations themselves: fail, naming it, rather than skip.
+        problem = detection_problem(_load_json(path))
         if problem is None:
             out.append(path)
         else:

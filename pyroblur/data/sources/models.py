@@ -22,7 +22,11 @@ WIDER_SHA256 = {
 KEREMBERKE_REVISION = "62d190d43a2275439526444d1cd520b4c478adbd"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_NAME = "Unique name of this source; becomes the sample's 'source' field."
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_NAME = (
+    "Unique name of this source; becomes the sample's 'source' field and the folder <data root>/raw/<name> "
+    "(letters, digits, '.', '_', '-'; no path)."
+)
 
 
 def _kind_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
@@ -60,6 +64,17 @@ class _Source(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_kind_schema)
 
     name: str = Field(description=_NAME)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the name becomes a folder under raw/: "/etc" or "../../x" would send downloads there
+        if not _NAME_RE.fullmatch(v) or v in {".", ".."}:
+            raise ValueError(
+                f"source name {v!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+                "not a path, not starting with '.')"
+            )
+        return v
 
 
 class HttpOptions(BaseModel):
@@ -102,7 +117,9 @@ class _HubSource(_Source):
         None,
         description="A plain folder URL (mirror) holding the files instead of the Hub; no token is sent there.",
     )
-    http: HttpOptions = Field(default_factory=HttpOptions, description="Retries, timeouts and progress of the downloads.")
+    http: HttpOptions = Field(
+        default_factory=HttpOptions, description="Retries, timeouts and progress of the downloads."
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -255,4 +272,6 @@ def sources_schema(schema: dict[str, Any]) -> None:
     if "oneOf" in items:
         items["anyOf"] = items.pop("oneOf")
         items.pop("discriminator", None)
+
+
 SOURCE_KINDS = tuple(m.model_fields["kind"].default for m in get_args(get_args(SourceConfig)[0]))
