@@ -672,3 +672,19 @@ def test_limit_values_are_checked(monkeypatch):
     monkeypatch.setenv("PYROBLUR_MAX_LABEL_BYTES", "lots")
     with pytest.raises(ConfigurationError, match="PYROBLUR_MAX_LABEL_BYTES='lots' is not a number"):
         limit("label_bytes")
+
+
+def test_9_opencv_is_one_release_for_both_wheels_that_own_cv2():
+    """ultralytics pulls opencv-python, fiftyone opencv-python-headless: both install into the
+    same `cv2` folder, so two releases would leave a `cv2` that is half one and half the other.
+    pyproject pins opencv-python to the release fiftyone's `<5` admits, and the environment holds
+    exactly that pair."""
+    from importlib.metadata import version
+
+    import cv2
+
+    full, headless = version("opencv-python"), version("opencv-python-headless")
+    assert full == headless, f"opencv-python {full} next to opencv-python-headless {headless}"
+    assert cv2.__version__ == ".".join(full.split(".")[:3])
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"opencv-python=={full}"' in pyproject
