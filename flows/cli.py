@@ -284,8 +284,10 @@ def open_app(
     view: Annotated[
         str | None,
         typer.Option(
-            help="Open a saved view: curated, rejected, duplicates, train, val, test, or predictions (the "
-            "latest benchmark's test samples at the operating point)."
+            help="Open a saved view: curated, rejected, duplicates, train, val, test, predictions (the "
+            "latest benchmark's test samples at the operating point), or after a benchmark "
+            "'likely missing labels', 'likely wrong labels', 'worst false negatives by size', "
+            "'false positives with high confidence'."
         ),
     ] = None,
     address: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
@@ -304,6 +306,32 @@ def open_app(
     typer.echo(f"FiftyOne App serving '{name}' at http://{address}:{port} (Ctrl+C to stop)")
     typer.echo(remote_hint(address, port))
     session.wait(-1)
+
+
+corrections_app = typer.Typer(
+    help="Label corrections made in the FiftyOne App (docs/curation.md).", no_args_is_help=True
+)
+app.add_typer(corrections_app, name="corrections")
+
+
+@corrections_app.command("export")
+@guarded
+def corrections_export(
+    config: ConfigOpt = Path("configs/pyroblur.yaml"),
+    dataset: Annotated[str | None, typer.Option(help="FiftyOne dataset (default: curation.dataset_name).")] = None,
+) -> None:
+    """Write the labels edited or tagged (remove/add) in the App as a new corrections version;
+    the next pipeline run applies it at curation. Raw data is never modified."""
+    name = dataset or _load(config, None).curation.dataset_name
+    configure_environment()
+    from pyroblur.curation.corrections import export
+
+    path, changed = export(name)
+    if path is None:
+        typer.echo(f"no label of '{name}' changed since curation: nothing to export")
+        return
+    typer.echo(f"{path.stem}: {changed} images with corrected labels -> {path}")
+    typer.echo("the next pipeline run applies them at curation (curation.corrections: latest)")
 
 
 def _anonymize() -> Callable[..., Any]:

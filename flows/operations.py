@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from flows.training import PipelineResult, train_benchmark_promote, training_pipeline
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
+from pyroblur.curation.corrections import data_digest
+from pyroblur.curation.corrections import resolve as resolve_corrections
 from pyroblur.manifests import ExportManifest
 from pyroblur.registry.lineage import unchanged_reason
 from tasks.notify import notify_failure
@@ -62,7 +64,8 @@ def retrain_weekly(config: PipelineConfig) -> State[RetrainResult]:
     """
     log = get_run_logger()
     downloads = download.with_options(refresh_cache=True)(config.sources)
-    reason = unchanged_reason(downloads.digest)
+    corrections = resolve_corrections(config.curation.dataset_name, config.curation.corrections)
+    reason = unchanged_reason(data_digest(downloads.digest, corrections))
     if reason and not config.orchestration.force:
         log.info("stopping early: %s (set orchestration.force to retrain anyway)", reason)
         create_markdown_artifact(

@@ -9,6 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
+from pyroblur.curation.corrections import data_digest
+from pyroblur.curation.corrections import resolve as resolve_corrections
 from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest
 from pyroblur.preflight import preflight
 from pyroblur.registry.lineage import record_sources
@@ -98,7 +100,8 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
     downloads = run_stage(states, "download", fetch, config.sources)
     if stop_after("download"):
         return _finish(config, states)
-    curated = run_stage(states, "curate", curate, config.curation, downloads)
+    corrections = resolve_corrections(config.curation.dataset_name, config.curation.corrections)
+    curated = run_stage(states, "curate", curate, config.curation, downloads, corrections)
     if stop_after("curate"):
         return _finish(config, states)
     selection = run_stage(states, "balance_split", balance_split, config.balance, config.split, curated)
@@ -115,5 +118,6 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
     done = train_benchmark_promote(
         states, config.train, dataset, config.benchmark, config.curation.dataset_name, done=gpu
     )
-    record_sources(done.promotion.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
+    # lets retrain-weekly skip unchanged data (downloads and label corrections)
+    record_sources(done.promotion.digest, data_digest(downloads.digest, corrections), corrections=curated.corrections)
     return _finish(config, states, done.report, done.promotion)

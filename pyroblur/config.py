@@ -60,6 +60,12 @@ class CurationConfig(_Section):
         description="Images whose label file is missing: 'reject' (tag rejected:missing_labels), or "
         "'background' (keep them as images with no objects).",
     )
+    corrections: str = Field(
+        "latest",
+        pattern=r"^(latest|none|v\d{4})$",
+        description="Label corrections applied at import (`pyroblur corrections export`): 'latest', "
+        "'none' or a version such as 'v0002' (files under <data>/corrections/<dataset_name>/).",
+    )
 
 
 class HoldOut(_Section):
@@ -77,6 +83,11 @@ class BalanceConfig(_Section):
         0.05, ge=0, le=0.5, description="Extra images with neither class, as a fraction of the selection."
     )
     seed: int = Field(0, description="Seed of the selection and of the split.")
+    oversample: bool = Field(
+        False,
+        description="A class with fewer images than samples_per_class gets augmented copies of its training "
+        "images (albumentations) up to its train share of the target; train split only, never val or test.",
+    )
     min_images_per_class: dict[Literal["val", "test"], int] = Field(
         default_factory=lambda: {"val": 80, "test": 80},
         description="Fewest images containing each class that the val and test splits may hold "
@@ -251,6 +262,23 @@ class HeldOutSuite(_Section):
     split: str = Field(description="The source's own split.")
 
 
+class ReviewConfig(_Section):
+    """The review loop after a benchmark (docs/curation.md): ranked saved views in FiftyOne and
+    the error-analysis report."""
+
+    enabled: bool = Field(True, description="Rank likely label mistakes and save the review views in FiftyOne.")
+    splits: list[Literal["test", "train"]] = Field(
+        default_factory=lambda: ["test"],
+        description="Splits ranked with the candidate's predictions ('train' predicts the training images too).",
+    )
+    second_opinion: Literal["centerface", "none"] = Field(
+        "centerface", description="Second face detector whose unlabelled faces count as likely missed labels."
+    )
+    review_conf: float = Field(0.2, gt=0, lt=1, description="Predictions below this confidence are not reviewed.")
+    min_score: float = Field(0.5, gt=0, le=1, description="Suspicion score at which a sample enters a review view.")
+    gallery: int = Field(24, ge=0, description="Worst cases shown as crops in errors.html.")
+
+
 class BenchmarkConfig(_Section):
     """Evaluation on the held-out test split and promotion."""
 
@@ -287,6 +315,7 @@ class BenchmarkConfig(_Section):
     suites: list[HeldOutSuite] = Field(
         default_factory=list, description="Held-out source splits scored per class after training."
     )
+    review: ReviewConfig = Field(default_factory=ReviewConfig, description="Review views and error report.")
 
     @field_validator("recall_floors")
     @classmethod

@@ -32,6 +32,16 @@ class DownloadManifest(Manifest):
     sources: list[SourceOutput]
 
 
+class CorrectionsManifest(BaseModel):
+    """Label corrections a curation applies (pyroblur.curation.corrections): the version, its
+    file and a digest of its entries (what the curate stage's cache key hashes)."""
+
+    version: str
+    path: str
+    digest: str
+    images: int
+
+
 class CurateManifest(Manifest):
     """What curation produced. Only content-determined fields: downstream cache keys hash it
     whole, so timings or incremental-import statistics must not go in here."""
@@ -44,6 +54,10 @@ class CurateManifest(Manifest):
     duplicate_groups: int = Field(0, description="near-duplicate groups (2+ curated images)")
     exact_duplicates: int = Field(0, description="byte-identical copies rejected as 'duplicate'")
     near_duplicate_images: int = Field(0, description="curated images in a near-duplicate group")
+    corrections: str | None = Field(None, description="corrections version applied (pyroblur corrections export)")
+    labels_changed: dict[str, int] = Field(
+        default_factory=dict, description="corrected images and boxes removed/added/moved against the sources"
+    )
 
 
 class Evidence(BaseModel):
@@ -73,6 +87,10 @@ class SplitManifest(Manifest):
     held_out: dict[str, int] = Field(
         default_factory=dict, description="source/split -> curated images kept out (external suites)"
     )
+    corrections: str | None = Field(None, description="corrections version the curated labels include")
+    oversample: dict[str, int] = Field(
+        default_factory=dict, description="class -> augmented training copies to write (balance.oversample)"
+    )
 
 
 class ExportManifest(Manifest):
@@ -80,6 +98,9 @@ class ExportManifest(Manifest):
     data_yaml: str = Field(description="Its data.yaml, as ultralytics reads it.")
     images: dict[str, int] = Field(description="split -> images exported")
     evidence: Evidence | None = Field(None, description="carried from the split, for the promotion gates")
+    augmented: dict[str, int] = Field(
+        default_factory=dict, description="class -> augmented copies in train (apart from the originals in images)"
+    )
 
 
 class TrainManifest(Manifest):
@@ -180,6 +201,7 @@ class BenchmarkManifest(Manifest):
     privacy: dict[str, ClassPrivacy] = Field(default_factory=dict, description="class -> coverage and leaks")
     wider: WiderResult | None = None
     suites: list[SuiteResult] = Field(default_factory=list, description="held-out source splits")
+    error_report: str | None = Field(None, description="errors.html: gallery of the worst cases, errors by class/size")
 
 
 class Gate(BaseModel):

@@ -15,6 +15,7 @@ from pyroblur.core.settings import get_paths
 from pyroblur.data.sources.models import SourceConfig
 from pyroblur.manifests import (
     BenchmarkManifest,
+    CorrectionsManifest,
     CurateManifest,
     DownloadManifest,
     ExportManifest,
@@ -54,12 +55,15 @@ def download(sources: list[SourceConfig]) -> DownloadManifest:
 
 
 @task(**_opts("curate"))
-def curate(cfg: CurationConfig, downloads: DownloadManifest) -> CurateManifest:
-    """Import every source into the FiftyOne dataset, validate and deduplicate."""
+def curate(
+    cfg: CurationConfig, downloads: DownloadManifest, corrections: CorrectionsManifest | None = None
+) -> CurateManifest:
+    """Import every source into the FiftyOne dataset (with the label ``corrections``, if any),
+    validate and deduplicate."""
     from pyroblur.curation.importer import report_rows, run_curation
 
     records = [r for s in downloads.sources for r in load_records(Path(s.index_path))]
-    run = run_curation(records, cfg, stage_digest(curate, cfg, downloads))
+    run = run_curation(records, cfg, stage_digest(curate, cfg, downloads, corrections), corrections=corrections)
     manifest = run.manifest
     get_run_logger().info("FiftyOne import %s; seconds %s", run.imported, run.seconds)
     create_table_artifact(
@@ -75,7 +79,8 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
     """Balance to N images per class and split train/val/test without leakage."""
     from pyroblur.curation.split import balance_and_split
 
-    manifest = balance_and_split(curated.dataset_name, bal, spl, stage_digest(balance_split, bal, spl, curated))
+    digest = stage_digest(balance_split, bal, spl, curated)
+    manifest = balance_and_split(curated.dataset_name, bal, spl, digest, corrections=curated.corrections)
     log = get_run_logger()
     for w in manifest.warnings:
         log.warning(w)
@@ -86,15 +91,24 @@ def balance_split(bal: BalanceConfig, spl: SplitConfig, curated: CurateManifest)
 def export(selection: SplitManifest) -> ExportManifest:
     """Write the selected images as a YOLO dataset under ``<data>/exports/<digest>``."""
     from pyroblur.curation.dataset import export_items
-    from pyroblur.curation.export import save_yolo_dataset
+    from pyroblur.curation.export import read_augmented, save_yolo_dataset
 
     digest = stage_digest(export, selection)
     out = get_paths().exports / digest[:16]
     allowed = bool(selection.evidence and selection.evidence.allowed)
-    counts = save_yolo_dataset(export_items(selection.dataset_name), out, digest, allow_train_as_val=allowed)
+    counts = save_yolo_dataset(
+        export_items(selection.dataset_name), out, digest, allow_train_as_val=allowed,
+        lineage={"corrections": selection.corrections}, oversample=selection.oversample, seed=int(digest[:8], 16),
+    )  # fmt: skip
+    augmented = read_augmented(out)
+    if augmented:
+        rows = [{"split": s, "originals": n, "augmented copies": sum(augmented.values()) if s == "train" else 0}
+                for s, n in counts.items()]  # fmt: skip
+        create_table_artifact(key="pyroblur-export", table=rows, description=f"Oversampled (train only): {augmented}")
     return ExportManifest(
-        digest=digest, path=str(out), data_yaml=str(out / "data.yaml"), images=counts, evidence=selection.evidence
-    )
+        digest=digest, path=str(out), data_yaml=str(out / "data.yaml"), images=counts, evidence=selection.evidence,
+        augmented=augmented,
+    )  # fmt: skip
 
 
 @task(**_opts("train"))
@@ -136,8 +150,42 @@ def benchmark(
             }
         )
         Path(manifest.report_json).write_text(manifest.model_dump_json(indent=2))
+        if cfg.review.enabled:
+            review(cfg, model, dataset, imgsz, dataset_name, field)
     create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")
     return manifest
+
+
+def review(
+    cfg: BenchmarkConfig, model: TrainManifest, dataset: ExportManifest, imgsz: int, dataset_name: str, field: str
+) -> None:
+    """Rank likely label mistakes (FiftyOne Brain + a second opinion) on this benchmark's predictions
+    ``field`` and save the review views; with ``review.splits`` holding ``train``, the training
+    images get the candidate's predictions (into the same field) first."""
+    from pyroblur.curation.dataset import attach_predictions
+    from pyroblur.curation.review import rank_labels
+    from pyroblur.evaluation.benchmark import load_yolo_split, predict
+
+    rc = cfg.review
+    if "train" in rc.splits:
+        from pyroblur.core.devices import resolve_device
+
+        train_set = load_yolo_split(Path(dataset.data_yaml), "train")
+        device = resolve_device(cfg.device)
+        preds = predict(Path(model.weights), train_set.images, imgsz, device, rc.review_conf, cfg.iou)
+        attach_predictions(dataset_name, train_set.images, preds, field, "train")
+    second = None
+    if rc.second_opinion == "centerface":
+        from pyroblur.anonymize.centerface import CenterFaceDetector
+        from pyroblur.core.errors import ConfigurationError
+
+        try:
+            second = CenterFaceDetector(device="cpu")
+        except ConfigurationError as exc:  # a review nicety must not fail a trained model's benchmark
+            get_run_logger().warning("review without a second opinion: %s (%s)", exc, exc.hint)
+    counts = rank_labels(dataset_name, field, rc.splits, second_opinion=second, review_conf=rc.review_conf,
+                         min_score=rc.min_score)  # fmt: skip
+    get_run_logger().info("review views (samples): %s", counts)
 
 
 @task(**_opts("promote"))

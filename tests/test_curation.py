@@ -303,7 +303,9 @@ def test_raw_documents_match_add_samples(tmp_path):
         metadata=fo.ImageMetadata(width=SIZE[0], height=SIZE[1]),
         ground_truth=fo.Detections(detections=[det]),
         rejected_gt=fo.Detections(detections=[bad]),
-        **{k: doc[k] for k in ("source", "source_split", "sha256", "phash", "record_issues", "import_key")},
+        **{
+            k: doc[k] for k in ("source", "source_split", "sha256", "phash", "record_issues", "import_key", "gt_digest")
+        },
     )
     ref.add_sample(sample)
     theirs = ref._sample_collection.find_one()

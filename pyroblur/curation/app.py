@@ -12,6 +12,13 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 #: Saved views curation, the split and the benchmark create, in the order a person looks at them
 #: (``predictions``: the latest benchmark's test samples at the operating point, most misses first).
 VIEWS = ("curated", "rejected", "duplicates", "train", "val", "test", "predictions")
+#: Saved views the review after each benchmark creates (pyroblur.curation.review.REVIEW_VIEWS).
+REVIEW_VIEWS = (
+    "likely missing labels",
+    "likely wrong labels",
+    "worst false negatives by size",
+    "false positives with high confidence",
+)
 
 
 class AppError(RuntimeError):

@@ -29,6 +29,9 @@ SPLITS = ("train", "val", "test")
 #: Tags this module owns on samples; any other tag (e.g. set by a person in the App) is kept.
 MANAGED_TAGS = frozenset({"curated", "rejected", "selected", *SPLITS})
 _INSERT_BATCH = 2000  # samples per insert_many
+#: The sample field that holds the benchmarked model's predictions on the test split (the one
+#: place its name is written: the benchmark writes it, the review ranks and views read it).
+PREDICTIONS_FIELD = "predictions"
 
 #: Sample fields written by curation, with the description the App shows.
 FIELDS: dict[str, tuple[str, str]] = {
@@ -46,6 +49,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "import_key": ("str", "Digest of record + file sha256 + per-image config: unchanged = not re-imported."),
     "ground_truth": ("dets", "Boxes kept for training (clipped to the image; tag `clipped` when they were)."),
     "rejected_gt": ("dets", "Boxes dropped by validation; the label tag `rejected:<reason>` says why."),
+    "gt_digest": (
+        "str",
+        "Digest of ground_truth as curation wrote it: `pyroblur corrections export` finds edits by it.",
+    ),
 }
 
 
@@ -175,6 +182,20 @@ def export_items(dataset_name: str) -> list[ExportItem]:
     return items
 
 
+def gt_attributes(dataset_name: str, names: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Per selected sample (by exported name, the sha256's first 20 hex digits), one dict per
+    ground-truth box with the attributes ``names`` it carries (WIDER flags), in box order."""
+    import fiftyone as fo
+
+    view = fo.load_dataset(dataset_name).match_tags("selected")
+    out = {}
+    for sha, dets in zip(*view.values(["sha256", "ground_truth.detections"]), strict=True):
+        out[sha[:20]] = [
+            {n: d.get_field(n) for n in names if d.has_field(n)} for d in (dets or []) if d.label in CLASSES
+        ]
+    return out
+
+
 # ----------------------------------------------------------------------------- predictions
 
 
@@ -290,3 +311,34 @@ def record_predictions(
     }
     log.info("predictions of %d test samples written to '%s' field %s: %s", len(every), dataset_name, field, out)
     return out
+
+
+def attach_predictions(
+    dataset_name: str, images: list[Path], preds: list[Detections], field: str, tag: str = "train"
+) -> int:
+    """Write ``preds`` (pixels) into ``field`` of the samples tagged ``tag`` (the review's
+    training-split predictions; the benchmark's own are :func:`record_predictions`).
+
+    Exported images are named by the first 20 hex digits of the sample's sha256, which is how
+    they are matched back (augmented copies match no sample and are skipped). Returns how many
+    samples got predictions.
+    """
+    import fiftyone as fo
+
+    ds = fo.load_dataset(dataset_name)
+    ids, shas, widths, heights = ds.match_tags(tag).values(["id", "sha256", "metadata.width", "metadata.height"])
+    by_name = {sha[:20]: (sid, w, h) for sid, sha, w, h in zip(ids, shas, widths, heights)}
+    values = {}
+    for img, det in zip(images, preds):
+        if img.stem not in by_name:
+            continue
+        sid, w, h = by_name[img.stem]
+        values[sid] = fo.Detections(
+            detections=[
+                fo.Detection(label=CLASSES[int(c)], bounding_box=to_fiftyone_box(xyxy, w, h), confidence=float(s))
+                for xyxy, c, s in zip(det.xyxy, det.class_id, det.confidence, strict=True)
+            ]
+        )
+    if values:
+        ds.set_values(field, values, key_field="id")
+    return len(values)

@@ -54,7 +54,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def save_yolo_dataset(
-    items: list[ExportItem], out: Path, digest: str, allow_train_as_val: bool = False
+    items: list[ExportItem],
+    out: Path,
+    digest: str,
+    allow_train_as_val: bool = False,
+    lineage: dict[str, str | None] | None = None,
+    oversample: dict[str, int] | None = None,
+    seed: int = 0,
 ) -> dict[str, int]:
     """Write the dataset to ``out`` atomically (``out.part`` then rename) and stamp it.
 
@@ -62,6 +68,9 @@ def save_yolo_dataset(
     One split is never silently used for another: without val images the export fails, unless
     ``allow_train_as_val`` (``balance.allow_small_evidence``) says to validate on the training
     images, which is then logged as a warning and recorded in ``data.yaml`` and the stamp.
+    ``lineage`` (e.g. ``{"corrections": "v0002"}``) is recorded in both as ``pyroblur_<key>``.
+    ``oversample`` (class -> copies) adds augmented copies of that class's training images to the
+    train split (:mod:`pyroblur.curation.oversample`); :func:`read_augmented` counts them.
 
     Raises:
         PermanentError: there are training images but no validation images, and
@@ -93,6 +102,22 @@ def save_yolo_dataset(
         suffix = Path(item.filepath).suffix.lower() or ".jpg"
         _link_or_copy(Path(item.filepath), img_dir / f"{item.name}{suffix}")
         (lbl_dir / f"{item.name}.txt").write_text(to_yolo_labels(item_boxes(item), item.width, item.height))
+    augmented: dict[str, int] = {}
+    for name, n in sorted((oversample or {}).items()):
+        from pyroblur.curation.oversample import write_copies
+
+        c = CLASSES.index(name)
+        # The exported originals (same bytes as the raw files): copies are made from the train split only.
+        sources = [
+            (tmp / "images" / "train" / f"{i.name}{Path(i.filepath).suffix.lower() or '.jpg'}", np.asarray(i.xyxy),
+             np.asarray(i.class_id))
+            for i in items if i.split == "train" and c in np.asarray(i.class_id)
+        ]  # fmt: skip
+        if not sources or n <= 0:
+            continue
+        copies = write_copies(sources, n, tmp / "images" / "train", tmp / "labels" / "train", seed + c)
+        augmented[name] = len(copies)
+        log.info("oversampled %s: %d augmented copies of %d training images", name, len(copies), len(sources))
     data = {"path": str(out), "names": dict(enumerate(CLASSES))}
     for split in ("train", "val", "test"):
         if split in counts:
@@ -100,12 +125,24 @@ def save_yolo_dataset(
     for split, source in substituted.items():
         data[split] = f"images/{source}"
         data[f"pyroblur_{split}_is"] = source  # says so to anyone who reads data.yaml
+    lineage = {k: v for k, v in (lineage or {}).items() if v is not None}
+    data.update({f"pyroblur_{k}": v for k, v in lineage.items()})
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (tmp / STAMP).write_text(json.dumps({"digest": digest, "images": counts, "substituted": substituted}))
+    stamp = {"digest": digest, "images": counts, "substituted": substituted, "lineage": lineage,
+             "augmented": augmented}  # fmt: skip
+    (tmp / STAMP).write_text(json.dumps(stamp))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return counts
+
+
+def read_augmented(out: Path) -> dict[str, int]:
+    """Augmented training copies per class that the export in ``out`` holds (none: ``{}``)."""
+    try:
+        return dict(json.loads((out / STAMP).read_text()).get("augmented") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def read_stamp(out: Path) -> str | None:

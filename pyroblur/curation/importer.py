@@ -44,6 +44,7 @@ from pyroblur.core.errors import InputError
 from pyroblur.core.hashing import digest_of
 from pyroblur.core.limits import read_bounded
 from pyroblur.core.records import BoxRecord, SampleRecord
+from pyroblur.curation import corrections as corr
 from pyroblur.curation.dataset import (
     MANAGED_TAGS,
     insert_docs,
@@ -54,13 +55,13 @@ from pyroblur.curation.dataset import (
 )
 from pyroblur.curation.dedup import exact_duplicate_keepers, near_duplicate_groups, phash_batch, thumbnail
 from pyroblur.curation.validation import check_boxes, image_problem
-from pyroblur.manifests import CurateManifest
+from pyroblur.manifests import CorrectionsManifest, CurateManifest
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 #: Config fields that only affect dataset-wide results, not how one image is validated.
-_GLOBAL_FIELDS = {"dataset_name", "near_duplicate_distance"}
+_GLOBAL_FIELDS = {"dataset_name", "near_duplicate_distance", "corrections"}
 _CHUNK = 4096  # images decoded per batch of perceptual hashes (bounds memory)
 
 # ----------------------------------------------------------------------------- timing
@@ -241,6 +242,7 @@ def sample_doc(rec: SampleRecord, info: ImageInfo, cfg: CurationConfig, import_k
         "image_problem": problem,
         "import_key": import_key,
         "ground_truth": _dets_doc(kept),
+        "gt_digest": corr.gt_digest(kept),
         "rejected_gt": _dets_doc(dropped) if dropped else None,
     }
     if info.problem is None:
@@ -318,6 +320,20 @@ def _dedup_and_tag(ds: Any, max_distance: int) -> dict[str, Any]:
     }
 
 
+def _unexported_edits(ds: Any, ids: set[str]) -> tuple[set[str], set[str]]:
+    """Ids (of ``ids``) whose ground truth no longer matches the digest curation wrote, and ids
+    without that digest (written before curation recorded it)."""
+    edited, undigested = set(), set()
+    for sid, dets, stored in zip(*ds.values(["id", "ground_truth.detections", "gt_digest"]), strict=True):
+        if sid not in ids:
+            continue
+        if stored is None:
+            undigested.add(sid)
+        elif corr.gt_digest(dets) != stored:
+            edited.add(sid)
+    return edited, undigested
+
+
 @dataclass(frozen=True)
 class CurationRun:
     """A curation's manifest plus what this particular run did (not part of the manifest,
@@ -332,7 +348,12 @@ class CurationRun:
 
 
 def curate(
-    records: list[SampleRecord], cfg: CurationConfig, digest: str, *, workers: int | None = None
+    records: list[SampleRecord],
+    cfg: CurationConfig,
+    digest: str,
+    *,
+    workers: int | None = None,
+    corrections: CorrectionsManifest | None = None,
 ) -> CurateManifest:
     """Import ``records`` into the persistent FiftyOne dataset ``cfg.dataset_name`` and curate it.
 
@@ -340,13 +361,24 @@ def curate(
     records and config. ``workers`` threads read and decode images. Counts by reason and
     duplicate statistics are in the manifest; :func:`run_curation` also says what the run did.
     """
-    return run_curation(records, cfg, digest, workers=workers).manifest
+    return run_curation(records, cfg, digest, workers=workers, corrections=corrections).manifest
 
 
 def run_curation(
-    records: list[SampleRecord], cfg: CurationConfig, digest: str, *, workers: int | None = None
+    records: list[SampleRecord],
+    cfg: CurationConfig,
+    digest: str,
+    *,
+    workers: int | None = None,
+    corrections: CorrectionsManifest | None = None,
 ) -> CurationRun:
-    """:func:`curate`, returning the manifest with the import statistics and phase timings."""
+    """:func:`curate`, returning the manifest with the import statistics and phase timings.
+
+    ``corrections`` (:mod:`pyroblur.curation.corrections`) replace the boxes of the records of
+    the images they name (by sha256) before import; the records on disk are not touched.
+    Samples whose ground truth was edited in the App but not exported are rebuilt from their
+    record (a warning says how many): the dataset always equals raw data + corrections.
+    """
     seconds: dict[str, float] = {}
     with _phase(seconds, "open"):
         ds = open_dataset(cfg.dataset_name)
@@ -364,6 +396,11 @@ def run_curation(
     with _phase(seconds, "read"):
         infos, decoded = inspect_images([r.filepath for r in records], known, workers)
 
+    changes: dict[str, int] = {}
+    if corrections is not None:
+        records, changes = corr.apply(records, [i.sha256 for i in infos], corrections)
+        log.info("corrections %s: %s", corrections.version, changes)
+
     with _phase(seconds, "validate"):
         keys: dict[str, int] = {}
         repeated = 0
@@ -373,6 +410,17 @@ def run_curation(
                 repeated += 1  # the same record twice: one sample, as a fresh build makes it
             else:
                 keys[key] = i
+        edited, undigested = _unexported_edits(ds, {sid for k, sid in existing.items() if k in keys})
+        if undigested:
+            log.info("%d samples predate gt_digest: rebuilt once", len(undigested))
+        if edited:
+            log.warning(
+                "%d curated samples have label edits that were not exported (pyroblur corrections export): "
+                "rebuilt from their records; export corrections before the next run to keep such edits",
+                len(edited),
+            )
+        existing = {k: sid for k, sid in existing.items() if sid not in edited | undigested}
+        stale += list(edited | undigested)
         new = [(k, i) for k, i in keys.items() if k not in existing]
         stale += [sid for k, sid in existing.items() if k not in keys]
         docs = [sample_doc(records[i], infos[i], cfg, k)[0] for k, i in new]
@@ -413,6 +461,8 @@ def run_curation(
         duplicate_groups=stats["near_duplicate_groups"],
         exact_duplicates=stats["exact_duplicates"],
         near_duplicate_images=stats["near_duplicate_images"],
+        corrections=corrections.version if corrections else None,
+        labels_changed=changes,
     )
     return CurationRun(manifest, imported, {k: round(v, 3) for k, v in seconds.items()})
 
@@ -429,6 +479,11 @@ def report_rows(manifest: CurateManifest) -> list[dict[str, Any]]:
         {"level": "summary", "reason": "near-duplicate groups", "count": manifest.duplicate_groups},
         {"level": "summary", "reason": "images in near-duplicate groups", "count": manifest.near_duplicate_images},
     ]
+    if manifest.corrections:
+        rows += [
+            {"level": "corrections", "reason": f"{manifest.corrections}: {k}", "count": v}
+            for k, v in manifest.labels_changed.items()
+        ]
     return rows
 
 

@@ -10,12 +10,15 @@ from pyroblur import CLASSES
 from pyroblur.config import BalanceConfig, SplitConfig
 from pyroblur.curation.balance import ImageChoice, balance, check_evidence, split
 from pyroblur.curation.dataset import SPLITS, load_dataset, set_stamp, tag_split
+from pyroblur.curation.oversample import train_shortfall
 from pyroblur.manifests import SplitManifest
 
 log = logging.getLogger(__name__)
 
 
-def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, digest: str) -> SplitManifest:
+def balance_and_split(
+    dataset_name: str, bal: BalanceConfig, spl: SplitConfig, digest: str, corrections: str | None = None
+) -> SplitManifest:
     """Select ``bal.samples_per_class`` images per class and tag them train/val/test.
 
     Candidates are the ``curated`` samples; an image's classes are those of its kept boxes.
@@ -73,15 +76,23 @@ def balance_and_split(dataset_name: str, bal: BalanceConfig, spl: SplitConfig, d
         instances.update(instances_of[k])
     set_stamp(ds, "split", digest)
     log.info("selected %d images; per class %s; per split %s", len(sel.keys), sel.achieved, images)
+    achieved = {CLASSES[c]: n for c, n in sel.achieved.items()}
+    oversample = (
+        train_shortfall(achieved, per_split["train"], bal.samples_per_class, spl.train) if bal.oversample else {}
+    )
+    if oversample:
+        log.info("oversampling (augmented training copies): %s", oversample)
     return SplitManifest(
         digest=digest,
         dataset_name=dataset_name,
         images=images,
         per_class=per_split,
         instances={c: int(instances.get(c, 0)) for c in CLASSES},
-        achieved={CLASSES[c]: n for c, n in sel.achieved.items()},
+        achieved=achieved,
         requested=bal.samples_per_class,
         warnings=[*sel.warnings, *evidence.shortfalls],
         evidence=evidence,
         held_out=dict(held_out),
+        corrections=corrections,
+        oversample=oversample,
     )

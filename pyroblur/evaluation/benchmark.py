@@ -217,6 +217,7 @@ def benchmark(
         quantize=_precision(half),
     )
     op, privacy = privacy_report(Path(weights), test, device, cfg)
+    error_report = write_error_report(test, preds, op.conf, out_dir, dataset_name, cfg.review.gallery)
     wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half, data_yaml) if cfg.wider else None
     suites = [
         score_suite(weights, s.name, holdout_testset(dataset_name, s.source, s.split), imgsz, device, cfg, half)
@@ -262,10 +263,33 @@ def benchmark(
         privacy=privacy,
         wider=wider_result,
         suites=suites,
+        error_report=str(error_report),
     )
     (out_dir / "report.md").write_text(to_markdown(manifest))
     (out_dir / "report.json").write_text(json.dumps(manifest.model_dump(), indent=2))
     return manifest, test.images, preds
+
+
+def write_error_report(
+    test: TestSet,
+    preds: list[Detections],
+    conf: dict[str, float],
+    out_dir: Path,
+    dataset_name: str | None = None,
+    gallery: int = 24,
+) -> Path:
+    """``out_dir/errors.html``: the error analysis at ``conf`` (:mod:`pyroblur.evaluation.errors`),
+    with WIDER attributes of the ground truth when the FiftyOne dataset ``dataset_name`` has them."""
+    from pyroblur.evaluation.errors import ATTRIBUTES, analyze_errors, save_error_report
+
+    attributes = None
+    if dataset_name:
+        from pyroblur.curation.dataset import gt_attributes
+
+        by_stem = gt_attributes(dataset_name, ATTRIBUTES)
+        attributes = [by_stem.get(p.stem, []) for p in test.images]
+    analysis = analyze_errors(test.gt, preds, conf, attributes)
+    return save_error_report(analysis, test.images, test.gt, preds, conf, out_dir, gallery)
 
 
 def _has_split(data_yaml: Path, split: str) -> bool:

@@ -97,6 +97,8 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
         )
     if m.pr_curve:
         rows.append(f"PR curve: `{m.pr_curve}`.")
+    if m.error_report:
+        rows.append(f"Error analysis (worst cases as pictures, errors by class, size, attribute): `{m.error_report}`.")
     if m.test_digest:
         rows.append(f"Test set digest: `{m.test_digest}`.")
     return "\n".join(rows) + "\n"

@@ -55,14 +55,19 @@ def _read(path: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
-def record_sources(model_id: str, sources_digest: str, path: Path | None = None) -> None:
-    """Remember that model ``model_id`` was trained on downloads with ``sources_digest``."""
+def record_sources(
+    model_id: str, sources_digest: str, path: Path | None = None, corrections: str | None = None
+) -> None:
+    """Remember that model ``model_id`` was trained on downloads (and label ``corrections``,
+    a version name) with ``sources_digest``."""
     path = path or lineage_path()
     with _locked(path):
         models = _read(path)
         if models.get(model_id, {}).get("sources_digest") == sources_digest:
             return
         models[model_id] = {"sources_digest": sources_digest, "recorded_at": datetime.now(UTC).isoformat()}
+        if corrections:
+            models[model_id]["corrections"] = corrections
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"models": models}, fh, indent=2)
