@@ -15,6 +15,7 @@ from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure, route_library_logs
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 from tasks.remote import GpuStageResult, run_gpu_stage
+from tasks.tracking import link_mlflow_run
 
 route_library_logs()  # the library's log lines go into each run's logs in the UI
 
@@ -116,4 +117,5 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
         states, config.train, dataset, config.benchmark, config.curation.dataset_name, done=gpu
     )
     record_sources(done.promotion.digest, downloads.digest)  # lets retrain-weekly skip unchanged data
+    link_mlflow_run(config, downloads, dataset, done.report, done.promotion)  # config, lineage, flow-run link
     return _finish(config, states, done.report, done.promotion)
