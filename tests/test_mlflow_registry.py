@@ -120,7 +120,7 @@ def test_concurrent_promotions_leave_exactly_one_champion(tmp_path: Path) -> Non
     registry = tmp_path / "registry.json"
     promote_if_better(registry, candidate(tmp_path, "base", 0.1), METRIC, gates=[FLOOR])
     jobs = [(str(registry), f"m{i}", 0.2 + i / 100) for i in range(4)]
-    with mp.get_context("spawn").Pool(4) as pool:
+    with mp.get_context("fork").Pool(4) as pool:
         pool.map(_promote, jobs)
     reg = load_registry(registry)
     assert [m.status for m in reg.models].count("champion") == 1
