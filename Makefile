@@ -16,7 +16,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo serve
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo serve mlflow
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ app: install ## FiftyOne App on the curated dataset (CONFIG picks it; PORT=5151;
 SERVE_PORT ?= 8000
 serve: install ## Anonymization service on http://127.0.0.1:$SERVE_PORT (8000): web page /, OpenAPI /docs (docs/serve.md)
 	YOLO_OFFLINE=1 $(BIN)/pyroblur serve --host 127.0.0.1 --port $(SERVE_PORT)
+
+# MLflow: the record of runs and models. Embedded default: SQLite + local artifacts under the
+# data root (what `make demo` writes); MLFLOW_PORT=5000.
+MLFLOW_PORT ?= 5000
+mlflow: install ## MLflow UI on http://127.0.0.1:$MLFLOW_PORT (5000): runs and registered models of $PYROBLUR_DATA_DIR/mlflow
+	@mkdir -p $(PYROBLUR_DATA_DIR)/mlflow/artifacts
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri sqlite:///$(abspath $(PYROBLUR_DATA_DIR))/mlflow/mlflow.db \
+		--default-artifact-root $(abspath $(PYROBLUR_DATA_DIR))/mlflow/artifacts
 
 # Operations (docs/operations.md): a local Prefect server, one worker per pool, the deployments.
 PREFECT_PORT    ?= 4200

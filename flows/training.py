@@ -17,6 +17,7 @@ from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure, route_library_logs
 from tasks.pipeline import balance_split, benchmark, curate, download, export, promote, train
 from tasks.remote import GpuStageResult, run_gpu_stage
+from tasks.tracking import link_mlflow_run
 
 route_library_logs()  # the library's log lines go into each run's logs in the UI
 
@@ -120,4 +121,5 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
     )
     # lets retrain-weekly skip unchanged data (downloads and label corrections)
     record_sources(done.promotion.digest, data_digest(downloads.digest, corrections), corrections=curated.corrections)
+    link_mlflow_run(config, downloads, dataset, done.report, done.promotion)  # config, lineage, flow-run link
     return _finish(config, states, done.report, done.promotion)

@@ -45,9 +45,13 @@ def preflight(cfg: PipelineConfig, *, until: str = "promote", check_network: boo
     if not os.access(paths.root, os.W_OK | os.X_OK):
         raise ConfigError(f"data root {paths.root} is not writable (set PYROBLUR_DATA_DIR)")
 
-    if paths.registry.exists():
+    if until in ("train", "promote"):
+        # The MLflow store is the record of runs and models: down means fail now, named, not
+        # after hours of training (tracking.TrackingStoreError names the URI and what to do).
         from pyroblur.registry.store import RegistryError, load_registry
+        from pyroblur.registry.tracking import check_store
 
+        check_store(paths.root)
         try:
             load_registry(paths.registry)
         except (RegistryError, OSError, ValueError) as exc:

@@ -64,7 +64,7 @@ def outputs_intact(manifest: Any) -> bool:
 
         path = Path(manifest.registry)
         try:
-            return path.exists() and load_registry(path).get(manifest.digest) is not None
+            return load_registry(path).get(manifest.digest) is not None
         except Exception:  # noqa: BLE001 - an unreadable registry means the record is stale
             return False
     log.warning("cache check: no output check for %s; treating it as stale", type(manifest).__name__)

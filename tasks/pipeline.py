@@ -114,11 +114,24 @@ def export(selection: SplitManifest) -> ExportManifest:
 @task(**_opts("train"))
 def train(cfg: TrainConfig, dataset: ExportManifest) -> TrainManifest:
     """Train with ultralytics; a retry resumes from the run folder's last checkpoint."""
+    from pyroblur.registry import tracking
     from pyroblur.training.trainer import train as run_train
 
     run_dir = get_paths().runs / stage_digest(train, cfg, dataset)[:16]
     get_run_logger().info("training run folder: %s", run_dir)
-    return run_train(Path(dataset.data_yaml), cfg, run_dir)
+    manifest = run_train(Path(dataset.data_yaml), cfg, run_dir)
+    params = {
+        **tracking.flatten("train", cfg.model_dump(mode="json")),
+        "data.export_digest": dataset.digest,
+        "data.export_path": dataset.path,
+        **{f"data.images.{k}": str(v) for k, v in dataset.images.items()},
+    }
+    run_id = tracking.log_training(
+        get_paths().root, manifest.digest[:16], Path(manifest.run_dir), Path(manifest.weights), params,
+        tags={"pyroblur.sha256": manifest.digest, "pyroblur.device": manifest.device},
+    )  # fmt: skip
+    get_run_logger().info("MLflow run %s: params, per-epoch series, weights", run_id)
+    return manifest
 
 
 @task(**_opts("benchmark"))
@@ -153,6 +166,19 @@ def benchmark(
         if cfg.review.enabled:
             review(cfg, model, dataset, imgsz, dataset_name, field)
     create_markdown_artifact(key="pyroblur-benchmark", markdown=to_markdown(manifest), description="Benchmark report")
+    from pyroblur.core.hashing import sha256_file
+    from pyroblur.evaluation.report import flat_metrics
+    from pyroblur.registry import tracking
+
+    onnx = manifest.onnx.get("path")
+    tracking.log_benchmark(
+        get_paths().root,
+        sha256_file(Path(manifest.weights))[:16],
+        flat_metrics(manifest),
+        tracking.flatten("benchmark", cfg.model_dump(mode="json")),
+        out,
+        Path(str(onnx)) if onnx and not Path(str(onnx)).is_relative_to(out) else None,
+    )
     return manifest
 
 

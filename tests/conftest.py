@@ -144,6 +144,7 @@ def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
         "YOLO_OFFLINE": "1",
         "PYROBLUR_RETRY_DELAY": "0.2",
         "YOLO_CONFIG_DIR": str(base / "ultralytics"),
+        "MLFLOW_TRACKING_URI": "",  # each data root's embedded SQLite store, never a user's server
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

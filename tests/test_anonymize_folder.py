@@ -251,12 +251,13 @@ def test_default_model_is_the_registry_champion(tmp_path) -> None:
     promote_if_better(registry, Candidate(weights=weights, metrics={"map": 0.5}), "map")
     champion = api.resolve_weights(None, registry)
     assert champion.is_file() and champion.read_bytes() == weights.read_bytes()
-    registry.write_text("{ not json")
+    champion.write_bytes(b"altered after promotion")
     # The registry's own error passes through: it names the file and says what to do.
     from pyroblur.registry.store import RegistryError
 
-    with pytest.raises(RegistryError, match="registry.json"):
+    with pytest.raises(RegistryError, match="altered since registration") as err:
         api.resolve_weights(None, registry)
+    assert str(champion) in str(err.value) and "--model" in str(err.value)
 
 
 def test_cli_reports_a_model_that_does_not_load(cli_app, tree, tmp_path) -> None:

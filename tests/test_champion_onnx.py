@@ -29,8 +29,8 @@ from pyroblur.core.hashing import sha256_file
 from pyroblur.evaluation.metrics import box_iou
 from pyroblur.manifests import BenchmarkManifest, ClassPrivacy, ClassSummary, Evidence, OperatingPoint
 from pyroblur.registry import export as export_mod
-from pyroblur.registry import promotion
-from pyroblur.registry.store import UngatedChampionError, load_registry
+from pyroblur.registry import promotion, tracking
+from pyroblur.registry.store import ENTRY_TAG, UngatedChampionError, artifact_file, load_registry
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 160
 FLOORS = {"face": 0.5, "license_plate": 0.5}
 #: What a still image through the CLI must not import when the champion's ONNX is used.
-HEAVY = ("torch", "ultralytics", "prefect", "fiftyone")
+HEAVY = ("torch", "ultralytics", "prefect", "fiftyone", "mlflow")  # mlflow: the registry cache is current
 CONF = "0.000001"  # a random head scores ~1e-5: keep every candidate NMS does not suppress
 
 
@@ -106,7 +106,16 @@ def _copy_data(champion: dict, dest: Path) -> Path:
 def _files(registry: Path) -> tuple[Path, Path]:
     entry = load_registry(registry).champion()
     assert entry is not None and entry.onnx is not None
-    return registry.parent / entry.weights, registry.parent / entry.onnx.path
+    return artifact_file(registry, entry.weights), artifact_file(registry, entry.onnx.path)
+
+
+def _edit_entry(registry: Path, edit) -> None:
+    """Change the champion's entry tag in the MLflow store of ``registry``'s folder (a hand edit)."""
+    c = tracking.client(tracking.store_for(registry.parent))
+    version = load_registry(registry).champion().version  # type: ignore[union-attr]
+    entry = json.loads(c.get_model_version(tracking.MODEL_NAME, str(version)).tags[ENTRY_TAG])
+    edit(entry)
+    c.set_model_version_tag(tracking.MODEL_NAME, str(version), ENTRY_TAG, json.dumps(entry))
 
 
 def _anonymize(data: Path, image: Path, out: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -160,7 +169,8 @@ def test_promotion_exports_the_champion_and_records_its_sha256(champion) -> None
     entry, registry = champion["entry"], champion["registry"]
     assert entry.onnx is not None
     pt, onnx = _files(registry)
-    assert onnx == registry.parent / "models" / entry.id / "best.onnx" and onnx.is_file()
+    assert onnx.is_relative_to(registry.parent / "mlflow" / "artifacts") and onnx.name == "best.onnx"
+    assert onnx.parent.name == "onnx" and onnx.is_file()  # logged on the model's MLflow run
     assert entry.onnx.sha256 == sha256_file(onnx)
     assert entry.onnx.source_sha256 == sha256_file(pt) == sha256_file(champion["source"])
     assert entry.onnx.source_sha256.startswith(entry.id) and entry.onnx.imgsz == SIZE
@@ -192,6 +202,9 @@ def test_cli_default_champion_on_cpu_runs_the_onnx_without_torch(champion, tmp_p
     assert model["weights"] == str(onnx) and model["sha256"] == champion["entry"].onnx.sha256
     # the record still proves which gated champion the export belongs to
     assert model["registry"]["champion_id"] == champion["entry"].id and model["registry"]["file"] == "onnx export"
+    # ...and which MLflow model version and run it is
+    assert model["registry"]["model_uri"] == f"models:/{tracking.MODEL_NAME}/{champion['entry'].version}"
+    assert model["registry"]["mlflow_run_id"] == champion["entry"].run_id != ""
     assert model["registry"]["gates_passed"] is True and model["registry"]["gates"]
 
     ours_xyxy, ours_conf = _sidecar_boxes(out)
@@ -217,7 +230,9 @@ def test_cli_changed_onnx_is_not_used_the_pt_is(champion, tmp_path) -> None:
     assert model["registry"]["file"] == "weights"
 
     pt_boxes = _sidecar_boxes(out)
-    onnx_xyxy, onnx_conf = _candidates(champion["registry"].parent / champion["entry"].onnx.path, champion["image"])
+    onnx_xyxy, onnx_conf = _candidates(
+        artifact_file(champion["registry"], champion["entry"].onnx.path), champion["image"]
+    )
     assert len(pt_boxes[0]) > 0
     assert _found_in(*pt_boxes, onnx_xyxy, onnx_conf).all()  # every box the .pt keeps, the ONNX scores too
 
@@ -231,10 +246,7 @@ def _resolve(registry: Path, device: str | None = "cpu") -> Path:
 def test_champion_promoted_before_exports_uses_the_pt(champion, tmp_path, caplog) -> None:
     registry = _copy_data(champion, tmp_path)
     pt, _ = _files(registry)
-    data = json.loads(registry.read_text())
-    for m in data["models"]:
-        del m["onnx"]  # as written before this change
-    registry.write_text(json.dumps(data))
+    _edit_entry(registry, lambda e: e.update(onnx=None))  # as written before exports existed
     with caplog.at_level(logging.INFO, logger="pyroblur.anonymize.models"):
         assert _resolve(registry) == pt
     assert "no ONNX export recorded" in caplog.text
@@ -246,9 +258,7 @@ def test_missing_or_foreign_onnx_is_not_used(champion, tmp_path, caplog) -> None
     assert _resolve(registry) == onnx
     assert _resolve(registry, device="cuda:0") == pt  # a GPU runs the .pt
     assert _resolve(registry, device=None) == pt  # callers that do not say where it runs
-    data = json.loads(registry.read_text())
-    data["models"][0]["onnx"]["source_sha256"] = "0" * 64  # a record that names other weights
-    registry.write_text(json.dumps(data))
+    _edit_entry(registry, lambda e: e["onnx"].update(source_sha256="0" * 64))  # names other weights
     with caplog.at_level(logging.WARNING, logger="pyroblur.anonymize.models"):
         assert _resolve(registry) == pt
     assert "not this model" in caplog.text
@@ -262,9 +272,7 @@ def test_missing_or_foreign_onnx_is_not_used(champion, tmp_path, caplog) -> None
 
 def test_an_ungated_champion_is_refused_even_with_its_onnx(champion, tmp_path) -> None:
     registry = _copy_data(champion, tmp_path)
-    data = json.loads(registry.read_text())
-    data["models"][0]["gates"][0]["passed"] = False
-    registry.write_text(json.dumps(data))
+    _edit_entry(registry, lambda e: e["gates"][0].update(passed=False))
     with pytest.raises(UngatedChampionError):
         _resolve(registry)
 
@@ -283,7 +291,7 @@ def test_a_failed_export_keeps_the_promotion_and_warns(tmp_path, monkeypatch, ca
     assert "ONNX export" in caplog.text and "onnxslim" in caplog.text
     entry = load_registry(registry).champion()
     assert entry is not None and entry.onnx is None
-    assert not list((registry.parent / "models" / entry.id).glob(".onnx-export-*"))
+    assert not list(registry.parent.rglob(".onnx-export-*"))
 
 
 def test_weights_changed_after_promotion_are_not_exported(tmp_path, monkeypatch, caplog) -> None:
@@ -293,10 +301,10 @@ def test_weights_changed_after_promotion_are_not_exported(tmp_path, monkeypatch,
     weights.write_bytes(b"weights of a model")
     registry = tmp_path / "data" / "registry.json"
     decision = _decide(registry, weights, onnx_imgsz=None)
-    (registry.parent / "models" / decision.candidate_id / "best.pt").write_bytes(b"other bytes")
+    artifact_file(registry, load_registry(registry).champion().weights).write_bytes(b"other bytes")  # type: ignore[union-attr]
     with caplog.at_level(logging.WARNING, logger="pyroblur.registry.export"):
         assert export_mod.export_champion_onnx(registry, decision.candidate_id, SIZE) is None
-    assert "not the registered id" in caplog.text
+    assert "altered since registration" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -185,15 +185,25 @@ def test_preflight_passes_on_a_fresh_root(data_root):
     assert data_root.is_dir()
 
 
-def test_preflight_names_a_corrupt_registry(data_root):
+def test_preflight_rebuilds_a_damaged_registry_cache(data_root):
     from pyroblur.preflight import preflight
 
     data_root.mkdir()
-    (data_root / "registry.json").write_text("{ not json")
-    with pytest.raises(ConfigError, match="registry.json") as err:
-        preflight(_tiny())
-    assert err.value.exit_code == 2
-    assert (data_root / "registry.json").read_text() == "{ not json"  # left untouched
+    (data_root / "registry.json").write_text("{ not json")  # derived from MLflow: rebuilt, not trusted
+    preflight(_tiny())
+
+
+def test_preflight_names_a_tracking_store_that_is_down(data_root, monkeypatch):
+    from pyroblur.preflight import preflight
+    from pyroblur.registry.tracking import TrackingStoreError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(TrackingStoreError, match="127.0.0.1:9") as err:
+        preflight(_tiny())  # before any stage: nothing downloaded, nothing trained
+    assert "MLFLOW_TRACKING_URI" in str(err.value)
+    assert not (data_root / "raw").exists()
 
 
 def test_preflight_names_a_missing_package(data_root, monkeypatch):

@@ -125,6 +125,7 @@ def test_compose_config_is_valid() -> None:
     if exe is None:
         pytest.skip("docker-compose binary not installed (apt-get install -y docker-compose)")
     env = {**os.environ, "PREFECT_AUTH_STRING": "user:secret"}  # required (docker/.env.example)
+    env |= {k: "x" for k in ("MLFLOW_DB_USER", "MLFLOW_DB_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")}
     env.pop("BIND_ADDRESS", None)
     proc = subprocess.run(
         [exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=30, cwd=ROOT, env=env

@@ -54,17 +54,44 @@ def task_runs_of_last_flow(api: str) -> list[dict]:
     return API.post(f"{api}/task_runs/filter", json=body).json()
 
 
+def mlflow_record(summary: Path) -> tuple[object, object, list]:
+    """The MLflow run of the model a pipeline run promoted (or not), and every model version."""
+    from pyroblur.registry import tracking
+
+    model_id = json.loads(summary.read_text())["promotion"]["digest"]
+    store = tracking.store_for(Path(os.environ["PYROBLUR_DATA_DIR"]))
+    c = tracking.client(store)
+    run = c.get_run(tracking.find_run(store, model_id, c))
+    return c, run, c.search_model_versions(f"name = '{tracking.MODEL_NAME}'")
+
+
 def test_cache_semantics(tmp_path, prefect_server):
     proc, states = run_pipeline(tmp_path, prefect_server)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert states == dict.fromkeys(STAGES, "Completed")
 
-    # Unchanged: every task Cached, as the server itself records it.
+    # One MLflow run of record: the resolved config and data digests, the per-epoch series,
+    # the benchmark's figures, the artifacts, the Prefect flow run; the model is a version.
+    c, run, versions = mlflow_record(tmp_path / "cfg-summary.json")
+    params, metrics = run.data.params, run.data.metrics
+    assert params["config.train.epochs"] == "1" and "data.export_digest" in params and "train.imgsz" in params
+    assert {"bench/face/map50", "bench/face/coverage", "bench/ms_per_image", "metrics/mAP50-95"} <= set(metrics)
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "metrics/mAP50-95")] == [1]
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"weights", "training", "benchmark", "lineage.json"} <= artifacts
+    assert run.data.tags["prefect.flow_run_id"] and run.data.tags["pyroblur.model_version"]
+    [version] = [v for v in versions if v.run_id == run.info.run_id]
+    assert version.tags["gate.improvement.verdict"] in {"pass", "fail"} and version.tags["pyroblur.sha256"]
+
+    # Unchanged: every task Cached, as the server itself records it; no new version, same run.
     proc, states = run_pipeline(tmp_path, prefect_server)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert states == dict.fromkeys(STAGES, "Cached")
     server_states = {tr["name"].split("-")[0]: tr["state"]["name"] for tr in task_runs_of_last_flow(prefect_server)}
     assert set(server_states.values()) == {"Cached"} and len(server_states) == len(STAGES)
+    c, again, versions_again = mlflow_record(tmp_path / "cfg-summary.json")
+    assert again.info.run_id == run.info.run_id and len(versions_again) == len(versions)
+    assert any(k.startswith("prefect.flow_run.") for k in again.data.tags)  # the cached flow run, linked too
 
     # Only the epochs change: train and benchmark run again, the data stages do not; the run's
     # log says which stage runs and why.
@@ -74,6 +101,8 @@ def test_cache_semantics(tmp_path, prefect_server):
     logs = proc.stdout + proc.stderr
     assert "train runs (not cached): config key train.epochs 1 -> 2" in logs, logs[-3000:]
     assert "benchmark runs (not cached): upstream data changed: model (TrainManifest)" in logs, logs[-3000:]
+    c, run2, _ = mlflow_record(tmp_path / "cfg-summary.json")
+    assert [m.step for m in c.get_metric_history(run2.info.run_id, "metrics/mAP50-95")] == [1, 2]  # a series
 
     # The cache never lies: delete the FiftyOne dataset -> curate and the split run again.
     import fiftyone as fo

@@ -1,17 +1,20 @@
-"""Tests of pyroblur.registry.store: promotion rules, atomic writes, locking, corruption."""
+"""Tests of pyroblur.registry.store: promotion rules, the derived cache, locking, refusals.
+
+Every test promotes into a real MLflow store (SQLite under its tmp folder); see also
+tests/test_mlflow_registry.py for the aliases and version tags themselves."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import multiprocessing as mp
-import sys
 from pathlib import Path
 
 import pytest
 
+from pyroblur.registry import tracking
 from pyroblur.registry.store import (
+    ENTRY_TAG,
     Candidate,
     CorruptRegistryError,
     Gate,
@@ -48,7 +51,7 @@ def test_first_model_becomes_champion_and_weights_are_copied(tmp_path: Path) -> 
     assert "no champion yet" in d.reason
     path = champion_weights(reg)
     assert path is not None and path.read_bytes() == b"weights of a"
-    assert path.is_relative_to(reg.parent / "models")
+    assert path.is_relative_to(reg.parent / "mlflow" / "artifacts")  # logged on its MLflow run
     entry = load_registry(reg).models[0]
     assert entry.status == "champion" and entry.primary_value == 0.30 and entry.id == d.candidate_id
 
@@ -139,22 +142,30 @@ def test_missing_weights_raises(tmp_path: Path) -> None:
     "content",
     ["", "{not json", '{"schema_version": 1, "models": [{"id": 1}]}', "[]", "\x00\xff"],
 )
-def test_corrupt_registry_raises_and_is_untouched(tmp_path: Path, content: str) -> None:
+def test_a_damaged_cache_is_rebuilt_from_mlflow(tmp_path: Path, content: str) -> None:
     reg = tmp_path / "registry.json"
+    first = promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
     reg.write_text(content, encoding="utf-8", errors="surrogateescape")
-    before = reg.read_bytes()
-    with pytest.raises(CorruptRegistryError, match=str(reg)):
-        promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
-    with pytest.raises(CorruptRegistryError, match=str(reg)):
+    assert load_registry(reg).champion().id == first.candidate_id  # type: ignore[union-attr]
+    assert champion_weights(reg).read_bytes() == b"weights of a"  # type: ignore[union-attr]
+    d = promote_if_better(reg, make_candidate(tmp_path, "b", 0.6), METRIC)
+    assert d.promoted and load_registry(reg).champion().id == d.candidate_id  # type: ignore[union-attr]
+
+
+def test_an_unreadable_entry_tag_raises_naming_the_version(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.json"
+    promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
+    _client(reg).set_model_version_tag(tracking.MODEL_NAME, "1", ENTRY_TAG, "{not json")
+    with pytest.raises(CorruptRegistryError, match="v1"):
         champion_weights(reg)
-    assert reg.read_bytes() == before
 
 
 def test_written_file_is_plain_json_without_temp_leftovers(tmp_path: Path) -> None:
     reg = tmp_path / "registry.json"
     promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
     data = json.loads(reg.read_text())
-    assert data["schema_version"] == 1 and data["models"][0]["status"] == "champion"
+    assert data["schema_version"] == 2 and data["models"][0]["status"] == "champion"
+    assert data["tracking_uri"].startswith("sqlite:///") and data["derived_from"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -172,17 +183,6 @@ def test_concurrent_promotions_lose_no_update(tmp_path: Path) -> None:
     assert len(models) == len(values)
     champions = [m for m in models if m.status == "champion"]
     assert len(champions) == 1 and champions[0].primary_value == pytest.approx(max(values))
-
-
-def test_mlflow_missing_is_a_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
-    with caplog.at_level(logging.WARNING, logger="pyroblur.registry.store"):
-        d = promote_if_better(tmp_path / "r.json", make_candidate(tmp_path, "a", 0.5), METRIC)
-    assert d.promoted
-    assert "mlflow is not installed" in caplog.text
 
 
 def test_every_entry_records_its_gates(tmp_path: Path) -> None:
@@ -207,18 +207,27 @@ def test_a_failed_extra_gate_keeps_the_champion(tmp_path: Path) -> None:
     assert entry is not None and [g.name for g in entry.gates or []] == ["improvement", "recall_floor:face"]
 
 
+def _client(reg: Path):
+    return tracking.client(tracking.store_for(reg.parent))
+
+
+def _edit_entry(reg: Path, **changes: object) -> None:
+    """Edit version 1's entry tag in MLflow, as a hand edit in the UI or API would."""
+    c = _client(reg)
+    entry = json.loads(c.get_model_version(tracking.MODEL_NAME, "1").tags[ENTRY_TAG])
+    entry.update(changes)
+    c.set_model_version_tag(tracking.MODEL_NAME, "1", ENTRY_TAG, json.dumps(entry))
+
+
 def test_champion_without_a_gate_record_is_refused(tmp_path: Path) -> None:
     reg = tmp_path / "registry.json"
     promote_if_better(reg, make_candidate(tmp_path, "a", 0.5), METRIC)
-    data = json.loads(reg.read_text())
-    del data["models"][0]["gates"]  # as written before gates existed
-    reg.write_text(json.dumps(data))
+    _edit_entry(reg, gates=None)  # as written before gates existed
     with pytest.raises(UngatedChampionError, match="no record of passed promotion gates") as err:
         champion_weights(reg)
     assert str(reg) in str(err.value) and "--model" in str(err.value)
-    data["models"][0]["gates"] = [
-        {"name": "recall_floor:face", "value": 0.1, "threshold": 0.9, "passed": False, "detail": "x"}
-    ]
-    reg.write_text(json.dumps(data))
+    _edit_entry(
+        reg, gates=[{"name": "recall_floor:face", "value": 0.1, "threshold": 0.9, "passed": False, "detail": "x"}]
+    )
     with pytest.raises(UngatedChampionError, match="recall_floor:face"):
         champion_weights(reg)

@@ -1,4 +1,9 @@
-"""The registry survives a process that dies while writing it (atomic replace)."""
+"""A promotion that dies half-way never leaves two champions or none, and the next one works.
+
+The record is MLflow's registry: the candidate's version is created, tagged, then ``@champion``
+moves in one update. A process killed between any two of those steps leaves the old champion
+in place (a version without its entry tag is not a registered candidate, and is ignored).
+"""
 
 from __future__ import annotations
 
@@ -13,29 +18,30 @@ from pyroblur.registry.store import Candidate, champion_weights, load_registry, 
 
 METRIC = "mAP50-95"
 
-# Runs in a child process: promote a better model, but die at a chosen instant of the write.
+# Runs in a child process: promote a better model, but die at a chosen step of the registration.
 CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
+    from mlflow import MlflowClient
     import pyroblur.registry.store as reg
 
     registry, weights, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    real_write_bytes, real_replace = Path.write_bytes, os.replace
+    real_create, real_alias = MlflowClient.create_model_version, MlflowClient.set_registered_model_alias
 
-    def write_bytes(self, data):
-        if when == "mid-write" and ".partial-" in self.name:
-            with open(self, "wb") as fh:
-                fh.write(data[: len(data) // 2]); fh.flush()
-            os._exit(9)  # killed in the middle of writing the temporary file
-        return real_write_bytes(self, data)
+    def create_model_version(self, *a, **k):
+        version = real_create(self, *a, **k)
+        if when == "after-version":
+            os._exit(9)  # killed with the version created, before its tags
+        return version
 
-    def replace(src, dst):
-        if when == "before-rename":
-            os._exit(9)  # killed after the temp file is complete, before the rename
-        real_replace(src, dst)
+    def set_registered_model_alias(self, *a, **k):
+        if when == "before-alias":
+            os._exit(9)  # killed with the version tagged, before the alias moved
+        return real_alias(self, *a, **k)
 
-    Path.write_bytes, os.replace = write_bytes, replace
+    MlflowClient.create_model_version = create_model_version
+    MlflowClient.set_registered_model_alias = set_registered_model_alias
     reg.promote_if_better(registry, reg.Candidate(weights=weights, metrics={"mAP50-95": 0.9}), "mAP50-95")
     os._exit(0)
     """
@@ -49,20 +55,20 @@ def _weights(tmp: Path, name: str) -> Path:
     return w
 
 
-@pytest.mark.parametrize("when", ["mid-write", "before-rename"])
-def test_crash_during_write_keeps_the_old_registry(tmp_path, when):
+@pytest.mark.parametrize("when", ["after-version", "before-alias"])
+def test_crash_during_promotion_keeps_the_old_champion(tmp_path, when):
     registry = tmp_path / "registry.json"
     first = promote_if_better(registry, Candidate(weights=_weights(tmp_path, "old"), metrics={METRIC: 0.5}), METRIC)
     assert first.promoted
-    before = registry.read_bytes()
 
     better = _weights(tmp_path, "better")
     child = subprocess.run([sys.executable, "-c", CHILD, str(registry), str(better), when], capture_output=True)
     assert child.returncode == 9, child.stderr.decode()[-2000:]
 
-    # The file is the complete old registry, and still names the old champion.
-    assert registry.read_bytes() == before
-    assert load_registry(registry).champion().id == first.candidate_id
+    # Still exactly one champion, the old one.
+    reg = load_registry(registry)
+    assert [m.status for m in reg.models].count("champion") == 1
+    assert reg.champion().id == first.candidate_id
     # The next promotion works as if nothing happened.
     again = promote_if_better(registry, Candidate(weights=better, metrics={METRIC: 0.9}), METRIC)
     assert again.promoted and again.champion_id == first.candidate_id

@@ -79,13 +79,16 @@ def _model_record(weights_str: str, version: tuple[int, int] | None, face_detect
         logger.debug("no registry context for the audit record: %s", exc)
         return record
     if champion is not None:
-        path = Path(champion.weights)
-        path = path if path.is_absolute() else registry.parent / path
-        # The champion's .pt, or its ONNX export (recorded with its sha256 at promotion).
+        # The champion's .pt, or its ONNX export (each sha256 recorded on the MLflow version).
         onnx = champion.onnx.sha256 if champion.onnx is not None else None
-        if record["sha256"] is not None and record["sha256"] in {onnx, sha256_file(path) if path.is_file() else None}:
+        if record["sha256"] is not None and record["sha256"] in {onnx, champion.sha256 or None}:
             record["registry"] = {
                 "path": str(registry),
+                "tracking_uri": load_registry(registry).tracking_uri,
+                "model_uri": f"models:/{champion.model_name}/{champion.version}",
+                "model_name": champion.model_name,
+                "model_version": champion.version,
+                "mlflow_run_id": champion.run_id,
                 "champion_id": champion.id,
                 "file": "onnx export" if record["sha256"] == onnx else "weights",
                 "gates": [g.model_dump(mode="json") for g in champion.gates or []],

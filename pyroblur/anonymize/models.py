@@ -26,8 +26,11 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, 
     device; ``device=None``) the champion's ``.pt``, and the log says why when an export was
     expected. A changed ONNX is never used.
 
-    The registry's own errors (a corrupt file, a champion without passed promotion gates)
-    pass through unchanged: they name the registry and say what to do.
+    The champion is the MLflow registered model's ``@champion`` version
+    (:func:`pyroblur.registry.store.resolve_champion`), its files verified against the sha256
+    recorded on the version. The registry's own errors (a champion without passed promotion
+    gates, missing or altered weights, an unreachable store) pass through unchanged: they name
+    the file or store and say what to do.
 
     Raises:
         FileNotFoundError: ``weights`` does not exist.
@@ -44,10 +47,10 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, 
 
         registry_path = get_paths().registry
     from pyroblur.core.devices import cpu_without_torch
-    from pyroblur.registry.store import champion_files
+    from pyroblur.registry.store import resolve_champion
 
     on_cpu = device is not None and cpu_without_torch(device)
-    champion = champion_files(registry_path, check_onnx=on_cpu)
+    champion = resolve_champion(registry_path, check_onnx=on_cpu)
     if champion is None:
         raise NoModelError(
             f"No --model given and no champion model in the registry {registry_path}. "
@@ -63,13 +66,7 @@ def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, 
         logger.warning("%s; using the champion's .pt %s instead", champion.onnx_problem, champion.weights)
     elif on_cpu:
         logger.info("%s; using the champion's .pt %s", champion.onnx_problem, champion.weights)
-    if not champion.weights.is_file():
-        raise NoModelError(
-            f"The champion in {registry_path} points to {champion.weights}, which does not exist; "
-            "pass --model or promote another model.",
-            subject=str(registry_path),
-        )
-    return champion.weights
+    return champion.weights  # resolve_champion verified its sha256 against the model version
 
 
 def needs_yolo(options: AnonymizeOptions) -> bool:

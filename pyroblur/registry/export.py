@@ -19,7 +19,14 @@ import tempfile
 from pathlib import Path
 
 from pyroblur.core.hashing import sha256_file
-from pyroblur.registry.store import OnnxExport, load_registry, record_onnx, verified_onnx
+from pyroblur.registry.store import (
+    OnnxExport,
+    RegistryError,
+    load_registry,
+    record_onnx,
+    verified_onnx,
+    verified_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +71,15 @@ def export_champion_onnx(registry_path: Path, model_id: str, imgsz: int) -> Onnx
     if entry is None or not entry.gates_passed():
         logger.warning("model %s is not a gated model of %s: no ONNX export made", model_id, registry_path)
         return None
-    weights = Path(entry.weights)
-    weights = weights if weights.is_absolute() else registry_path.parent / weights
-    if not weights.is_file():
-        logger.warning("model %s weights %s are missing: no ONNX export made", model_id, weights)
+    try:
+        weights = verified_weights(registry_path, entry)
+    except RegistryError as exc:
+        logger.warning("no ONNX export made: %s", exc)
         return None
     if entry.onnx is not None and entry.onnx.imgsz == imgsz and verified_onnx(registry_path, entry)[0] is not None:
         logger.info("model %s already has its ONNX export %s", model_id, entry.onnx.path)
         return entry.onnx
-    work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=weights.parent))
+    work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=registry_path.parent))
     try:
         source = work / weights.name
         shutil.copyfile(weights, source)

@@ -30,7 +30,14 @@ from pathlib import Path
 from pyroblur import CLASSES
 from pyroblur.manifests import BenchmarkManifest, Evidence, Gate, PromotionManifest
 from pyroblur.registry.export import export_champion_onnx
-from pyroblur.registry.store import Candidate, Decision, ModelEntry, load_registry, promote_if_better
+from pyroblur.registry.store import (
+    Candidate,
+    Decision,
+    ModelEntry,
+    load_registry,
+    promote_if_better,
+    verified_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +119,10 @@ def champion_to_remeasure(registry: Path, data_digest: str) -> tuple[ModelEntry,
     Stored numbers from another test set are not comparable, so the caller re-benchmarks the
     champion on this run's test split and passes its metrics to :func:`decide`.
     """
-    champ = load_registry(registry).champion() if registry.exists() else None
+    champ = load_registry(registry).champion()
     if champ is None or champ.data_digest == data_digest:
         return None
-    weights = Path(champ.weights)
-    return champ, weights if weights.is_absolute() else registry.parent / weights
+    return champ, verified_weights(registry, champ)
 
 
 def decide(

@@ -19,6 +19,33 @@ log = logging.getLogger(__name__)
 DONE = "pyroblur-done.json"
 
 
+#: Ultralytics' own MLflow integration: off on purpose. It would open a second run per training in
+#: its own experiment (and, without ``MLFLOW_TRACKING_URI``, in ``./mlruns``) and turn on
+#: ``mlflow.autolog()`` for the whole process; the pipeline's one run of record is logged by
+#: :mod:`pyroblur.registry.tracking` from ``results.csv`` and the benchmark instead.
+ULTRALYTICS_MLFLOW_MODULE = "ultralytics.utils.callbacks.mlflow"
+
+
+def drop_ultralytics_mlflow(trainer: Any) -> None:
+    """``on_pretrain_routine_start`` callback: remove ultralytics' MLflow callbacks from ``trainer``.
+
+    Ultralytics adds its integrations (``SETTINGS["mlflow"]``, on whenever mlflow is importable)
+    just before this event, and the MLflow one starts its run at ``on_pretrain_routine_end``;
+    removing them here keeps the user's ultralytics settings file untouched.
+    """
+    for event, funcs in trainer.callbacks.items():
+        trainer.callbacks[event] = [f for f in funcs if getattr(f, "__module__", "") != ULTRALYTICS_MLFLOW_MODULE]
+
+
+def _yolo(source: str) -> Any:
+    """``YOLO(source)`` with ultralytics' MLflow callbacks switched off for its trainings."""
+    from ultralytics import YOLO
+
+    model = YOLO(source)
+    model.add_callback("on_pretrain_routine_start", drop_ultralytics_mlflow)
+    return model
+
+
 class WeightsUnavailableError(RuntimeError):
     """The configured weights are neither on disk nor downloadable."""
 
@@ -74,8 +101,6 @@ def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
     If ``run_dir`` holds an unfinished run's ``last.pt`` (a crash, a killed worker, a retry),
     training resumes from it instead of starting over. A finished run is returned as is.
     """
-    from ultralytics import YOLO
-
     run_dir = Path(run_dir)
     done = run_dir / DONE
     if done.exists():
@@ -88,14 +113,14 @@ def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
     resumed = last.exists() and not finished
     if finished:  # crashed after the last epoch but before the stamp: nothing to resume
         log.info("run %s already trained %d epochs; not training again", run_dir, cfg.epochs)
-        model = YOLO(str(best))
+        model = _yolo(str(best))
     elif resumed:
         log.info("resuming training from %s (epochs done: %d)", last, epochs_done(run_dir))
-        model = YOLO(str(last))
+        model = _yolo(str(last))
         model.train(resume=True)
     else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        model = YOLO(resolve_model(cfg))
+        model = _yolo(resolve_model(cfg))
         args: dict[str, Any] = {
             "data": str(data_yaml),
             "epochs": cfg.epochs,
