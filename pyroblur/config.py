@@ -279,6 +279,12 @@ class ReviewConfig(_Section):
     gallery: int = Field(24, ge=0, description="Worst cases shown as crops in errors.html.")
 
 
+def _real_negatives() -> tuple[str, ...]:
+    from pyroblur.evaluation.negatives import REAL_NEGATIVES
+
+    return REAL_NEGATIVES
+
+
 class BenchmarkConfig(_Section):
     """Evaluation on the held-out test split and promotion."""
 
@@ -304,6 +310,20 @@ class BenchmarkConfig(_Section):
         le=1,
         description="A ground-truth box counts as covered when at least this fraction of its pixels "
         "lies inside the anonymized region.",
+    )
+    max_background_damage: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Promotion gate, applied to the first model too: at anonymization's operating point, the "
+        "mean share of the far background (outside every ground-truth box grown 2x) that a model may hide, "
+        "on the test split and on the real negatives. A model that boxes the whole image scores 1.0.",
+    )
+    real_negatives: list[str] = Field(
+        default_factory=lambda: list(_real_negatives()),
+        min_length=1,
+        description="scikit-image sample photos with no face or plate (pyroblur.evaluation.negatives) on "
+        "which background damage is measured: real pictures the generator did not make.",
     )
     leak_clip_images: int = Field(
         4, ge=0, description="Test images turned into the moving clip that counts leaks (0 = no leak figures)."
