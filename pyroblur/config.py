@@ -319,6 +319,15 @@ class BenchmarkConfig(_Section):
         "mean share of the far background (outside every ground-truth box grown 2x) that a model may hide, "
         "on the test split and on the real negatives. A model that boxes the whole image scores 1.0.",
     )
+    real_face_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Promotion gate real_faces:<suite>: the WIDER FACE Medium AP, measured on the official "
+        "files (not a fabricated suite, no image seen in training), a model must reach. A champion that passed "
+        "it finds faces alone in `pyroblur anonymize` (face detector auto); without it (empty: no such gate) "
+        "faces come from the union with CenterFace.",
+    )
     real_negatives: list[str] = Field(
         default_factory=lambda: list(_real_negatives()),
         min_length=1,

@@ -218,7 +218,10 @@ def anonymize_file(
     kind = file_kind(src)
     if kind is None:
         raise UnreadableInputError(f"unsupported file type {src.suffix!r}", subject=str(src))
-    model = model_record(options.weights, face_detector=options.face_detector)
+    # Which detectors run and why (build_detector's choice for face_detector=auto): the record says it.
+    provenance = dict(getattr(detector, "provenance", None) or {})
+    model = model_record(options.weights, face_detector=provenance.get("face_detector", options.face_detector))
+    model |= {k: v for k, v in provenance.items() if k != "face_detector"}
     if resume and options.audit and audit_matches(src, dst, options, model.get("sha256")):
         logger.info("%s: output and audit record match, skipped (resume)", src)
         return _resumed(src, dst)

