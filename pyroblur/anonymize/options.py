@@ -62,6 +62,13 @@ class AnonymizeOptions(BaseModel):
         description="also detect on overlapping tiles at the model's input size (finds small faces and plates "
         "in large frames); off = one full-frame pass",
     )
+    tile_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="video: the tiles run on every n-th frame (the full frame on every frame); the tracker "
+        "fills the frames between, so keep it at most memory_frames + 1 (1 = tiles on every frame)",
+    )
     batch_size: int = Field(8, ge=1, le=256, description="frames per detector call")
     device: str = Field("auto", description="auto, cpu, cuda:0, mps...")
     imgsz: int | None = Field(

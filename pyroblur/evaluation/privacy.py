@@ -177,9 +177,11 @@ def leaks(
         all_frames += f
         all_boxes += [(seg, x) for x in b]
         classes.append(gt.class_id.astype(np.int64))
+    from pyroblur.anonymize.detector import detect_in_video
+
     per_frame: list[Detections] = []
-    for start in range(0, len(all_frames), batch):
-        per_frame += detector(all_frames[start : start + batch])
+    for start in range(0, len(all_frames), batch):  # a video: tiled detectors tile every n-th frame
+        per_frame += detect_in_video(detector, all_frames[start : start + batch], start)
     filled = fill_video_detections(per_frame, max_gap=op.memory_frames) if op.memory_frames else None
     runs: dict[tuple[int, int], _ObjectRun] = {}
     for i, (frame, (seg, boxes)) in enumerate(zip(all_frames, all_boxes, strict=True)):
