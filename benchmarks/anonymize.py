@@ -19,7 +19,8 @@ output is scored per (object, frame):
   share of each picture's pixels moved by more than 16 levels, mean and worst picture;
 * for our runs, from the audit record: the largest output box as a share of the frame and
   the largest ratio of a filled box to its track's largest detected box;
-* frames/s: wall time of the whole command (process start and model load included).
+* frames/s: wall time of the whole command (process start and model load included), and
+  the command's CPU time (user + system), which other jobs on a shared machine disturb less.
 
     python benchmarks/anonymize.py --model path/to/best.pt
     python benchmarks/anonymize.py --champion          # the registry's champion (PYROBLUR_DATA_DIR)
@@ -390,9 +391,14 @@ def run_tool(
 ) -> dict:
     """Run ``cmd`` on the clip (timed), score its output; then ``negatives``: the same tool's
     command on the folder of real negatives (not timed) and the outputs it wrote, per name."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if not out.exists():
         return {"tool": name, "error": (proc.stderr or proc.stdout)[-1500:], "command": cmd}
     said = [line for line in (proc.stderr or "").splitlines() if "face detector:" in line]
@@ -404,6 +410,9 @@ def run_tool(
         "seconds": round(seconds, 2),
         "frames": len(frames),
         "frames_per_second": round(len(frames) / seconds, 2),
+        # CPU time (user + system) of the command and its children: on a shared machine the
+        # wall time depends on the other jobs, the CPU time much less.
+        "cpu_seconds": round(cpu, 2),
         **score(src, frames, truth),
     }
     if said:
@@ -567,7 +576,8 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
-        "timing": "wall time of the whole command (process start and model load included)",
+        "timing": "wall time of the whole command (process start and model load included); cpu_seconds: its "
+        "user + system CPU time (less sensitive to other jobs on the machine)",
         "anonymized": "an object counts as anonymized in a frame when mean |pixel difference| in its box exceeds 8",
         "far_pixels_changed": "share of pixels >24 px from every object whose value moved by >16 levels, mean over "
         "frames (and the worst frame)",

