@@ -279,10 +279,27 @@ class ReviewConfig(_Section):
     gallery: int = Field(24, ge=0, description="Worst cases shown as crops in errors.html.")
 
 
-def _real_negatives() -> tuple[str, ...]:
-    from pyroblur.evaluation.negatives import REAL_NEGATIVES
-
-    return REAL_NEGATIVES
+#: scikit-image sample pictures with no face and no plate (textures, text, objects, an animal):
+#: the default real negatives (pyroblur.evaluation.negatives loads them). ``camera`` (a man) and
+#: ``astronaut`` hold faces and are not here.
+REAL_NEGATIVES: tuple[str, ...] = (
+    "brick",
+    "grass",
+    "gravel",
+    "text",
+    "page",
+    "coins",
+    "clock",
+    "moon",
+    "rocket",
+    "coffee",
+    "chelsea",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "cell",
+    "colorwheel",
+    "retina",
+)
 
 
 class BenchmarkConfig(_Section):
@@ -329,7 +346,7 @@ class BenchmarkConfig(_Section):
         "faces come from the union with CenterFace.",
     )
     real_negatives: list[str] = Field(
-        default_factory=lambda: list(_real_negatives()),
+        default_factory=lambda: list(REAL_NEGATIVES),
         min_length=1,
         description="scikit-image sample photos with no face or plate (pyroblur.evaluation.negatives) on "
         "which background damage is measured: real pictures the generator did not make.",

@@ -18,27 +18,10 @@ import functools
 import cv2
 import numpy as np
 
+from pyroblur.config import REAL_NEGATIVES
+
 __all__ = ["REAL_NEGATIVES", "SEEN_BY_DEMO", "load_real_negatives"]
 
-#: scikit-image ``data`` items with no face and no plate (textures, text, objects, an animal).
-REAL_NEGATIVES: tuple[str, ...] = (
-    "brick",
-    "grass",
-    "gravel",
-    "text",
-    "page",
-    "coins",
-    "clock",
-    "moon",
-    "rocket",
-    "coffee",
-    "chelsea",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "cell",
-    "colorwheel",
-    "retina",
-)
 #: The ones the synthetic generator also uses as backgrounds (pyroblur.data.sources.synthetic).
 SEEN_BY_DEMO: frozenset[str] = frozenset(
     {"brick", "grass", "gravel", "rocket", "coffee", "chelsea", "hubble_deep_field", "immunohistochemistry"}
