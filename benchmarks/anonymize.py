@@ -11,14 +11,24 @@ output is scored per (object, frame):
   consecutive leaked frames per object; an object counts as anonymized in a frame when the
   mean absolute difference inside its box against the decoded input exceeds 8 grey levels
   (re-encoding alone changes it by ~1-2);
-* pixels changed far from any object: the share of pixels more than 24 px from every object
-  whose value moved by more than 16 levels (collateral blur), mean over frames;
+* background damage, far pixels changed: the share of pixels more than 24 px from every object
+  whose value moved by more than 16 levels (collateral blur), mean over frames and the worst
+  frame;
+* background damage on real negatives (:mod:`pyroblur.evaluation.negatives`: scikit-image
+  photos and textures with no face or plate): each tool anonymizes the folder of them, and the
+  share of each picture's pixels moved by more than 16 levels, mean and worst picture;
 * for our runs, from the audit record: the largest output box as a share of the frame and
   the largest ratio of a filled box to its track's largest detected box;
-* frames/s: wall time of the whole command (process start and model load included).
+* frames/s: wall time of the whole command (process start and model load included), and
+  the command's CPU time (user + system), which other jobs on a shared machine disturb less.
 
     python benchmarks/anonymize.py --model path/to/best.pt
+    python benchmarks/anonymize.py --champion          # the registry's champion (PYROBLUR_DATA_DIR)
     python benchmarks/anonymize.py --train-epochs 25   # no model at hand: train a tiny one
+
+The ``default`` row runs ``pyroblur anonymize`` with no detector option at all (face detector
+``auto``: the union with CenterFace for a model not gated on real faces, e.g. the demo's); the
+``yolo`` rows pass ``--face-detector yolo`` (the model alone).
 
 A model trained here from scratch is a smoke model: it saw LFW identities other than the
 clip's, pasted the same way; its figures say little about a real champion.
@@ -285,8 +295,36 @@ def score(src: list[np.ndarray], out: list[np.ndarray], truth, threshold: float 
             }
             for o in ids
         }
+    for name in ("faces", "plates"):
+        result[f"{name}_longest_leak"] = max(
+            (v["longest_leak"] for v in result[f"{name}_per_object"].values()), default=0
+        )
     result["far_pixels_changed"] = round(float(np.mean(far_changed)), 5)
+    result["far_pixels_changed_worst_frame"] = round(float(np.max(far_changed)), 5)
     return result
+
+
+def negatives_damage(src_dir: Path, out_files: dict[str, Path]) -> dict:
+    """Share of each real negative's pixels moved by more than 16 levels in the tool's output
+    (there is nothing to hide in them): mean, worst and which picture."""
+    shares = {}
+    for name, out in out_files.items():
+        a = cv2.imread(str(src_dir / f"{name}.png"))
+        b = cv2.imread(str(out)) if out.exists() else None
+        if b is None or b.shape != a.shape:
+            shares[name] = None
+            continue
+        shares[name] = float((np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > 16).mean())
+    got = {k: v for k, v in shares.items() if v is not None}
+    worst = max(got, key=got.get) if got else None
+    return {
+        "images": len(shares),
+        "missing_outputs": sorted(k for k, v in shares.items() if v is None),
+        "mean": round(float(np.mean(list(got.values()))), 5) if got else None,
+        "worst": round(got[worst], 5) if worst else None,
+        "worst_image": worst,
+        "per_image": {k: (round(v, 4) if v is not None else None) for k, v in shares.items()},
+    }
 
 
 def audit_bounds(doc: dict, width: int, height: int) -> dict:
@@ -348,12 +386,22 @@ def plate_boxes(audit: Path) -> list[list[tuple[float, ...]]]:
     return [sorted(tuple(b[:4]) for b in fr["boxes"] if b[4] == "license_plate") for fr in doc["frames"]]
 
 
-def run_tool(name: str, cmd: list[str], out: Path, src: list[np.ndarray], truth) -> dict:
+def run_tool(
+    name: str, cmd: list[str], out: Path, src: list[np.ndarray], truth, negatives: tuple[list[str], Path, dict] | None
+) -> dict:
+    """Run ``cmd`` on the clip (timed), score its output; then ``negatives``: the same tool's
+    command on the folder of real negatives (not timed) and the outputs it wrote, per name."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if not out.exists():
         return {"tool": name, "error": (proc.stderr or proc.stdout)[-1500:], "command": cmd}
+    said = [line for line in (proc.stderr or "").splitlines() if "face detector:" in line]
     frames = list(read_frames(out))
     row = {
         "tool": name,
@@ -362,19 +410,32 @@ def run_tool(name: str, cmd: list[str], out: Path, src: list[np.ndarray], truth)
         "seconds": round(seconds, 2),
         "frames": len(frames),
         "frames_per_second": round(len(frames) / seconds, 2),
+        # CPU time (user + system) of the command and its children: on a shared machine the
+        # wall time depends on the other jobs, the CPU time much less.
+        "cpu_seconds": round(cpu, 2),
         **score(src, frames, truth),
     }
+    if said:
+        row["log_face_detector"] = said[-1].split("face detector:", 1)[1].strip()
+    if negatives is not None:
+        neg_cmd, neg_src, neg_out = negatives
+        subprocess.run(neg_cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
+        row["real_negatives"] = negatives_damage(neg_src, neg_out)
     audit = out.with_name(out.name + ".audit.json")
     if audit.exists():
         doc = json.loads(audit.read_text())
         row["bounds"] = audit_bounds(doc, W, H)
         row["detected_per_object"] = audit_detected(doc, truth)
+        row["audit_detectors"] = {k: doc["model"].get(k) for k in ("face_detector", "detectors", "why")}
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="YOLO weights for pyroblur (.pt/.onnx)")
+    parser.add_argument(
+        "--champion", action="store_true", help="the registry's champion (PYROBLUR_DATA_DIR); default row: no --model"
+    )
     parser.add_argument("--train-epochs", type=int, default=0, help="no --model: train a tiny model this long")
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--train-imgsz", type=int, default=320, help="training size (images are 640x360)")
@@ -387,18 +448,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--runs",
-        default="tracking,no-tracking,no-tiles,centerface,union,deface",
-        help="comma-separated subset of: tracking, no-tracking, no-tiles, centerface, union, deface",
+        default="default,yolo,no-tracking,no-tiles,centerface,union,deface",
+        help="comma-separated subset of: default, yolo, no-tracking, no-tiles, centerface, union, deface",
     )
+    parser.add_argument("--no-negatives", action="store_true", help="skip the real negatives")
     parser.add_argument("--work", type=Path, help="keep files here (default: a temporary folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pyroblur-bench-"))
     work.mkdir(parents=True, exist_ok=True)
 
     model, model_note = args.model, "given"
-    if model is None:
+    if args.champion:
+        from pyroblur.anonymize.models import resolve_weights
+
+        model = resolve_weights(None, device="cpu")
+        model_note = f"the registry's champion ({model}); the default row resolves it itself (no --model)"
+    elif model is None:
         if not args.train_epochs:
-            parser.error("give --model or --train-epochs")
+            parser.error("give --model, --champion or --train-epochs")
         t = time.perf_counter()
         # Ultralytics logs to stdout; keep stdout for the JSON alone.
         sys.stdout.flush()
@@ -425,32 +492,65 @@ def main() -> None:
     write_clip(clip, frames)
     src = list(read_frames(clip))
 
+    neg_dir = work / "negatives"
+    neg_names: list[str] = []
+    if not args.no_negatives:
+        from pyroblur.evaluation.negatives import load_real_negatives
+
+        neg_dir.mkdir(exist_ok=True)
+        for name, image in load_real_negatives():
+            cv2.imwrite(str(neg_dir / f"{name}.png"), image)
+            neg_names.append(name)
+
     bin_dir = Path(sys.executable).parent
-    base = [str(bin_dir / "pyroblur"), "anonymize", str(clip)]
-    common = ["--model", str(model), "--device", args.device, "--batch-size", str(args.batch_size), "--no-progress"]
-    common += ["--conf-face", str(args.conf), "--conf-plate", str(args.conf)]
+    base = [str(bin_dir / "pyroblur"), "anonymize"]
+    common = ["--device", args.device, "--batch-size", str(args.batch_size), "--no-progress"]
+    with_model = ["--model", str(model), *common]
+    thresholds = ["--conf-face", str(args.conf), "--conf-plate", str(args.conf)]
+    yolo = ["--face-detector", "yolo"]
     ours = {
-        "tracking": ("pyroblur yolo, tiles, tracking (default)", []),
-        "no-tracking": ("pyroblur yolo, tiles, tracking off", ["--memory-frames", "0"]),
-        "no-tiles": ("pyroblur yolo, full frame only, tracking", ["--no-tiles"]),
-        "centerface": ("pyroblur centerface faces + yolo plates, tracking", ["--face-detector", "centerface"]),
-        "union": ("pyroblur union (yolo + centerface faces), tracking", ["--face-detector", "union"]),
+        "default": ("pyroblur defaults (face detector auto), tiles, tracking", common if args.champion else with_model),
+        "yolo": ("pyroblur yolo alone, tiles, tracking", [*with_model, *yolo]),
+        "no-tracking": ("pyroblur yolo alone, tiles, tracking off", [*with_model, *yolo, "--memory-frames", "0"]),
+        "no-tiles": ("pyroblur yolo alone, full frame only, tracking", [*with_model, *yolo, "--no-tiles"]),
+        "centerface": (
+            "pyroblur centerface faces + yolo plates, tracking",
+            [*with_model, "--face-detector", "centerface"],
+        ),
+        "union": ("pyroblur union (yolo + centerface faces), tracking", [*with_model, "--face-detector", "union"]),
     }
     results = []
     for run in args.runs.split(","):
         run = run.strip()
+        negatives = None
         if run in ours:
             name, extra = ours[run]
             out = work / f"pyroblur-{run}.mp4"
-            results.append(run_tool(name, [*base, str(out), *common, *extra], out, src, truth))
+            if neg_names:
+                neg_out = work / f"negatives-{run}"
+                shutil.rmtree(neg_out, ignore_errors=True)
+                neg_cmd = [*base, str(neg_dir), str(neg_out), *extra, *thresholds, "--no-audit"]
+                negatives = (neg_cmd, neg_dir, {n: neg_out / f"{n}.png" for n in neg_names})
+            cmd = [*base, str(clip), str(out), *extra, *thresholds]
+            results.append(run_tool(name, cmd, out, src, truth, negatives))
         elif run == "deface" and shutil.which("deface", path=str(bin_dir)):
             out = work / "deface.mp4"
             cmd = [str(bin_dir / "deface"), str(clip), "-o", str(out), "--keep-audio"]
-            results.append(run_tool("deface 1.5.0 (CenterFace, onnxruntime, defaults)", cmd, out, src, truth))
+            if neg_names:
+                neg_copy = work / "negatives-deface"
+                shutil.rmtree(neg_copy, ignore_errors=True)
+                shutil.copytree(neg_dir, neg_copy)
+                neg_cmd = [str(bin_dir / "deface"), *(str(neg_copy / f"{n}.png") for n in neg_names)]
+                negatives = (neg_cmd, neg_dir, {n: neg_copy / f"{n}_anonymized.png" for n in neg_names})
+            results.append(
+                run_tool("deface 1.5.0 (CenterFace, onnxruntime, defaults)", cmd, out, src, truth, negatives)
+            )
+        else:
+            continue
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
     # Acceptance 3 of issue 13: union mode adds faces and must not change the plates.
-    yolo_audit, union_audit = (work / f"pyroblur-{r}.mp4.audit.json" for r in ("tracking", "union"))
+    yolo_audit, union_audit = (work / f"pyroblur-{r}.mp4.audit.json" for r in ("yolo", "union"))
     plates_same = (
         plate_boxes(yolo_audit) == plate_boxes(union_audit) if yolo_audit.exists() and union_audit.exists() else None
     )
@@ -476,9 +576,13 @@ def main() -> None:
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
-        "timing": "wall time of the whole command (process start and model load included)",
+        "timing": "wall time of the whole command (process start and model load included); cpu_seconds: its "
+        "user + system CPU time (less sensitive to other jobs on the machine)",
         "anonymized": "an object counts as anonymized in a frame when mean |pixel difference| in its box exceeds 8",
-        "far_pixels_changed": "share of pixels >24 px from every object whose value moved by >16 levels, mean over frames",
+        "far_pixels_changed": "share of pixels >24 px from every object whose value moved by >16 levels, mean over "
+        "frames (and the worst frame)",
+        "real_negatives": "scikit-image photos with no face or plate (pyroblur.evaluation.negatives), each tool on "
+        "the folder; share of each picture's pixels moved by >16 levels, mean and worst picture",
         "union_plate_boxes_identical_to_yolo_mode": plates_same,
         "results": results,
     }

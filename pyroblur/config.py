@@ -279,6 +279,29 @@ class ReviewConfig(_Section):
     gallery: int = Field(24, ge=0, description="Worst cases shown as crops in errors.html.")
 
 
+#: scikit-image sample pictures with no face and no plate (textures, text, objects, an animal):
+#: the default real negatives (pyroblur.evaluation.negatives loads them). ``camera`` (a man) and
+#: ``astronaut`` hold faces and are not here.
+REAL_NEGATIVES: tuple[str, ...] = (
+    "brick",
+    "grass",
+    "gravel",
+    "text",
+    "page",
+    "coins",
+    "clock",
+    "moon",
+    "rocket",
+    "coffee",
+    "chelsea",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "cell",
+    "colorwheel",
+    "retina",
+)
+
+
 class BenchmarkConfig(_Section):
     """Evaluation on the held-out test split and promotion."""
 
@@ -304,6 +327,29 @@ class BenchmarkConfig(_Section):
         le=1,
         description="A ground-truth box counts as covered when at least this fraction of its pixels "
         "lies inside the anonymized region.",
+    )
+    max_background_damage: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Promotion gate, applied to the first model too: at anonymization's operating point, the "
+        "mean share of the far background (outside every ground-truth box grown 2x) that a model may hide, "
+        "on the test split and on the real negatives. A model that boxes the whole image scores 1.0.",
+    )
+    real_face_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Promotion gate real_faces:<suite>: the WIDER FACE Medium AP, measured on the official "
+        "files (not a fabricated suite, no image seen in training), a model must reach. A champion that passed "
+        "it finds faces alone in `pyroblur anonymize` (face detector auto); without it (empty: no such gate) "
+        "faces come from the union with CenterFace.",
+    )
+    real_negatives: list[str] = Field(
+        default_factory=lambda: list(REAL_NEGATIVES),
+        min_length=1,
+        description="scikit-image sample photos with no face or plate (pyroblur.evaluation.negatives) on "
+        "which background damage is measured: real pictures the generator did not make.",
     )
     leak_clip_images: int = Field(
         4, ge=0, description="Test images turned into the moving clip that counts leaks (0 = no leak figures)."

@@ -156,6 +156,21 @@ class ClassPrivacy(BaseModel):
     objects_leaking: int = 0
 
 
+class BackgroundDamage(BaseModel):
+    """What anonymization at the operating point destroys for nothing, on one set of images.
+
+    Per image, the share of its *far background* that the hidden region covers: the pixels
+    outside every ground-truth box grown to ``grow`` times its size about its centre (all
+    pixels of an image with no face or plate). ``mean`` and ``worst`` over the images.
+    """
+
+    images: int = 0
+    grow: float = 2.0
+    mean: float | None = None
+    worst: float | None = None
+    worst_image: str | None = None
+
+
 class WiderResult(BaseModel):
     """WIDER FACE official-protocol AP (``[0, 1]``) of one suite."""
 
@@ -202,6 +217,9 @@ class BenchmarkManifest(Manifest):
     wider: WiderResult | None = None
     suites: list[SuiteResult] = Field(default_factory=list, description="held-out source splits")
     error_report: str | None = Field(None, description="errors.html: gallery of the worst cases, errors by class/size")
+    background_damage: dict[str, BackgroundDamage] = Field(
+        default_factory=dict, description="set (test, real_negatives) -> far-background share hidden"
+    )
 
 
 class Gate(BaseModel):

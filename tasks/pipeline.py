@@ -235,6 +235,8 @@ def promote(cfg: BenchmarkConfig, report: BenchmarkManifest, dataset: ExportMani
         registry, report, flat_metrics(report), dataset.digest, dataset.evidence,
         cfg.primary_metric, cfg.min_improvement, cfg.recall_floors, champion_metrics,
         onnx_imgsz=imgsz,  # a champion is also exported to ONNX: anonymization on a CPU runs it without torch
+        max_background_damage=cfg.max_background_damage,  # refuses a model that hides everything, first one too
+        real_face_floor=cfg.real_face_floor,  # a champion that passed it finds faces alone in anonymize
     )  # fmt: skip
     manifest = promotion.to_manifest(decision, registry, report.test_digest)
     log = get_run_logger()

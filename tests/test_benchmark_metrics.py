@@ -24,6 +24,9 @@ def noisy_predictions(gt: list[Detections], seed: int) -> list[Detections]:
     for g in gt:
         keep = rng.random(len(g)) > 0.15
         xyxy = g.xyxy[keep] + rng.normal(0, 2.5, size=(int(keep.sum()), 4))
+        # a detector never returns an inverted box (the jitter can invert a thin plate's; COCO
+        # and we would then disagree about a box that cannot occur)
+        xyxy[:, 2:] = np.maximum(xyxy[:, 2:], xyxy[:, :2] + 1)
         cls = g.class_id[keep].copy()
         flip = rng.random(len(cls)) < 0.05
         cls[flip] = 1 - cls[flip]

@@ -29,11 +29,12 @@ def test_page_upload_see_after_download(tmp_path) -> None:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-            # the page's own options: these thresholds keep the random test model's boxes
+            # the page's own options: these thresholds keep the random test model's boxes (yolo alone:
+            # the default auto would add CenterFace, which returns thousands of boxes at such a threshold)
             page.goto(f"{server.url}/")
             page.evaluate(
                 """conf => { const f = window.fetch; window.fetch = (u, o) =>
-                   f(u.startsWith('/v1/images') ? `${u}&conf_face=${conf}&conf_plate=${conf}&tiles=false` : u, o); }""",
+                   f(u.startsWith('/v1/images') ? `${u}&conf_face=${conf}&conf_plate=${conf}&tiles=false&face_detector=yolo` : u, o); }""",
                 CONF,
             )
             page.set_input_files("#file", str(photo))

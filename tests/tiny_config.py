@@ -28,6 +28,8 @@ BASE: dict[str, Any] = {
         "recall_floors": {"face": 0.0, "license_plate": 0.0},
         "leak_clip_images": 1,
         "leak_clip_frames": 4,
+        # two small real negatives: at 64 px the default sixteen would be thousands of tiles
+        "real_negatives": ["text", "coins"],
     },
 }
 

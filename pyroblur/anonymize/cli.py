@@ -111,7 +111,18 @@ def _print_report(report: Report, console: Console) -> None:
 #: come from :class:`AnonymizeOptions`, the one declaration of the options.
 _PANEL = {
     **dict.fromkeys(
-        ("weights", "face_detector", "conf_face", "conf_plate", "classes", "tiles", "batch_size", "device", "imgsz"),
+        (
+            "weights",
+            "face_detector",
+            "conf_face",
+            "conf_plate",
+            "classes",
+            "tiles",
+            "tile_every",
+            "batch_size",
+            "device",
+            "imgsz",
+        ),
         _DET,
     ),
     **dict.fromkeys(

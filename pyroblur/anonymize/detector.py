@@ -22,11 +22,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Detector",
+    "detect_in_video",
     "UltralyticsDetector",
     "UnionDetector",
     "filter_detections",
     "merge_overlapping",
     "resolve_device",
+    "supported_by",
     "tile_origins",
 ]
 
@@ -41,6 +43,14 @@ class Detector(Protocol):
     """
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]: ...
+
+
+def detect_in_video(detector: Detector, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+    """``detector`` on consecutive video frames numbered from ``first_index``: detectors that
+    know about sequences (``detect_sequence``, e.g. tiled ones that tile every n-th frame) get
+    the frame numbers; any other is called as usual."""
+    sequence = getattr(detector, "detect_sequence", None)
+    return sequence(frames, first_index) if sequence is not None else detector(frames)
 
 
 def filter_detections(
@@ -125,7 +135,13 @@ class UnionDetector:
         self.members = list(members)
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        results = [m(frames) for m in self.members]
+        return self._join([m(frames) for m in self.members])
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """:meth:`__call__` on consecutive video frames (see :func:`detect_in_video`)."""
+        return self._join([detect_in_video(m, frames, first_index) for m in self.members])
+
+    def _join(self, results: list[list[Detections]]) -> list[Detections]:
         out = []
         for per_frame in zip(*results, strict=True):
             rows = [d for d in per_frame if len(d)]
@@ -138,17 +154,53 @@ class UnionDetector:
         return out
 
 
+#: A tile-only detection (no full-frame box of its class overlaps it) needs this much more
+#: confidence than the class threshold: tiles show the model textures at a scale it sees
+#: nowhere else (a wall, a table, a sleeve), and most false positives on real footage were
+#: tile-only. Capped at :data:`TILE_ONLY_MAX_CONF`.
+TILE_ONLY_MARGIN = 0.15
+TILE_ONLY_MAX_CONF = 0.9
+#: A tile-only box wider or taller than this share of the tile is dropped: an object that
+#: large is seen by the full-frame pass (at a quarter of the resolution it is still tens of
+#: pixels), so a tile alone "seeing" it is a texture, not a face or a plate.
+TILE_ONLY_MAX_SIDE = 0.5
+
+
+def supported_by(boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_overlap: float = 0.3) -> np.ndarray:
+    """Per box: whether a same-class box of ``ref`` covers at least ``min_overlap`` of it or of
+    itself (pixels)."""
+    out = np.zeros(len(boxes), bool)
+    if not len(boxes) or not len(ref):
+        return out
+    lt = np.maximum(boxes[:, None, :2], ref.xyxy[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], ref.xyxy[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)[:, None]
+    area_b = (ref.xyxy[:, 2:] - ref.xyxy[:, :2]).prod(axis=1)[None, :]
+    share = inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
+    same = classes[:, None] == ref.class_id[None, :]
+    return ((share >= min_overlap) & same).any(axis=1)
+
+
 class TiledDetector:
     """Base of our model runners: :meth:`__call__` runs :meth:`_predict` on each full frame
     and, when ``self.tiles`` and the frame is at least ``tile_min_ratio`` times the input
     size, on overlapping ``imgsz`` tiles at full resolution, in batches of ``tile_batch``,
     and merges the boxes (:func:`merge_overlapping`). Subclasses set ``imgsz``, ``tiles``,
-    ``tile_min_ratio``, ``tile_batch`` and ``_model_classes`` and implement ``_predict``."""
+    ``tile_min_ratio``, ``tile_batch`` and ``_model_classes`` and implement ``_predict``.
+
+    A tile-only detection needs more evidence than a full-frame one (:meth:`_tile_evidence`):
+    the class threshold plus :data:`TILE_ONLY_MARGIN`, and a box no larger than
+    :data:`TILE_ONLY_MAX_SIDE` of the tile. A tile box that a full-frame box of its class
+    overlaps is kept at the class threshold (it completes an object the full frame saw)."""
 
     imgsz: int
     tiles: bool = False
     tile_min_ratio: float = 1.5
     tile_batch: int = 32
+    #: video (:meth:`detect_sequence`): the tiles run on every ``tile_every``-th frame, the
+    #: full frame on every frame; the tracker fills the frames between (``memory_frames``).
+    tile_every: int = 1
     _model_classes: list[int]
 
     def _predict(self, images: list[np.ndarray]) -> list[Detections]:
@@ -193,11 +245,22 @@ class TiledDetector:
         return tile_origins(w, h, self.imgsz)
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return self._detect(frames, [True] * len(frames))
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        """Consecutive video frames numbered from ``first_index``: tiles on every
+        ``tile_every``-th frame only (a tile-only object is then detected every few frames and
+        the tracker's gap filling covers it between; most of the cost of a tiled pass is the
+        tiles: 45 of them for a 1280x720 frame at 192 px)."""
+        every = max(1, int(self.tile_every))
+        return self._detect(frames, [(first_index + j) % every == 0 for j in range(len(frames))])
+
+    def _detect(self, frames: list[np.ndarray], tile_these: list[bool]) -> list[Detections]:
         if not frames:
             return []
         if not self._model_classes:
             return [Detections.empty() for _ in frames]
-        origins = [self._tiles_of(f) for f in frames]
+        origins = [self._tiles_of(f) if tile else [] for f, tile in zip(frames, tile_these, strict=True)]
         whole = self._predict(list(frames))
         if not any(origins):
             return whole
@@ -211,11 +274,26 @@ class TiledDetector:
         for k in range(0, len(jobs), self.tile_batch):
             chunk = jobs[k : k + self.tile_batch]
             for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
+                dets = self._tile_evidence(dets, whole[i], x, y)
                 if len(dets):
-                    found[i].append(
-                        Detections(dets.xyxy + np.array([x, y, x, y], np.float32), dets.class_id, dets.confidence)
-                    )
+                    found[i].append(dets)
         return [merge_overlapping(Detections.concat(parts)) for parts in found]
+
+    def _tile_evidence(self, dets: Detections, whole: Detections, x: int, y: int) -> Detections:
+        """The tile's boxes (tile pixels) in frame pixels, keeping a tile-only one only with
+        the extra evidence of :class:`TiledDetector`'s rule."""
+        if not len(dets):
+            return dets
+        conf = getattr(self, "conf", None) or {}
+        xyxy = dets.xyxy + np.array([x, y, x, y], np.float32)
+        backed = supported_by(xyxy, dets.class_id, whole)
+        need = np.array(
+            [min(TILE_ONLY_MAX_CONF, conf.get(int(c), 0.25) + TILE_ONLY_MARGIN) for c in dets.class_id],
+            np.float32,
+        )
+        side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1)
+        alone_ok = (dets.confidence >= need) & (side <= TILE_ONLY_MAX_SIDE * self.imgsz)
+        return Detections(xyxy, dets.class_id, dets.confidence).filter(backed | alone_ok)
 
 
 def trained_imgsz(model: Any, default: int = 640) -> int:

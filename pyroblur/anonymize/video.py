@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from pyroblur.anonymize.detector import Detector
+from pyroblur.anonymize.detector import Detector, detect_in_video
 from pyroblur.anonymize.temporal import FilledFrame, TrackFiller
 from pyroblur.core.detections import Detections
 from pyroblur.core.io import temp_path
@@ -844,7 +844,7 @@ def anonymize_video(
         while (batch := q.get()) is not None:
             if isinstance(batch, BaseException):
                 raise batch
-            dets = detector([d.image for d in batch])
+            dets = detect_in_video(detector, [d.image for d in batch], n_in)
             if len(dets) != len(batch):
                 raise ValueError(f"detector returned {len(dets)} results for {len(batch)} frames")
             ready: list[FilledFrame] = []

@@ -305,9 +305,10 @@ def record_predictions(
         "field": field,
         "eval_key": eval_key,
         "fiftyone_map50_95": float(results.mAP()),
-        "tp": float(sum(test.values(f"{eval_key}_tp"))),
-        "fp": float(sum(test.values(f"{eval_key}_fp"))),
-        "fn": float(sum(test.values(f"{eval_key}_fn"))),
+        # None on a sample with neither ground truth nor predictions (an image with nothing on it)
+        "tp": float(sum(v or 0 for v in test.values(f"{eval_key}_tp"))),
+        "fp": float(sum(v or 0 for v in test.values(f"{eval_key}_fp"))),
+        "fn": float(sum(v or 0 for v in test.values(f"{eval_key}_fn"))),
     }
     log.info("predictions of %d test samples written to '%s' field %s: %s", len(every), dataset_name, field, out)
     return out

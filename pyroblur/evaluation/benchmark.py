@@ -34,6 +34,7 @@ from pyroblur.core.io import IMAGE_SUFFIXES
 from pyroblur.evaluation.metrics import WIDER_FACE_HEIGHT_BUCKETS, evaluate
 from pyroblur.evaluation.report import to_markdown
 from pyroblur.manifests import (
+    BackgroundDamage,
     BenchmarkManifest,
     ClassPrivacy,
     ClassSummary,
@@ -218,6 +219,7 @@ def benchmark(
     )
     op, privacy = privacy_report(Path(weights), test, device, cfg)
     error_report = write_error_report(test, preds, op.conf, out_dir, dataset_name, cfg.review.gallery)
+    damage = damage_report(Path(weights), test, device, cfg, op)
     wider_result = run_wider_suite(Path(weights), cfg.wider, imgsz, device, cfg, half, data_yaml) if cfg.wider else None
     suites = [
         score_suite(weights, s.name, holdout_testset(dataset_name, s.source, s.split), imgsz, device, cfg, half)
@@ -261,6 +263,7 @@ def benchmark(
         test_digest=test_set_digest(test),
         operating_point=op,
         privacy=privacy,
+        background_damage=damage,
         wider=wider_result,
         suites=suites,
         error_report=str(error_report),
@@ -353,7 +356,10 @@ def privacy_report(
     from pyroblur.evaluation.privacy import default_operating_point, privacy_figures
 
     op = default_operating_point(cfg.covered_fraction)
-    detector = build_detector(AnonymizeOptions(weights=weights, device=_anonymize_device(device), progress=False))
+    # The candidate alone: face_detector=auto would add CenterFace for an unproven model and
+    # credit its faces to the candidate's recall floors.
+    options = AnonymizeOptions(weights=weights, face_detector="yolo", device=_anonymize_device(device), progress=False)
+    detector = build_detector(options)
     images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in test.images]
     figures = privacy_figures(detector, images, test.gt, op, cfg.leak_clip_images, cfg.leak_clip_frames)
     for name, p in figures.items():
@@ -367,6 +373,25 @@ def privacy_report(
             p.longest_leak,
         )
     return op, figures
+
+
+def damage_report(
+    weights: Path, test: TestSet, device: str, cfg: BenchmarkConfig, op: OperatingPoint
+) -> dict[str, BackgroundDamage]:
+    """Background damage (:func:`pyroblur.evaluation.privacy.damage_figures`) of ``weights`` alone
+    (face detector ``yolo``: the candidate, not a union that would add CenterFace's boxes), built
+    as ``pyroblur anonymize`` builds it, on the test split and on ``cfg.real_negatives``."""
+    import cv2
+
+    from pyroblur.anonymize.api import AnonymizeOptions, build_detector
+    from pyroblur.evaluation.negatives import load_real_negatives
+    from pyroblur.evaluation.privacy import damage_figures
+
+    options = AnonymizeOptions(weights=weights, face_detector="yolo", device=_anonymize_device(device), progress=False)
+    detector = build_detector(options)
+    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in test.images]
+    negatives = load_real_negatives(tuple(cfg.real_negatives))
+    return damage_figures(detector, images, test.gt, op, negatives, [Path(p).name for p in test.images])
 
 
 def _split_digests(data_yaml: Path, splits: tuple[str, ...]) -> set[str]:

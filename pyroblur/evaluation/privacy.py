@@ -15,6 +15,10 @@ hidden region is drawn as :func:`pyroblur.anonymize.ops.anonymize_image` draws i
   the detector and the video path's gap filling (``memory_frames``). An (object, frame) pair
   is a leak when the object is in view (at least half of its box inside the frame) and not
   covered; ``longest_leak`` is the longest run of consecutive leaking frames of one object.
+* **background damage** (the other side of privacy, on the test images and on real negatives
+  that ship with scikit-image, :mod:`pyroblur.evaluation.negatives`): per image, the share of
+  the far background (outside every ground-truth box grown 2x about its centre) that the hidden
+  region covers; mean and worst image. A model that boxes the whole picture scores 1.0 here.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from pyroblur import CLASSES
 from pyroblur.core.detections import Detections
-from pyroblur.manifests import ClassPrivacy, OperatingPoint
+from pyroblur.manifests import BackgroundDamage, ClassPrivacy, OperatingPoint
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +177,11 @@ def leaks(
         all_frames += f
         all_boxes += [(seg, x) for x in b]
         classes.append(gt.class_id.astype(np.int64))
+    from pyroblur.anonymize.detector import detect_in_video
+
     per_frame: list[Detections] = []
-    for start in range(0, len(all_frames), batch):
-        per_frame += detector(all_frames[start : start + batch])
+    for start in range(0, len(all_frames), batch):  # a video: tiled detectors tile every n-th frame
+        per_frame += detect_in_video(detector, all_frames[start : start + batch], start)
     filled = fill_video_detections(per_frame, max_gap=op.memory_frames) if op.memory_frames else None
     runs: dict[tuple[int, int], _ObjectRun] = {}
     for i, (frame, (seg, boxes)) in enumerate(zip(all_frames, all_boxes, strict=True)):
@@ -236,3 +242,80 @@ def privacy_figures(
         )
         for name in CLASSES
     }
+
+
+def far_background(gt: Detections, width: int, height: int, grow: float = 2.0) -> np.ndarray:
+    """``(height, width)`` bool mask of the pixels outside every box of ``gt`` grown ``grow``
+    times about its centre (a correct box, enlarged as anonymization enlarges it, stays
+    inside); every pixel when ``gt`` is empty."""
+    from pyroblur.anonymize.ops import enlarge_boxes, integer_boxes
+
+    far = np.ones((height, width), bool)
+    if len(gt):
+        for x1, y1, x2, y2 in integer_boxes(enlarge_boxes(gt.xyxy, grow, width, height), width, height):
+            far[y1:y2, x1:x2] = False
+    return far
+
+
+def background_damage(
+    gt: Sequence[Detections],
+    dets: Sequence[Detections],
+    sizes: Sequence[tuple[int, int]],
+    enlarge: float,
+    names: Sequence[str] | None = None,
+    grow: float = 2.0,
+) -> BackgroundDamage:
+    """Mean and worst share of the far background (:func:`far_background`) hidden by ``dets``
+    (after anonymization's ``enlarge``) over the images; ``sizes`` are ``(width, height)``."""
+    shares = []
+    for g, d, (w, h) in zip(gt, dets, sizes, strict=True):
+        far = far_background(g, w, h, grow)
+        hidden = hidden_mask(d, w, h, enlarge)
+        shares.append(float(hidden[far].mean()) if far.any() else 0.0)
+    if not shares:
+        return BackgroundDamage(images=0, grow=grow)
+    worst = int(np.argmax(shares))
+    return BackgroundDamage(
+        images=len(shares),
+        grow=grow,
+        mean=float(np.mean(shares)),
+        worst=shares[worst],
+        worst_image=str(names[worst]) if names is not None else str(worst),
+    )
+
+
+def damage_figures(
+    detector: Detector,
+    images: Sequence[np.ndarray],
+    gts: Sequence[Detections],
+    op: OperatingPoint,
+    negatives: Sequence[tuple[str, np.ndarray]] = (),
+    names: Sequence[str] | None = None,
+) -> dict[str, BackgroundDamage]:
+    """Background damage of ``detector`` at ``op`` on the test ``images`` (key ``test``) and on
+    ``negatives`` (key ``real_negatives``, name and BGR image; skipped when empty)."""
+    out: dict[str, BackgroundDamage] = {}
+    sets = [("test", list(images), list(gts), names)]
+    if negatives:
+        sets.append(
+            (
+                "real_negatives",
+                [im for _, im in negatives],
+                [Detections.empty()] * len(negatives),
+                [n for n, _ in negatives],
+            )
+        )
+    for key, ims, gt, labels in sets:
+        dets: list[Detections] = []
+        for start in range(0, len(ims), 8):
+            dets += detector(ims[start : start + 8])
+        out[key] = background_damage(gt, dets, [(im.shape[1], im.shape[0]) for im in ims], op.enlarge, labels)
+        logger.info(
+            "background damage on %s: mean %s, worst %s (%s) over %d images",
+            key,
+            "n/a" if out[key].mean is None else f"{out[key].mean:.4f}",
+            "n/a" if out[key].worst is None else f"{out[key].worst:.4f}",
+            out[key].worst_image,
+            out[key].images,
+        )
+    return out

@@ -45,6 +45,19 @@ def to_markdown(m: BenchmarkManifest, title: str = "PyroBlur benchmark") -> str:
                 f"| {name} | {p.boxes} | {_f(p.coverage)} | {_f(p.mean_hidden_area)} | {p.clip_objects} | "
                 f"{p.clip_pairs} | {p.leaks} | {p.longest_leak} |"
             )
+    if m.background_damage:
+        rows += [
+            "",
+            "Background damage at the same operating point: share of the far background (outside every "
+            "ground-truth box grown 2x; the whole picture on the real negatives) that anonymization hides.",
+            "",
+            "| set | images | mean | worst | worst image |",
+            "|---|---:|---:|---:|---|",
+        ]
+        rows += [
+            f"| {name} | {d.images} | {_f(d.mean)} | {_f(d.worst)} | {d.worst_image or '-'} |"
+            for name, d in m.background_damage.items()
+        ]
     if m.wider is not None:
         w = m.wider
         kind = "fabricated suite in WIDER's layout (not WIDER's images)" if w.fabricated else "official files"

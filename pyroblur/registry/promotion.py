@@ -13,6 +13,17 @@ candidate becomes champion only when every gate passes:
   thresholds and box enlargement), the fraction of test boxes the anonymized region covers is at
   least ``benchmark.recall_floors[class]``.
 
+* ``background_damage:<set>``: at the same operating point, the mean share of the far
+  background (outside every ground-truth box grown 2x) that the model hides, on the test split
+  and on real negatives that ship with scikit-image, is at most ``benchmark.max_background_damage``.
+  A model that boxes the whole image passes every recall floor; this gate refuses it, the first
+  model included (the ``improvement`` gate lets any first model through, this one does not).
+
+* ``real_faces:<suite>`` (only when ``benchmark.real_face_floor`` is set): WIDER FACE Medium AP
+  on the official files (a fabricated suite or one that overlaps training does not count) at
+  least the floor. A champion that passed it finds faces alone in ``pyroblur anonymize``; any
+  other runs in the union with CenterFace (:func:`pyroblur.anonymize.models.choose_face_detector`).
+
 A value that could not be measured fails its gate. Every gate, with its value, bar and verdict,
 goes into the log, the report artifact and the registry entry (with the test-set digest).
 
@@ -113,6 +124,55 @@ def recall_floor_gates(report: BenchmarkManifest, floors: Mapping[str, float]) -
     return gates
 
 
+#: The sets whose background damage is gated: our test split and pictures we did not make.
+DAMAGE_SETS = ("test", "real_negatives")
+
+
+def background_damage_gates(report: BenchmarkManifest, cap: float) -> list[Gate]:
+    """One gate per set of :data:`DAMAGE_SETS`: mean far-background share hidden <= ``cap``.
+    A set that was not measured fails (fail closed)."""
+    gates = []
+    for name in DAMAGE_SETS:
+        d = report.background_damage.get(name)
+        value = d.mean if d is not None else None
+        passed = value is not None and value <= cap
+        if value is None:
+            detail = f"background damage on {name} not measured: the gate fails closed"
+        else:
+            detail = (
+                f"{name}: {value:.4f} of the far background hidden on average over {d.images} images "
+                f"(worst {d.worst:.4f}, {d.worst_image}) {'<=' if passed else 'above'} "
+                f"benchmark.max_background_damage = {cap:.4f}"
+            )
+        gates.append(
+            Gate(name=f"background_damage:{name}", value=value, threshold=float(cap), passed=passed, detail=detail)
+        )
+    return gates
+
+
+def real_face_gates(report: BenchmarkManifest, floor: float | None) -> list[Gate]:
+    """The ``real_faces`` gate when ``floor`` is set: WIDER Medium AP on real files >= ``floor``."""
+    if floor is None:
+        return []
+    w = report.wider
+    name = f"real_faces:{w.name}" if w is not None else "real_faces"
+    if w is None or w.fabricated or w.in_training:
+        why = (
+            "no WIDER FACE suite was scored"
+            if w is None
+            else "the suite is fabricated (not real faces)"
+            if w.fabricated
+            else f"{w.in_training} suite images were training/validation images"
+        )
+        return [Gate(name=name, value=None, threshold=float(floor), passed=False, detail=f"{why}: fails closed")]
+    passed = w.medium >= floor
+    detail = (
+        f"WIDER FACE Medium AP {w.medium:.4f} on {w.images} real images {'>=' if passed else 'below'} "
+        f"benchmark.real_face_floor = {floor:.4f}"
+    )
+    return [Gate(name=name, value=float(w.medium), threshold=float(floor), passed=passed, detail=detail)]
+
+
 def champion_to_remeasure(registry: Path, data_digest: str) -> tuple[ModelEntry, Path] | None:
     """The champion and its weights when its stored metrics come from other test data.
 
@@ -136,6 +196,8 @@ def decide(
     recall_floors: Mapping[str, float],
     champion_metrics: Mapping[str, float] | None = None,
     onnx_imgsz: int | None = None,
+    max_background_damage: float | None = None,
+    real_face_floor: float | None = None,
 ) -> Decision:
     """Measure the gates and register the candidate; it is champion only if all pass.
 
@@ -153,8 +215,14 @@ def decide(
         champion_metrics: the champion re-measured on this test split, when its stored
             metrics come from other data.
         onnx_imgsz: the candidate's training input size, to export it at when promoted.
+        max_background_damage: the cap of :func:`background_damage_gates` (``None``: no such
+            gate; the pipeline always passes ``benchmark.max_background_damage``).
+        real_face_floor: the floor of :func:`real_face_gates` (``None``: no such gate).
     """
     gates = [*evidence_gates(report, evidence), *recall_floor_gates(report, recall_floors)]
+    if max_background_damage is not None:
+        gates += background_damage_gates(report, max_background_damage)
+    gates += real_face_gates(report, real_face_floor)
     decision = promote_if_better(
         registry,
         Candidate(

@@ -9,8 +9,11 @@ regenerated on its own and the whole set is identical for the same config. Ingre
   and blended through an elliptical mask, or a drawn cartoon face;
 * license plates (class 1): light rectangles with a dark border and dark random registration text,
   some rotated or perspective-skewed (the label is the box around the warped corners);
-* unlabeled distractors: the 100 *non-face* crops of ``lfw_subset``, dark signs with light text,
-  discs and bars, so that "any light rectangle" or "any blob" is not enough;
+* unlabeled distractors (hard negatives): the 100 *non-face* crops of ``lfw_subset``, dark signs
+  with light text, discs, skin-coloured round objects (shaded ovals with no eyes or mouth), light
+  cards with several lines of small text, fabric (stripes and checks) and bare patches of brick,
+  grass or gravel, so that "any light rectangle with text", "any skin-coloured blob" or "any
+  texture" is not enough;
 * a fraction of images with neither class (hard negatives).
 
 Boxes are written in pixels of the generated image.
@@ -39,7 +42,7 @@ _PHOTOS = ("coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_f
 _TEXTURES = ("brick", "grass", "gravel", "camera")
 _PLATE_CHARS = string.ascii_uppercase + string.digits
 #: Bump when the drawing code changes so generated sets land in a new folder.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @functools.cache
@@ -159,6 +162,41 @@ def _face_patch(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.nda
     return patch, alpha
 
 
+def _hard_negative(rng: np.random.Generator, img: np.ndarray, x: int, y: int, side: int) -> None:
+    """One unlabelled look-alike in the ``2 side`` x ``side`` pixels at (x, y): a skin-coloured
+    shaded oval (a face's colour and shape, no eyes), a light card with lines of small text (a
+    plate's colours, not its layout), fabric, or a bare patch of a real texture."""
+    kind = int(rng.integers(4))
+    region = img[y : y + side, x : x + side * 2]
+    h, w = region.shape[:2]
+    if kind == 0:
+        skin = np.array(rng.choice([(80, 110, 170), (120, 160, 210), (60, 90, 140), (150, 190, 230)]), np.float32)
+        alpha = np.zeros((h, w), np.float32)
+        axes = (max(2, int(w * rng.uniform(0.15, 0.4))), max(2, int(h * rng.uniform(0.3, 0.48))))
+        cv2.ellipse(alpha, (w // 2, h // 2), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        shade = np.linspace(1.15, 0.75, h, dtype=np.float32)[:, None, None]
+        patch = np.clip(np.broadcast_to(skin, (h, w, 3)) * shade, 0, 255).astype(np.uint8)
+        _blend(img, patch, cv2.GaussianBlur(alpha, (0, 0), max(0.5, h / 20)), x, y)
+    elif kind == 1:
+        card = np.full((h, w, 3), int(rng.integers(215, 256)), np.uint8)
+        lines = int(rng.integers(3, 6))
+        for k in range(lines):
+            words = "".join(rng.choice(list(_PLATE_CHARS + "   "), size=int(rng.integers(8, 16))))
+            org = (max(1, w // 12), int((k + 1) * h / (lines + 1)))
+            cv2.putText(card, words, org, cv2.FONT_HERSHEY_PLAIN, max(0.3, h / (lines * 16)), (40, 40, 40), 1)
+        img[y : y + h, x : x + w] = card
+    elif kind == 2:
+        a, b = (tuple(int(v) for v in rng.integers(0, 256, size=3)) for _ in range(2))
+        period = max(2, int(rng.integers(3, 10)))
+        yy, xx = np.mgrid[0:h, 0:w]
+        checks = ((xx // period) + (yy // period if rng.random() < 0.5 else 0)) % 2 == 0
+        img[y : y + h, x : x + w] = np.where(checks[..., None], np.array(a, np.uint8), np.array(b, np.uint8))
+    else:
+        src = _backgrounds()[len(_PHOTOS) + int(rng.integers(len(_TEXTURES) - 1))]  # brick, grass, gravel
+        sy, sx = int(rng.integers(0, src.shape[0] - h + 1)), int(rng.integers(0, src.shape[1] - w + 1))
+        img[y : y + h, x : x + w] = src[sy : sy + h, sx : sx + w]
+
+
 def _text_patch(rng: np.random.Generator, w: int, h: int, light_bg: bool) -> np.ndarray:
     if light_bg:
         bg = (int(rng.integers(215, 256)),) * 3 if rng.random() < 0.7 else (30, int(rng.integers(190, 230)), 240)
@@ -218,24 +256,27 @@ def render_image(seed: int, index: int, size: int, negative_fraction: float) -> 
 
     # Distractors first, so labelled objects can sit on top of them.
     _, non_faces = _lfw()
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 4))):
         kind = rng.random()
         side = int(size * rng.uniform(0.1, 0.25))
         pos = _place(rng, side * 2, side, size, taken)
         if pos is None:
             continue
         x, y = pos
-        if kind < 0.4:
+        if kind < 0.3:
             gray = cv2.resize(non_faces[rng.integers(len(non_faces))], (side, side))
             _blend(img, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.ones((side, side), np.float32), x, y)
             taken.append((x, y, x + side, y + side))
-        elif kind < 0.75:
+        elif kind < 0.55:
             sign = _text_patch(rng, side * 2, max(8, side // 2), light_bg=False)
             _warp_onto(rng, img, sign, x, y, skew=5)
             taken.append((x, y, x + side * 2, y + side // 2 + 4))
-        else:
+        elif kind < 0.65:
             color = tuple(int(v) for v in rng.integers(0, 256, size=3))
             cv2.circle(img, (x + side // 2, y + side // 2), side // 2, color, -1)
+        else:
+            _hard_negative(rng, img, x, y, side)
+            taken.append((x, y, x + side * 2, y + side))
 
     if rng.random() >= negative_fraction:
         n_faces, n_plates = 0, 0
