@@ -253,3 +253,18 @@ def fo_view(name: str, view: str):
     import fiftyone as fo
 
     return fo.load_dataset(name).load_saved_view(view)
+
+
+def test_a_first_sample_with_no_labels_is_ranked_too(tmp_path, centerface):
+    """A hard negative (no label, nothing predicted) first in the test split: the demo's curated
+    split starts with one, and FiftyOne cannot infer a field's type from the None it scores."""
+    from pyroblur.core.detections import Detections
+    from pyroblur.curation.review import rank_labels
+
+    samples, planted = _planted(tmp_path)
+    negative = {"filepath": samples[0]["filepath"], "boxes": []}
+    predictions = [centerface([cv2.imread(s["filepath"])])[0] for s in samples]
+    _dataset("review-negative-first", [negative, *samples[1:]], [Detections.empty(), *predictions[1:]])
+    rank_labels("review-negative-first", "predictions", tags=("test",))
+    wrong = _view_paths("review-negative-first", "likely wrong labels")
+    assert wrong[0] == planted["spurious"] and negative["filepath"] not in wrong, wrong

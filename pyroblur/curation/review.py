@@ -113,6 +113,10 @@ def rank_labels(
         [f for f in ("review_missing", "review_wrong", "review_fn_size", "review_fp_conf", SECOND_OPINION_FIELD)
          if ds.has_sample_field(f)]
     )  # fmt: skip
+    for name in ("review_missing", "review_wrong", "review_fn_size", "review_fp_conf"):
+        # declared up front: a first sample with no label (a hard negative) sets None, from which
+        # FiftyOne cannot infer a type
+        ds.add_sample_field(name, fo.FloatField)
     if not len(samples):
         log.warning("no sample tagged %s has '%s': nothing to rank", list(tags), pred_field)
         save_review_views(ds, pred_field, min_score)
