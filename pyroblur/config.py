@@ -63,7 +63,7 @@ class CurationConfig(_Section):
     corrections: str = Field(
         "latest",
         pattern=r"^(latest|none|v\d{4})$",
-        description="Label corrections applied at import (`pyroblur corrections export`): 'latest', "
+        description="Label corrections applied at import (made by pyroblur corrections export): 'latest', "
         "'none' or a version such as 'v0002' (files under <data>/corrections/<dataset_name>/).",
     )
 
@@ -342,7 +342,7 @@ class BenchmarkConfig(_Section):
         le=1,
         description="Promotion gate real_faces:<suite>: the WIDER FACE Medium AP, measured on the official "
         "files (not a fabricated suite, no image seen in training), a model must reach. A champion that passed "
-        "it finds faces alone in `pyroblur anonymize` (face detector auto); without it (empty: no such gate) "
+        "it finds faces alone in pyroblur anonymize (face detector auto); without it (empty: no such gate) "
         "faces come from the union with CenterFace.",
     )
     real_negatives: list[str] = Field(
