@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from pyroblur import CLASSES
-from pyroblur.anonymize.audit import audit_matches, audit_path, boxes_json, model_record, write_audit
+from pyroblur.anonymize.audit import audit_matches, audit_path, boxes_json, write_audit
 from pyroblur.anonymize.detector import Detector, detect_in_video, filter_detections
 from pyroblur.anonymize.errors import IncompleteOutputError, UnreadableInputError
 from pyroblur.anonymize.images import anonymize_image_file
+from pyroblur.anonymize.models import model_record
 from pyroblur.anonymize.ops import anonymize_image
 from pyroblur.anonymize.options import AnonymizeOptions, FileResult
 from pyroblur.anonymize.planning import file_kind

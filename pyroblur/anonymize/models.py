@@ -3,17 +3,27 @@ from it (ours, CenterFace, or both in a union)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 from pyroblur import CLASSES
 from pyroblur.anonymize.detector import Detector, UltralyticsDetector
 from pyroblur.anonymize.errors import NoModelError
 from pyroblur.anonymize.options import AnonymizeOptions
+from pyroblur.core.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_detector", "choose_face_detector", "needs_yolo", "resolve_weights", "with_resolved_weights"]
+__all__ = [
+    "build_detector",
+    "choose_face_detector",
+    "model_record",
+    "needs_yolo",
+    "resolve_weights",
+    "with_resolved_weights",
+]
 
 
 #: The longest side (pixels) CenterFace sees in the union with our model.
@@ -107,8 +117,6 @@ def choose_face_detector(options: AnonymizeOptions, weights: Path | None) -> tup
         return options.face_detector, f"--face-detector {options.face_detector} was asked for"
     if 0 not in options.class_ids:
         return "yolo", "faces are not anonymized in this run (--classes): plates from the model"
-    from pyroblur.anonymize.audit import model_record
-
     registry = model_record(weights).get("registry") if weights is not None else None
     proof = [g for g in (registry or {}).get("gates", []) if str(g.get("name", "")).startswith("real_faces")]
     passed = [g for g in proof if g.get("passed")]
@@ -222,3 +230,51 @@ def build_detector(options: AnonymizeOptions) -> Detector:
         "why": why,
     }
     return built
+
+
+def model_record(weights: Path | None, *, face_detector: str = "yolo") -> dict[str, Any]:
+    """The model as the record names it: path, sha256 and, when ``weights`` are the
+    registry's champion, its id and promotion gates. Cached per file version: a folder of
+    small images must not hash a 100 MB checkpoint once per image."""
+    if weights is None:
+        return {"face_detector": face_detector}
+    weights = Path(weights)
+    try:
+        st = weights.stat()
+        version = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        version = None
+    return dict(_model_record(str(weights), version, face_detector))
+
+
+@functools.lru_cache(maxsize=8)
+def _model_record(weights_str: str, version: tuple[int, int] | None, face_detector: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"face_detector": face_detector}
+    weights = Path(weights_str)
+    record |= {"weights": str(weights), "sha256": sha256_file(weights) if weights.is_file() else None}
+    try:
+        from pyroblur.core.settings import get_paths
+        from pyroblur.registry.store import load_registry
+
+        registry = get_paths().registry
+        champion = load_registry(registry).champion()
+    except Exception as exc:  # noqa: BLE001 - the registry is optional context for the record
+        logger.debug("no registry context for the audit record: %s", exc)
+        return record
+    if champion is not None:
+        # The champion's .pt, or its ONNX export (each sha256 recorded on the MLflow version).
+        onnx = champion.onnx.sha256 if champion.onnx is not None else None
+        if record["sha256"] is not None and record["sha256"] in {onnx, champion.sha256 or None}:
+            record["registry"] = {
+                "path": str(registry),
+                "tracking_uri": load_registry(registry).tracking_uri,
+                "model_uri": f"models:/{champion.model_name}/{champion.version}",
+                "model_name": champion.model_name,
+                "model_version": champion.version,
+                "mlflow_run_id": champion.run_id,
+                "champion_id": champion.id,
+                "file": "onnx export" if record["sha256"] == onnx else "weights",
+                "gates": [g.model_dump(mode="json") for g in champion.gates or []],
+                "gates_passed": champion.gates_passed(),
+            }
+    return record

@@ -42,8 +42,7 @@ def resolve_served_model(device: str) -> ServedModel:
     Raises:
         NoModelError, RegistryError: no usable champion (the message says what to do).
     """
-    from pyroblur.anonymize.audit import model_record
-    from pyroblur.anonymize.models import resolve_weights
+    from pyroblur.anonymize.models import model_record, resolve_weights
 
     weights = resolve_weights(None, device=device)
     record = model_record(weights)
