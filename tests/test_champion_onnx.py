@@ -118,12 +118,12 @@ def _edit_entry(registry: Path, edit) -> None:
     c.set_model_version_tag(tracking.MODEL_NAME, str(version), ENTRY_TAG, json.dumps(entry))
 
 
-def _anonymize(data: Path, image: Path, out: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+def _anonymize(data: Path, image: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, set[str]]:
     """``pyroblur anonymize IMAGE OUT`` (no --model, device auto on a host whose GPUs are hidden)
     in a fresh interpreter under ``-X importtime``; returns the run and the modules it imported."""
     env = {**os.environ, "PYROBLUR_DATA_DIR": str(data), "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-X", "importtime", "-m", "flows.cli", "anonymize", str(image), str(out)]
-    cmd += ["--sidecar", "--no-tiles", "--conf-face", CONF, "--conf-plate", CONF]
+    cmd += ["--sidecar", "--no-tiles", "--conf-face", CONF, "--conf-plate", CONF, *extra]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", run.stderr, flags=re.M))
     assert imported, "no -X importtime lines in stderr"
@@ -206,7 +206,14 @@ def test_cli_default_champion_on_cpu_runs_the_onnx_without_torch(champion, tmp_p
     assert model["registry"]["model_uri"] == f"models:/{tracking.MODEL_NAME}/{champion['entry'].version}"
     assert model["registry"]["mlflow_run_id"] == champion["entry"].run_id != ""
     assert model["registry"]["gates_passed"] is True and model["registry"]["gates"]
+    # this champion passed no real-face gate: by default its faces come from the union with
+    # CenterFace (ONNX too: still no torch), so its own boxes are compared in a yolo-only run
+    assert model["face_detector"] == "union"
 
+    out = tmp_path / "out-yolo.png"
+    run, imported = _anonymize(champion["registry"].parent, champion["image"], out, "--face-detector", "yolo")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not sorted(m for m in imported if m.split(".")[0] in HEAVY)
     ours_xyxy, ours_conf = _sidecar_boxes(out)
     assert len(ours_xyxy) > 0
     pt_xyxy, pt_conf = _candidates(pt, champion["image"])
@@ -221,7 +228,8 @@ def test_cli_changed_onnx_is_not_used_the_pt_is(champion, tmp_path) -> None:
     with onnx.open("ab") as fh:
         fh.write(b"tampered")
     out = tmp_path / "out.png"
-    run, imported = _anonymize(registry.parent, champion["image"], out)
+    # our model's boxes alone (the default would add CenterFace's: this champion has no real-face gate)
+    run, imported = _anonymize(registry.parent, champion["image"], out, "--face-detector", "yolo")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "changed since export, not used" in run.stderr and str(onnx) in run.stderr
     assert "torch" in imported and "ultralytics" in imported  # it ran the .pt

