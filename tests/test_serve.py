@@ -246,8 +246,8 @@ def test_cancel_a_running_job(server, data, tmp_path) -> None:
 def test_job_survives_an_api_restart(data, tmp_path, how: str) -> None:
     """SIGKILL (a crash: nothing cleans up) or SIGTERM (a graceful stop mid-job)."""
     own = tmp_path / "data"
-    shutil.copytree(data / "models", own / "models")
-    shutil.copy(data / "registry.json", own / "registry.json")
+    # the registry of record (the MLflow store and its artifacts, registry.json its cache); no jobs
+    shutil.copytree(data, own, ignore=shutil.ignore_patterns("serve", "tmp"))
     clip = write_clip(tmp_path / "clip.mp4", seconds=20, audio=True)
     first = Server(own, tmp_path / "first.log")
     try:
@@ -407,9 +407,11 @@ def test_queue_full_is_503_with_retry_after(strict, data, tmp_path) -> None:
 def test_promotion_is_picked_up_without_dropping_requests(data, tmp_path) -> None:
     from serve_tools import promote_another
 
+    # a data root of its own with a champion of its own: a copied MLflow store keeps its
+    # experiment's artifact location in the original root, where a new run's files would land
     own = tmp_path / "data"
-    shutil.copytree(data / "models", own / "models")
-    shutil.copy(data / "registry.json", own / "registry.json")
+    own.mkdir()
+    promote_another(own, tmp_path / "first", map50_95=0.5)
     photo = write_photo(tmp_path / "p.png")
     srv = Server(own, tmp_path / "server.log")
     try:
