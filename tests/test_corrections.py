@@ -106,7 +106,10 @@ def test_corrections_round_trip(tmp_path, prefect_server):
 
     # A person's edits, as the App makes them (label tags) and as an annotation backend saves
     # them (boxes changed through FiftyOne's API).
-    train = ds.match_tags("train").sort_by("sha256")
+    from fiftyone import ViewField as F
+
+    labelled = F("ground_truth.detections").length() > 0  # the split also holds hard negatives
+    train = ds.match_tags("train").match(labelled).sort_by("sha256")
     multi = [s for s in train if len(s.ground_truth.detections) >= 2
              and s.ground_truth.detections[0].label in [d.label for d in s.ground_truth.detections[1:]]]  # fmt: skip
     removed, moved, added = multi[0], train.exclude([multi[0].id]).first(), train.exclude([multi[0].id]).skip(1).first()
@@ -120,7 +123,7 @@ def test_corrections_round_trip(tmp_path, prefect_server):
     added.ground_truth.detections.append(new)
     added.save()
     every = first["benchmark"]["predictions_field"] + "_all"  # this benchmark's boxes down to conf 0.001
-    test_sample = ds.match_tags("test").exists(every).sort_by("sha256").first()
+    test_sample = ds.match_tags("test").exists(every).match(labelled).sort_by("sha256").first()
     w, h = test_sample.metadata.width, test_sample.metadata.height
     taken = max(
         (p for p in test_sample[every].detections

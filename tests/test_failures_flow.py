@@ -90,7 +90,9 @@ def test_transient_error_is_retried(tmp_path, prefect_server):
 def test_corrupt_registry_stops_the_run_before_any_stage(tmp_path, prefect_server):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "registry.json").write_text('{"schema_version": 1, "models": [')
+    # the registry of record is the MLflow store (registry.json is only its derived cache)
+    (data / "mlflow").mkdir()
+    (data / "mlflow" / "mlflow.db").write_bytes(b"not a database" * 100)
     # Temporary files a killed run left behind are removed at the next start; a fresh one
     # (another process may be writing it) is kept.
     stale, fresh = data / "reports" / "r1" / ".report.partial-0123abcd.json", data / ".x.partial-89abcdef.txt"
@@ -101,7 +103,7 @@ def test_corrupt_registry_stops_the_run_before_any_stage(tmp_path, prefect_serve
     proc = _run(tmp_path, prefect_server, tiny_config(**{"sources.0.seed": 42}))
     assert not stale.exists() and fresh.exists()
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert str(data / "registry.json") in _error_line(proc)
+    assert str(data / "mlflow" / "mlflow.db") in _error_line(proc)
     flow_run = _last_flow_run(prefect_server)
     assert flow_run["state"]["name"] == "Failed"
     assert _task_runs(prefect_server, flow_run["id"]) == {}  # no stage ran, not even download

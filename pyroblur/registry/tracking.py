@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from pyroblur.core.errors import PyroblurError
+from pyroblur.core.errors import EXIT_CONFIG, PyroblurError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -161,10 +161,47 @@ def experiment_id(store: MlflowStore, mlflow_client: MlflowClient | None = None)
         ) from exc
 
 
+class CorruptTrackingStoreError(PyroblurError):
+    """The embedded SQLite store exists but is not a database: the record is damaged, nothing
+    was trained, and the file is left untouched (a retry cannot help)."""
+
+    exit_code = EXIT_CONFIG
+
+
+def _is_sqlite_garbage(store: MlflowStore, exc: BaseException) -> bool:
+    if store.db_path is None or not store.db_path.is_file():
+        return False
+    with open(store.db_path, "rb") as fh:
+        header = fh.read(16)
+    return header != b"SQLite format 3\x00" or "not a database" in str(exc)
+
+
 def check_store(root: Path) -> str:
-    """Fail fast (before any training) when the tracking store is down; returns the URI."""
+    """Fail fast (before any training) when the tracking store is down or damaged; returns
+    the URI.
+
+    Raises:
+        CorruptTrackingStoreError: the embedded SQLite file is not a database (names it).
+        TrackingStoreError: the store cannot be reached (names the URI).
+    """
     store = store_for(root)
-    experiment_id(store)
+    try:
+        experiment_id(store, client(store))
+    except Exception as exc:  # noqa: BLE001 - mlflow and SQLAlchemy raise many types
+        if _is_sqlite_garbage(store, exc):
+            raise CorruptTrackingStoreError(
+                f"the MLflow store {store.db_path} is not an SQLite database: the record of runs and "
+                "models is damaged; left untouched",
+                subject=str(store.db_path),
+                hint="restore it from a backup, or move it away to start a new record (its registered "
+                "models and champion are then gone)",
+            ) from exc
+        if isinstance(exc, TrackingStoreError):
+            raise
+        raise TrackingStoreError(
+            f"MLflow tracking store {store.uri} is not usable: {type(exc).__name__}: {str(exc)[:300]}",
+            subject=store.uri,
+        ) from exc
     return store.uri
 
 
