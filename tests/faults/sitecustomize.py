@@ -72,7 +72,10 @@ def _patch_anonymize_tasks(module: Any) -> None:
     _wrap_task(module.anonymize_file_task, "anonymize")
 
 
-def _patch_anonymize_flow(module: Any) -> None:
+def _patch_shards(module: Any) -> None:
+    # Patched where it is defined, before flows/anonymize.py binds it: a deployment run loads
+    # the flow from its file path under another module name, which no hook on
+    # "flows.anonymize" would see.
     restrict = module.restrict_plan  # called only by shard runs (a run given its files)
 
     @functools.wraps(restrict)
@@ -86,7 +89,7 @@ def _patch_anonymize_flow(module: Any) -> None:
 PATCHES = {
     "tasks.pipeline": _patch_pipeline,
     "tasks.anonymize": _patch_anonymize_tasks,
-    "flows.anonymize": _patch_anonymize_flow,
+    "tasks.shards": _patch_shards,
 }
 
 
