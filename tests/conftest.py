@@ -218,3 +218,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """An untrained YOLO11n saved as a .pt: enough for the CLI to load a model
+    (the hostile-input and failure tests run the real CLI with it)."""
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("model") / "yolo11n-untrained.pt"
+    YOLO("yolo11n.yaml").save(str(path))
+    return path

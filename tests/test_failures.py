@@ -185,16 +185,6 @@ def png_bomb(path: Path, side: int = 30000) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """An untrained YOLO11n saved as a .pt: enough for the CLI to load a model."""
-    from ultralytics import YOLO
-
-    path = tmp_path_factory.mktemp("model") / "yolo11n-untrained.pt"
-    YOLO("yolo11n.yaml").save(str(path))
-    return path
-
-
 def test_decompression_bomb_png_is_refused_from_its_header(tmp_path, weights):
     (tmp_path / "in").mkdir()
     src = png_bomb(tmp_path / "in" / "bomb.png")

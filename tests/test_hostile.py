@@ -103,16 +103,6 @@ def png(path: Path, w: int = 64, h: int = 48) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """An untrained YOLO11n saved as a .pt: enough for the CLI to load a model."""
-    from ultralytics import YOLO
-
-    path = tmp_path_factory.mktemp("model") / "yolo11n-untrained.pt"
-    YOLO("yolo11n.yaml").save(str(path))
-    return path
-
-
 def anonymize(src: Path, dst: Path, weights: Path, *extra: str, env: dict[str, str] | None = None):
     return cli(
         "anonymize", str(src), str(dst), "--model", str(weights), "--device", "cpu", "--no-progress", *extra, env=env
