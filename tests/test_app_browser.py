@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import pytest
 import requests
@@ -109,6 +110,30 @@ def stop_group(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+def start_app(log: IO[str], *args: str) -> tuple[subprocess.Popen, int]:
+    """``pyroblur app ARGS --port <free port>`` in a process group of its own, its output in
+    ``log``; returns once the App answers (at most 120 s), or stops it and fails."""
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "app", *args, "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert app.poll() is None, Path(log.name).read_text()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok:
+                    return app, port
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the App did not answer in 120 s"
+            time.sleep(0.5)
+    except BaseException:
+        stop_group(app)
+        raise
+
+
 def port_closed(port: int, timeout: float = 60) -> bool:
     """Wait (bounded) until nothing answers on ``port``. FiftyOne's App server runs under a
     service process in its own process group: it stops after ours, not with it."""
@@ -159,26 +184,11 @@ def curated_dataset(tmp_path):
 def test_app_shows_curated_dataset_name_and_count(curated_dataset, tmp_path):
     pytest.importorskip("websockets")
     name, count = curated_dataset
-    port = free_port()
     log = (tmp_path / "app.log").open("w")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "app", "--dataset", name, "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(),
-    )  # fmt: skip
+    app, port = start_app(log, "--dataset", name)
     chrome = None
     try:
         url = f"http://127.0.0.1:{port}/datasets/{name}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert app.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the App did not answer in 120 s"
-            time.sleep(0.5)
-
         chrome, ws_url = start_chromium(tmp_path / "chrome-profile")
         page = DevTools(ws_url)
         page.call("Page.enable")

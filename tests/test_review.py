@@ -194,14 +194,8 @@ def test_app_opens_a_review_view(tmp_path, centerface):
     """``pyroblur app --view "likely wrong labels"`` in headless Chromium: the App shows the
     ranked view with its thumbnails; the screenshot (test-artifacts/app_review_view.png) is the
     one docs/curation.md shows."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    import requests
-    from conftest import ARTIFACTS, free_port
-    from test_app_browser import THUMBNAILS_JS, port_closed, stop_group
+    from conftest import ARTIFACTS
+    from test_app_browser import THUMBNAILS_JS, port_closed, start_app, stop_group
 
     sync_api = pytest.importorskip("playwright.sync_api")
     from pyroblur.curation.review import rank_labels
@@ -210,23 +204,9 @@ def test_app_opens_a_review_view(tmp_path, centerface):
     _dataset("review-app", samples, [centerface([cv2.imread(s["filepath"])])[0] for s in samples])
     rank_labels("review-app", "predictions", tags=("test",), second_opinion=centerface)
     view = "likely wrong labels"
-    port = free_port()
     log = (tmp_path / "app.log").open("w")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "app", "--dataset", "review-app", "--view", view, "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(),
-    )  # fmt: skip
+    app, port = start_app(log, "--dataset", "review-app", "--view", view)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert app.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the App did not answer in 120 s"
-            time.sleep(0.5)
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             try:
