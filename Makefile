@@ -37,11 +37,14 @@ demo: install ## Run the whole pipeline on the embedded offline synthetic data (
 run: install ## Run the pipeline with CONFIG (default configs/pyroblur.yaml: real data, GPU)
 	$(BIN)/pyroblur run --config $(CONFIG)
 
-test: install ## Run the test suite (unit + integration against real Prefect and FiftyOne)
-	YOLO_OFFLINE=1 $(BIN)/python -m pytest
+# Test processes (pytest-xdist): each has its own mongod and Prefect API server; a test file is
+# one group, and the files that share the operations stack run in one process (tests/conftest.py).
+TEST_WORKERS ?= 2
+test: install ## Run the test suite (unit + integration against real Prefect and FiftyOne; TEST_WORKERS=2 processes)
+	YOLO_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install ## Tests without the slow ones
-	YOLO_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+	YOLO_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: install ## ruff check + format check
 	$(BIN)/ruff check .

@@ -229,3 +229,36 @@ def weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "yolo11n-untrained.pt"
     YOLO("yolo11n.yaml").save(str(path))
     return path
+
+
+#: Fixtures that start a whole stack of servers: every test file that uses one runs in the same
+#: xdist group, so that each pytest-xdist worker builds it at most once (one worker in practice).
+_SHARED_STACKS = ("ops_stack",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n N --dist loadgroup`` (what ``make test`` runs).
+
+    A test file is one group, so its module fixtures are built once; files that use a shared
+    stack (``ops_stack``) form one group together. The groups that take longest (the stack's,
+    then files with ``slow`` tests) are put first: xdist hands groups out in order, and a long
+    group handed out last would leave the other worker idle at the end. Without xdist the marks
+    are inert and only the order changes.
+    """
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def weight(name: str) -> int:
+        tests = files[name]
+        if any(f in t.fixturenames for t in tests for f in _SHARED_STACKS):
+            return 0
+        return 1 if any(t.get_closest_marker("slow") for t in tests) else 2
+
+    ordered: list[pytest.Item] = []
+    for name in sorted(files, key=weight):  # stable: collection order within a weight
+        group = "shared-stack" if weight(name) == 0 else name
+        for item in files[name]:
+            item.add_marker(pytest.mark.xdist_group(group))
+            ordered.append(item)
+    items[:] = ordered
