@@ -155,6 +155,12 @@ def test_centerface_finds_the_astronaut() -> None:
     every2 = CenterFaceDetector(conf=0.2, max_side=256, every=2)
     assert [len(d) > 0 for d in detect_in_video(every2, [frame] * 3, 3)] == [False, True, False]
     assert len(every2([frame])[0]) > 0
+    # every 4th frame at full resolution and halfway between at half scale (the union's schedule):
+    # frames 0, 2, 4, 6 of 8 searched, the half-scale boxes in the frame's own pixels too
+    schedule = CenterFaceDetector(conf=0.2, every=4, coarse=0.5)
+    found = detect_in_video(schedule, [frame] * 8, 0)
+    assert [len(d) > 0 for d in found] == [True, False, True, False] * 2
+    assert all(box_iou(d.xyxy, face[None]).max() > 0.5 for d in found[::2])
     [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
     assert len(empty) == 0
 

