@@ -155,6 +155,12 @@ def test_centerface_finds_the_astronaut() -> None:
     every2 = CenterFaceDetector(conf=0.2, max_side=256, every=2)
     assert [len(d) > 0 for d in detect_in_video(every2, [frame] * 3, 3)] == [False, True, False]
     assert len(every2([frame])[0]) > 0
+    # every 4th frame at full resolution and halfway between at half scale (the union's schedule):
+    # frames 0, 2, 4, 6 of 8 searched, the half-scale boxes in the frame's own pixels too
+    schedule = CenterFaceDetector(conf=0.2, every=4, coarse=0.5)
+    found = detect_in_video(schedule, [frame] * 8, 0)
+    assert [len(d) > 0 for d in found] == [True, False, True, False] * 2
+    assert all(box_iou(d.xyxy, face[None]).max() > 0.5 for d in found[::2])
     [empty] = CenterFaceDetector(conf=0.2)([np.full((240, 320, 3), 128, np.uint8)])
     assert len(empty) == 0
 
@@ -189,3 +195,51 @@ def test_union_passes_a_class_only_one_member_reports_unchanged() -> None:
     assert out.filter(out.class_id == 1).xyxy.tolist() == plates.tolist()
     assert out.filter(out.class_id == 1).confidence.tolist() == pytest.approx([0.9, 0.4])
     assert out.filter(out.class_id == 0).xyxy.tolist() == [[10, 8, 52, 50]]
+
+
+def _scripted(rows_per_frame: list[list[tuple[float, float, float, float, int, float]]]):
+    """A detector that returns the given ``(x1, y1, x2, y2, class, conf)`` rows, frame by frame
+    of the whole video (``detect_sequence``) or for each image (``__call__``: frame 0's rows)."""
+
+    def rows(j: int) -> Detections:
+        r = np.array(rows_per_frame[j], np.float32).reshape(-1, 6)
+        return Detections(r[:, :4], r[:, 4].astype(np.int64), r[:, 5])
+
+    class Scripted:
+        def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+            return [rows(0) for _ in frames]
+
+        def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
+            return [rows(first_index + j) for j in range(len(frames))]
+
+    return Scripted()
+
+
+def test_union_vets_the_unproven_members_weak_faces() -> None:
+    from pyroblur.anonymize.detector import detect_in_video
+
+    weak_face, strong_face, weak_plate = (10, 10, 30, 30, 0, 0.3), (100, 10, 130, 40, 0, 0.8), (50, 60, 90, 70, 1, 0.3)
+    # our model: a weak face on a texture, a strong face, a weak plate in every frame (6 frames)
+    yolo = _scripted([[weak_face, strong_face, weak_plate]] * 6)
+    # CenterFace ran on frames 0 and 3 only (every 3rd frame) and saw the weak face on frame 0
+    centerface = _scripted([[(12, 11, 31, 29, 0, 0.9)], [], [], [], [], []])
+    union = UnionDetector([yolo, centerface], vetted={0: (0, 0.5)}, window=2)
+    image = np.zeros((80, 160, 3), np.uint8)
+
+    def faces(d: Detections) -> list[tuple[int, ...]]:
+        return sorted(map(tuple, d.filter(d.class_id == 0).xyxy.astype(int).tolist()))
+
+    # still image: CenterFace confirms the weak face (merged with its box); plates never vetted
+    [one] = union([image])
+    assert faces(one) == [(10, 10, 31, 30), (100, 10, 130, 40)]
+    assert len(one.filter(one.class_id == 1)) == 1
+    # video in batches of 2 (frames 0-1, 2-3, 4-5): the weak face counts on frames within 2 of
+    # CenterFace's box (0, 1, 2: across a batch boundary), not after; the strong one always
+    found = [d for k in (0, 2, 4) for d in detect_in_video(union, [image] * 2, k)]
+    assert [(10, 10, 30, 30) in faces(d) or (10, 10, 31, 30) in faces(d) for d in found] == [True] * 3 + [False] * 3
+    assert all((100, 10, 130, 40) in faces(d) for d in found)
+    # a model that is not vetted keeps every box, as before
+    plain = UnionDetector([yolo, _scripted([[]] * 6)])
+    assert len(plain([image])[0]) == 3
+    with pytest.raises(ValueError, match="no member 2"):
+        UnionDetector([yolo, centerface], vetted={0: (2, 0.5)})

@@ -121,3 +121,18 @@ def test_rejects_bad_settings() -> None:
         TrackFiller(-1)
     with pytest.raises(ValueError):
         TrackFiller(3, max_scale=0.5)
+
+
+def test_a_face_detected_on_every_third_frame_is_one_track_interpolated_between() -> None:
+    # The union's CenterFace runs on every n-th frame: a face it finds on frames 2, 5, 8, 11 only
+    # must be one track, not four one-frame tracks held still, so the frames between are
+    # interpolated along its motion (5 px/frame here). Another face, detected in every frame
+    # from the first, keeps the class's tracker going (a tracker's first frame confirms every
+    # track it starts; the later ones start unconfirmed).
+    n, still = 12, (300.0, 30.0, 340.0, 70.0)
+    moving = _moving(n, {i for i in range(n) if i % 3 != 2})
+    out = fill_video_detections([Detections.concat([_d(still), m]) for m in moving], max_gap=5)
+    ids = {int(t) for f in out for t, box in zip(f.track_id, f.detections.xyxy, strict=True) if box[0] < 300}
+    assert len(ids) == 1
+    for f in out[2:]:
+        assert _covers(f.detections.xyxy, _truth(f.index)), f"frame {f.index} not covered"

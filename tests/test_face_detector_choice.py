@@ -15,6 +15,7 @@ import pytest
 
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path, build_detector
 from pyroblur.anonymize.detector import UnionDetector
+from pyroblur.anonymize.models import UNPROVEN_FACE_CONF
 from pyroblur.manifests import Gate
 from pyroblur.registry.store import Candidate, promote_if_better
 from tests.test_background_damage import whole_image_onnx
@@ -56,12 +57,16 @@ def test_unproven_champion_runs_in_the_union_and_says_why(
     with caplog.at_level(logging.WARNING, logger="pyroblur.anonymize.models"):
         detector = build_detector(AnonymizeOptions(device="cpu"))
     assert isinstance(detector, UnionDetector) and len(detector.members) == 2
+    assert detector.vetted == {0: (0, UNPROVEN_FACE_CONF)}  # our weak faces need CenterFace's word
     assert "never measured on real faces" in caplog.text and "union with CenterFace" in caplog.text
 
     model = anonymize_one(tmp_path)
     assert model["face_detector_asked"] == "auto" and model["face_detector"] == "union"
     assert [d.split(" ")[0] for d in model["detectors"]] == ["yolo", "centerface"]
-    assert "at most 640 px" in model["detectors"][1]  # in the union CenterFace looks at a smaller frame
+    # CenterFace at full resolution (every n-th video frame); our unproven model's weak faces
+    # count only where CenterFace confirms them
+    assert "full resolution" in model["detectors"][1]
+    assert "only where CenterFace confirms them" in model["detectors"][0]
     assert "never measured on real faces" in model["why"] and "fail closed" in model["why"]
     assert model["registry"]["champion_id"]  # the record still names the champion and its gates
 
@@ -70,6 +75,8 @@ def test_champion_gated_on_real_faces_runs_alone(data_root: Path, tmp_path: Path
     champion(data_root, tmp_path, [*PASSED, REAL])
     detector = build_detector(AnonymizeOptions(device="cpu"))
     assert not isinstance(detector, UnionDetector)
+    # asked for explicitly, the union of a proven champion keeps all of its faces
+    assert build_detector(AnonymizeOptions(device="cpu", face_detector="union")).vetted == {}
     model = anonymize_one(tmp_path)
     assert model["face_detector"] == "yolo" and len(model["detectors"]) == 1
     assert "passed real_faces:wider_val" in model["why"] and "runs alone" in model["why"]

@@ -127,21 +127,78 @@ class UnionDetector:
     a class in a frame, their boxes of that class are merged (:func:`merge_overlapping`: one
     object's boxes become their union, never dropped); a class only one member reports is
     passed on exactly as that member returned it, so e.g. the plates of ``yolo`` and
-    ``union`` face modes are the same boxes."""
+    ``union`` face modes are the same boxes.
 
-    def __init__(self, members: Sequence[Detector]) -> None:
+    ``vetted`` (``{class_id: (member index, confidence)}``) asks more evidence of one member's
+    boxes of a class: such a box is kept only at ``confidence`` or more, or where another
+    member reports a box of that class on it (:func:`supported_by`) in the same frame or, in
+    video, within ``window`` frames either side (the other member may run on every n-th frame
+    only). The union of an unproven model with CenterFace vets the model's faces this way: the
+    demo model's weak face boxes on real photos were textures (a cup, stains, a plume).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Detector],
+        *,
+        vetted: Mapping[int, tuple[int, float]] | None = None,
+        window: int = 0,
+    ) -> None:
         if not members:
             raise ValueError("UnionDetector needs at least one member")
         self.members = list(members)
+        self.vetted = dict(vetted or {})
+        for cls, (member, _) in self.vetted.items():
+            if not 0 <= member < len(self.members):
+                raise ValueError(f"vetted class {cls}: no member {member} among {len(self.members)}")
+        self.window = max(0, window)
+        # video: the frame number the next batch should start at, and per vetted class the
+        # other members' boxes on the last ``window`` frames before it
+        self._recent: tuple[int, dict[int, list[Detections]]] = (-1, {})
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         return self._join([m(frames) for m in self.members])
 
     def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
         """:meth:`__call__` on consecutive video frames (see :func:`detect_in_video`)."""
-        return self._join([detect_in_video(m, frames, first_index) for m in self.members])
+        return self._join([detect_in_video(m, frames, first_index) for m in self.members], first_index)
 
-    def _join(self, results: list[list[Detections]]) -> list[Detections]:
+    def _vet(self, results: list[list[Detections]], first_index: int | None) -> list[list[Detections]]:
+        """``results`` with the vetted members' weak boxes that nothing supports dropped."""
+        if not self.vetted or not results[0]:
+            return results
+        n = len(results[0])
+        video = first_index is not None
+        window = self.window if video else 0
+        expected, history = self._recent
+        if not video or first_index != expected:
+            history = {}  # a still image, or another video: no earlier frames
+        out = [list(r) for r in results]
+        for cls, (member, conf) in self.vetted.items():
+            others = [
+                Detections.concat(
+                    [r[j].filter(r[j].class_id == cls) for m, r in enumerate(results) if m != member and len(r[j])]
+                )
+                for j in range(n)
+            ]
+            seen = history.get(cls, []) + others  # frames first_index - len(earlier) ...
+            offset = len(history.get(cls, []))
+            for j in range(n):
+                dets = out[member][j]
+                weak = (dets.class_id == cls) & (dets.confidence < conf)
+                if not weak.any():
+                    continue
+                ref = Detections.concat(seen[max(0, offset + j - window) : offset + j + window + 1])
+                keep = ~weak
+                keep[np.flatnonzero(weak)[supported_by(dets.xyxy[weak], dets.class_id[weak], ref)]] = True
+                out[member][j] = dets.filter(keep)
+            history[cls] = seen[-window:] if window else []
+        if video:
+            self._recent = (first_index + n, history)
+        return out
+
+    def _join(self, results: list[list[Detections]], first_index: int | None = None) -> list[Detections]:
+        results = self._vet(results, first_index)
         out = []
         for per_frame in zip(*results, strict=True):
             rows = [d for d in per_frame if len(d)]

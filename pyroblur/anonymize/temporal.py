@@ -126,10 +126,14 @@ class _ClassTracker:
         ids = np.full(len(xyxy), -1, np.int64)
         frame = self.tracker.frame_id
         for t in self.tracker.tracked_stracks:
-            # Unconfirmed tracks carry an id too: a face seen once then missed once is still
-            # worth holding, so we read them as well as the confirmed ones.
             if getattr(t, "frame_id", None) == frame and t.idx is not None and 0 <= int(t.idx) < len(ids):
                 ids[int(t.idx)] = int(t.track_id)
+            # Every track is confirmed at birth: ByteTrack drops a new track that is not matched
+            # again on the very next frame, so an object detected on every n-th frame only (the
+            # union's CenterFace) became one-frame tracks held still instead of one track
+            # interpolated along its motion. Confirmed, a missed track waits (lost) for
+            # ``buffer`` frames and is matched again by IoU with its predicted box.
+            t.is_activated = True
         return ids
 
 

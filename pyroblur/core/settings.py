@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_DATA_DIR = "PYROBLUR_DATA_DIR"
+ENV_CACHE_DIR = "PYROBLUR_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,10 @@ class Paths:
 def get_paths() -> Paths:
     """Paths for the current environment (read each call so tests can move the root)."""
     return Paths.from_env()
+
+
+def cache_dir() -> Path:
+    """This machine's cache of derived files that are slow to make and safe to remake (an empty
+    MLflow store, CenterFace prepared for onnxruntime): ``PYROBLUR_CACHE_DIR``, default
+    ``~/.cache/pyroblur`` (read each call)."""
+    return Path(os.environ.get(ENV_CACHE_DIR, Path.home() / ".cache" / "pyroblur")).expanduser()

@@ -91,7 +91,9 @@ def _empty_sqlite_template() -> Path:
     import mlflow
     from mlflow import MlflowClient
 
-    cache = Path(os.environ.get("PYROBLUR_CACHE_DIR", Path.home() / ".cache" / "pyroblur"))
+    from pyroblur.core.settings import cache_dir
+
+    cache = cache_dir()
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if template.is_file():
         return template
