@@ -430,8 +430,8 @@ Scalar = bool | int | float | str
 
 
 class SearchDimension(_Section):
-    """One dimension of a sweep's search space: a range (``low``, ``high``, optional ``step``,
-    ``log``) or a list of ``choices``; see docs/sweep.md."""
+    """One dimension of a sweep's search space: a range (low, high, optional step, log) or a list
+    of choices; see docs/sweep.md."""
 
     low: float | None = Field(None, description="Lower bound of a range (inclusive).")
     high: float | None = Field(None, description="Upper bound of a range (inclusive).")
@@ -488,7 +488,7 @@ class PruningConfig(_Section):
 
 
 class SweepConfig(_Section):
-    """A hyperparameter sweep over the train section (``pyroblur sweep``, docs/sweep.md)."""
+    """A hyperparameter sweep over the train section (pyroblur sweep, docs/sweep.md)."""
 
     space: dict[str, SearchDimension] = Field(
         description="Search space: train field (model, epochs, imgsz, batch, patience) or ultralytics train "

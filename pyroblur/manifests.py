@@ -257,8 +257,8 @@ class PromotionManifest(Manifest):
 
 
 class TrialTraining(TrainManifest):
-    """A sweep trial's training: a :class:`TrainManifest` (for a pruned trial the weights are the
-    ``last.pt`` of the epoch it stopped at) plus what the pruner did.
+    """A sweep trial's training: a train manifest (for a pruned trial the weights are the
+    last.pt of the epoch it stopped at) plus what the pruner did.
 
     Attributes:
         pruned: the pruner stopped it; ``pruned_at``: after that epoch (1-based).

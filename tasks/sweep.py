@@ -32,11 +32,11 @@ from tasks.pipeline import train as train_stage
 class TrialSpec(BaseModel):
     """One asked trial: which study, its number and id, its parameters, its MLflow run."""
 
-    study_name: str
-    number: int
-    trial_id: int
-    params: dict[str, Any]
-    mlflow_run_id: str = ""
+    study_name: str = Field(description="The Optuna study the trial belongs to.")
+    number: int = Field(description="The trial's number in the study.")
+    trial_id: int = Field(description="The trial's id in the study's database.")
+    params: dict[str, Any] = Field(description="The trial's parameters (train fields and ultralytics arguments).")
+    mlflow_run_id: str = Field("", description="The trial's MLflow run (a child of the sweep's run).")
 
 
 class TrialResult(BaseModel):

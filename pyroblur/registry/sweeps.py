@@ -35,13 +35,14 @@ from pyroblur.config import PruningConfig, SweepConfig
 from pyroblur.core.errors import ConfigurationError, PermanentError
 from pyroblur.manifests import TrialScore, TrialTraining
 from pyroblur.registry import tracking
-from pyroblur.training.sweep import distributions, make_pruner, make_sampler
+from pyroblur.training.sweep import distributions, grid_point, make_pruner, make_sampler
 
 logger = logging.getLogger(__name__)
 
 STORAGE_ENV = "PYROBLUR_OPTUNA_STORAGE"
 #: System attributes of a trial (Optuna keeps them with the trial in the study's database).
-INTERRUPTED, REQUEUED, REQUEUE_OF = "pyroblur:interrupted", "pyroblur:requeued", "pyroblur:requeue_of"
+#: (``requeue_of``: the first trial of those parameters; ``retry_of``: the interrupted trial it replaces)
+INTERRUPTED, REQUEUE_OF, RETRY_OF = "pyroblur:interrupted", "pyroblur:requeue_of", "pyroblur:retry_of"
 #: MLflow tags of a sweep's runs.
 SWEEP_TAG, ROLE_TAG, TRIAL_TAG, STATE_TAG = "pyroblur.sweep", "pyroblur.role", "pyroblur.trial", "optuna.trial.state"
 #: User attributes the trial runner records on each trial (the comparison table's columns).
@@ -187,18 +188,20 @@ def recover(study: Any, max_requeues: int, running_too: bool = True) -> list[tup
     if running and running_too:
         mark_interrupted(study, running, "left running by a sweep that stopped")
     requeued = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if not _is_interrupted(t) or t.system_attrs.get(REQUEUED):
+    trials = study.get_trials(deepcopy=False)
+    retried = {o.system_attrs.get(RETRY_OF) for o in trials}
+    for t in trials:
+        if not _is_interrupted(t) or t.number in retried:
             continue
         origin = int(t.system_attrs.get(REQUEUE_OF, t.number))
-        times = sum(1 for o in study.get_trials(deepcopy=False) if o.system_attrs.get(REQUEUE_OF) == origin)
-        study._storage.set_trial_system_attr(t._trial_id, REQUEUED, True)
+        times = sum(1 for o in trials if o.system_attrs.get(REQUEUE_OF) == origin)
         if times >= max_requeues:
             logger.warning("trial %d was interrupted %d times: not tried again", origin, times + 1)
             continue
-        study.enqueue_trial(dict(t.params), user_attrs={})
+        study.enqueue_trial(dict(t.params))
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
         study._storage.set_trial_system_attr(waiting._trial_id, REQUEUE_OF, origin)
+        study._storage.set_trial_system_attr(waiting._trial_id, RETRY_OF, t.number)
         requeued.append((t.number, dict(t.params)))
     return requeued
 
@@ -228,7 +231,10 @@ def progress(study: Any) -> Progress:
 
 def ask(study: Any, sweep: SweepConfig) -> Any:
     """The next trial, its parameters sampled now (a queued one's taken as they were)."""
-    study.sampler = make_sampler(sweep, progress(study).index)
+    where = progress(study)
+    study.sampler = make_sampler(sweep, where.index)
+    if sweep.strategy == "grid" and not where.waiting:  # a requeued trial goes first
+        study.enqueue_trial(grid_point(sweep, where.index))
     return study.ask(distributions(sweep))
 
 
@@ -241,6 +247,9 @@ def record_result(
     from optuna.trial import TrialState
 
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    if trial.state.is_finished():  # the driver marked it interrupted meanwhile: keep that record
+        logger.warning("trial %d ended after it was marked %s: not recorded", number, trial.state.name)
+        return "INTERRUPTED" if _is_interrupted(trial) else trial.state.name
     attrs = {
         "worst_coverage": score.worst_coverage if score else None,
         "map50_95": score.map50_95 if score else None,
@@ -271,8 +280,8 @@ def record_failure(study: Any, number: int, error: str) -> None:
     from optuna.trial import TrialState
 
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    study._storage.set_trial_user_attr(trial._trial_id, "error", error[:2000])
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # marked interrupted meanwhile: that record stays
+        study._storage.set_trial_user_attr(trial._trial_id, "error", error[:2000])
         study.tell(number, state=TrialState.FAIL)
 
 

@@ -75,7 +75,8 @@ def sampler_seed(seed: int, index: int) -> int:
 
 
 def make_sampler(sweep: SweepConfig, index: int) -> Any:
-    """The sampler for the ``index``-th trial (counting every trial but the interrupted ones).
+    """The sampler for the ``index``-th trial (counting every trial but the interrupted ones;
+    the grid's points are queued by :func:`grid_point`, the sampler only fills none).
 
     A new sampler per trial, seeded from ``(sweep.seed, index)``: samplers keep their random
     state in memory, so one seeded once would start its sequence again after a restart and
@@ -85,11 +86,27 @@ def make_sampler(sweep: SweepConfig, index: int) -> Any:
     import optuna
 
     seed = sampler_seed(sweep.seed, index)
-    if sweep.strategy == "grid":
-        return optuna.samplers.GridSampler(sweep.grid(), seed=seed)
-    if sweep.strategy == "random":
+    if sweep.strategy in ("random", "grid"):  # grid: every parameter comes from grid_point()
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sweep.tpe_startup_trials, constant_liar=True)
+
+
+def grid_point(sweep: SweepConfig, index: int) -> dict[str, Any]:
+    """The grid strategy's ``index``-th point: every combination of the dimensions' values in an
+    order shuffled with ``sweep.seed``, cycling when more trials than points are asked.
+
+    By the sweep's own trial index rather than Optuna's ``GridSampler``, which numbers its points
+    by trial number: after an interrupted trial was tried again the numbers shift by one and a
+    restarted grid would skip a point and repeat another.
+    """
+    import itertools
+    import random
+
+    grid = sweep.grid()
+    names = sorted(grid)
+    points = list(itertools.product(*(grid[n] for n in names)))
+    random.Random(sweep.seed).shuffle(points)
+    return dict(zip(names, points[index % len(points)], strict=True))
 
 
 def make_pruner(p: PruningConfig) -> Any:
