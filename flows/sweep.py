@@ -12,6 +12,7 @@ the MLflow records in ``pyroblur/registry/sweeps.py``; docs/sweep.md explains it
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -88,7 +89,7 @@ def hyperparameter_sweep(config: PipelineConfig, until: Literal["sweep", "promot
 
     if config.sweep is None:
         raise ConfigError("the config has no sweep section: add one (see configs/sweep-demo.yaml, docs/sweep.md)")
-    sweep, log, root = config.sweep, get_run_logger(), get_paths().root
+    sweep, log, root, started = config.sweep, get_run_logger(), get_paths().root, time.monotonic()
     preflight(config)  # registry, packages, weights, devices: fail in seconds, not after the trials
     states: dict[str, str] = {}
     data = prepare_data(states, config)
@@ -106,7 +107,7 @@ def hyperparameter_sweep(config: PipelineConfig, until: Literal["sweep", "promot
         })  # fmt: skip
         driver = Driver(study, name, sweep, run_id)
         try:
-            drive(driver, config.train, dataset, config.benchmark, config.orchestration)
+            drive(driver, config.train, dataset, config.benchmark, config.orchestration, started)
         except BaseException:
             try:
                 finish(driver, "KILLED")  # the comparison so far, and the run marked stopped

@@ -508,7 +508,8 @@ class SweepConfig(_Section):
     timeout_minutes: float | None = Field(
         None,
         gt=0,
-        description="Wall-clock budget of one sweep run: no trial starts after it (running ones finish). Empty: none.",
+        description="Wall-clock budget of one sweep run, from its start (data stages included): no trial starts "
+        "after it (running ones finish; the best trial's benchmark follows). Empty: none.",
     )
     seed: int = Field(0, description="Seed of the sampler: the same seed gives the same trials, also after a restart.")
     tpe_startup_trials: int = Field(

@@ -209,9 +209,10 @@ def drive(
     dataset: ExportManifest,
     bench: BenchmarkConfig,
     orch: OrchestrationConfig,
+    started: float | None = None,
 ) -> None:
     """Run trials until ``n_trials`` are done (completed, pruned or failed for good) or the
-    budget is spent. Without ``sweep.trial_deployment`` each trial runs here, one after another;
+    budget is spent (counted from ``started``, a ``time.monotonic()``, default now). Without ``sweep.trial_deployment`` each trial runs here, one after another;
     with it, each is a flow run of that deployment (gpu pool), ``sweep.parallel`` at once
     (0: the pool's limit), and the pool's own limit holds back any beyond its free slots.
 
@@ -222,7 +223,7 @@ def drive(
     sweep, log = driver.sweep, get_run_logger()
     n_trials = sweep.planned_trials()
     budget = sweep.timeout_minutes * 60 if sweep.timeout_minutes else None
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     remote = sweep.trial_deployment
     parallel = 1 if not remote else (sweep.parallel or pool_limit(remote))
     if remote:
