@@ -228,14 +228,20 @@ def drive(
     parallel = 1 if not remote else (sweep.parallel or pool_limit(remote))
     if remote:
         log.info("trials run as flow runs of %s, %d at once", remote, parallel)
+
+    def out_of_time() -> bool:
+        return budget is not None and time.monotonic() - started > budget
+
     try:
         while True:
             prog = sweeps.progress(driver.study)
-            out_of_time = budget is not None and time.monotonic() - started > budget
-            if out_of_time and not driver.in_flight:
-                log.info("wall-clock budget of %.1f min spent: no further trial starts", sweep.timeout_minutes)
+            if out_of_time() and not driver.in_flight:
+                log.info("wall-clock budget of %g min spent: no further trial starts (%d of %d trials done)",
+                         sweep.timeout_minutes, prog.done, n_trials)  # fmt: skip
                 break
-            while not out_of_time and prog.done + len(driver.in_flight) < n_trials and len(driver.in_flight) < parallel:
+            while (
+                not out_of_time() and prog.done + len(driver.in_flight) < n_trials and len(driver.in_flight) < parallel
+            ):
                 spec = driver.start()
                 if remote:
                     driver.in_flight[spec.number] = (spec, _dispatch(remote, spec, base, dataset, bench, sweep))
@@ -245,7 +251,7 @@ def drive(
                     driver.in_flight.pop(spec.number)
                 prog = sweeps.progress(driver.study)
             if not driver.in_flight:
-                if prog.done >= n_trials or out_of_time:
+                if prog.done >= n_trials:
                     break
                 continue
             _collect_finished(driver, orch)
