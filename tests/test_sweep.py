@@ -257,6 +257,8 @@ def test_sigterm_mid_sweep_then_restart_finishes_like_an_uninterrupted_sweep(swe
     proc = _sweep(sweep_env, whole_cfg)
     assert _finish(proc, whole_cfg) == 0, whole_cfg.with_suffix(".log").read_text()[-4000:]
     whole = _study(sweep_env, "whole")
+    # each epoch reported once (step = epoch), ultralytics' final evaluation of best.pt not as an epoch
+    assert [list(t.intermediate_values) for t in whole.trials] == [[1], [1], [1]]
 
     # The same sweep in its own study; verbose (set false by the trainer anyway) gives its trials run
     # folders of their own, so that they train rather than find the first sweep's finished folders.

@@ -23,6 +23,7 @@ import contextlib
 import csv
 import fcntl
 import html
+import json
 import logging
 import math
 import os
@@ -398,7 +399,8 @@ def comparison_rows(study: Any) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         state = "INTERRUPTED" if _is_interrupted(t) else t.state.name
         last = max(t.intermediate_values.items())[1] if t.intermediate_values else None
-        row: dict[str, Any] = {"trial": t.number, "state": state, "objective": t.value}
+        # a pruned trial's value is its last per-epoch figure (Optuna's rule): not an objective
+        row: dict[str, Any] = {"trial": t.number, "state": state, "objective": t.value if state == "COMPLETE" else None}
         row.update({k: t.user_attrs.get(k) for k in ("worst_coverage", "map50_95")})
         row["last_epoch_figure"] = last
         row.update({f"param:{k}": v for k, v in sorted(t.params.items())})
@@ -419,7 +421,8 @@ def _cell(v: Any) -> str:
 
 
 def save_comparison(study: Any, folder: Path) -> dict[str, Path]:
-    """Write ``comparison.csv``, ``comparison.html`` and ``sweep.png`` of the study into ``folder``."""
+    """Write ``comparison.csv``, ``comparison.html``, ``sweep.png`` and ``study.json`` (the whole
+    study, :func:`study_record`) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(study)
     columns: list[str] = []
@@ -450,7 +453,32 @@ def save_comparison(study: Any, folder: Path) -> dict[str, Path]:
         f"<table><tr>{head}</tr>{body}</table>"
     )
     plot = plot_study(study, folder / "sweep.png")
-    return {"csv": folder / "comparison.csv", "html": folder / "comparison.html", "plot": plot}
+    (folder / "study.json").write_text(json.dumps(study_record(study), indent=2, default=str))
+    return {"csv": folder / "comparison.csv", "html": folder / "comparison.html", "plot": plot,
+            "study": folder / "study.json"}  # fmt: skip
+
+
+def study_record(study: Any) -> dict[str, Any]:
+    """The whole study as plain data: every trial's state, parameters, objective, per-epoch
+    figures, recorded figures and our bookkeeping (interrupted, requeued), with its times."""
+    return {
+        "study_name": study.study_name,
+        "direction": study.direction.name,
+        "trials": [
+            {
+                "number": t.number,
+                "state": "INTERRUPTED" if _is_interrupted(t) else t.state.name,
+                "params": t.params,
+                "value": t.value,
+                "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                "user_attrs": t.user_attrs,
+                "system_attrs": {k: v for k, v in t.system_attrs.items() if k.startswith("pyroblur:")},
+                "started": t.datetime_start,
+                "completed": t.datetime_complete,
+            }
+            for t in study.get_trials(deepcopy=False)
+        ],
+    }
 
 
 def plot_study(study: Any, path: Path) -> Path:
@@ -486,6 +514,8 @@ def plot_study(study: Any, path: Path) -> Path:
                        [low] * sum(1 for t in pruned if name in t.params), marker="x", color="red", label="pruned")  # fmt: skip
         if categorical:
             ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        elif any(getattr(t.distributions.get(name), "log", False) for t in trials):
+            ax.set_xscale("log")  # a range sampled on a log scale
         ax.set_xlabel(name)
         ax.set_ylabel("objective")
     ax = flat[len(names)]
