@@ -212,9 +212,13 @@ def drive(
     started: float | None = None,
 ) -> None:
     """Run trials until ``n_trials`` are done (completed, pruned or failed for good) or the
-    budget is spent (counted from ``started``, a ``time.monotonic()``, default now). Without ``sweep.trial_deployment`` each trial runs here, one after another;
-    with it, each is a flow run of that deployment (gpu pool), ``sweep.parallel`` at once
-    (0: the pool's limit), and the pool's own limit holds back any beyond its free slots.
+    budget is spent (counted from ``started``, a ``time.monotonic()``, default now).
+
+    Without ``sweep.trial_deployment`` each trial runs here, one after another; with it, each
+    is a flow run of that deployment (gpu pool), ``sweep.parallel`` at once (0: the pool's
+    limit), and the pool's own limit holds back any beyond its free slots. A trial flow run that
+    crashed, was cancelled or was not started within ``orchestration.stage_start_timeout_minutes``
+    is marked interrupted and its parameters queued again in this run (``sweep.max_requeues``).
 
     A stop (SIGTERM, Ctrl+C, a crash) marks the trials in flight interrupted before it
     propagates (the next run of the sweep tries their parameters again)."""
@@ -309,8 +313,9 @@ def _collect_finished(driver: Driver, orch: OrchestrationConfig) -> None:
                 why = f"no gpu worker started trial {number} within {orch.stage_start_timeout_minutes:g} min"
                 _cancel(flow_run_id, why)
                 driver.in_flight.pop(number)
-                sweeps.mark_interrupted(driver.study, [number], why)
-                sweeps.log_trial(driver.root, spec.mlflow_run_id, "INTERRUPTED", None, None, {}, error=why)
+                if sweeps.mark_interrupted(driver.study, [number], why):
+                    sweeps.log_trial(driver.root, spec.mlflow_run_id, "INTERRUPTED", None, None, {}, error=why)
+                    sweeps.recover(driver.study, driver.sweep.max_requeues, running_too=False)
 
 
 def finish(driver: Driver, status: str) -> dict[str, Any]:
