@@ -234,6 +234,72 @@ def run(
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))
 
 
+@_command()
+def sweep(
+    config: ConfigOpt = Path("configs/sweep-demo.yaml"),
+    set_: SetOpt = None,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Also write the sweep's summary (figures, best trial) here.")
+    ] = None,
+    until: Annotated[
+        str, typer.Option(help="promote (default): benchmark and gate the best trial; sweep: stop after the trials.")
+    ] = "promote",
+) -> None:
+    """Hyperparameter sweep (the config's sweep section; docs/sweep.md): the data stages once
+    (cached), trials with Optuna (grid, random or TPE), pruned early when clearly worse, each a
+    child run of the sweep's MLflow run, then the best trial benchmarked and promoted only if it
+    passes every gate.
+
+    The study lives in a database beside MLflow's (<data>/mlflow/optuna.db, or
+    PYROBLUR_OPTUNA_STORAGE): stopped (Ctrl+C, SIGTERM) and started again, a sweep continues its
+    study; finished trials never run again, interrupted ones do (their training resumes from
+    last.pt). Here trials run one after another; the `sweep` deployment runs one per gpu slot.
+    """
+    cfg = _load(config, set_)
+    if cfg.sweep is None:
+        typer.secho(f"error: {config}: no sweep section (see configs/sweep-demo.yaml, docs/sweep.md)", fg="red",
+                    err=True)  # fmt: skip
+        raise typer.Exit(EXIT_CONFIG)
+    if until not in ("sweep", "promote"):
+        typer.secho(f"error: --until must be sweep or promote, got '{until}'", fg="red", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    configure_environment()
+    from pyroblur.core.runlock import hold_data_root
+    from pyroblur.core.settings import get_paths
+
+    with hold_data_root(get_paths().root, "sweep"):
+        server = start_temporary_api_server()
+        if server is None:
+            isolate_ephemeral_api_server()
+        from flows.sweep import hyperparameter_sweep
+
+        _clean_partials(get_paths().root)
+        if server is not None:
+            server.wait_ready()
+        try:
+            result = hyperparameter_sweep(cfg, until=until)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+            if _DEBUG["on"]:
+                traceback.print_exception(exc)
+            typer.secho(f"sweep failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(exit_code_of(exc)) from None
+    figures = {k: v for k, v in result.sweep.figures.items() if k not in ("best", "comparison")}
+    typer.echo(f"\nstudy {result.sweep.study_name} ({result.sweep.storage}): {figures}")
+    typer.echo(f"comparison: {result.sweep.figures.get('comparison', {})}")
+    typer.echo(f"best parameters: {result.sweep.best_params}")
+    typer.echo("stage states:")
+    for stage, state in result.states.items():
+        typer.echo(f"  {stage:<14} {state}")
+    if result.promotion is not None:
+        verdict = "promoted" if result.promotion.promoted else "not promoted"
+        typer.echo(f"Promotion of the best trial: {verdict}: {result.promotion.reason}")
+        for g in result.promotion.gates:
+            typer.echo(f"  gate {g.name:<30} {'pass' if g.passed else 'FAIL'}  {g.detail}")
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(result.model_dump_json(indent=2))
+
+
 @_command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="Config YAML to validate.")]) -> None:
     """Validate a config file and print it with every default filled in."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from prefect import flow, get_run_logger
@@ -11,7 +13,14 @@ from pydantic import BaseModel
 from pyroblur.config import BenchmarkConfig, PipelineConfig, TrainConfig
 from pyroblur.curation.corrections import data_digest
 from pyroblur.curation.corrections import resolve as resolve_corrections
-from pyroblur.manifests import BenchmarkManifest, ExportManifest, PromotionManifest
+from pyroblur.manifests import (
+    BenchmarkManifest,
+    CorrectionsManifest,
+    CurateManifest,
+    DownloadManifest,
+    ExportManifest,
+    PromotionManifest,
+)
 from pyroblur.preflight import preflight
 from pyroblur.registry.lineage import record_sources
 from tasks.notify import notify_failure, route_library_logs
@@ -82,6 +91,37 @@ def train_benchmark_promote(
     return GpuStageResult(states=dict(states), model=model, report=report, promotion=decision)
 
 
+@dataclass
+class PreparedData:
+    """The data stages' results (``None`` for a stage a run stopped before)."""
+
+    downloads: DownloadManifest | None = None
+    corrections: CorrectionsManifest | None = None
+    curated: CurateManifest | None = None
+    dataset: ExportManifest | None = None
+
+
+def prepare_data(
+    states: dict[str, str], config: PipelineConfig, stop_after: Callable[[str], bool] = lambda stage: False
+) -> PreparedData:
+    """download -> curate -> balance_split -> export (each a cached task), stopping after the
+    first stage for which ``stop_after`` is true; the one place that sequence is written."""
+    out = PreparedData()
+    fetch = download.with_options(refresh_cache=True) if config.orchestration.refresh_sources else download
+    out.downloads = run_stage(states, "download", fetch, config.sources)
+    if stop_after("download"):
+        return out
+    out.corrections = resolve_corrections(config.curation.dataset_name, config.curation.corrections)
+    out.curated = run_stage(states, "curate", curate, config.curation, out.downloads, out.corrections)
+    if stop_after("curate"):
+        return out
+    selection = run_stage(states, "balance_split", balance_split, config.balance, config.split, out.curated)
+    if stop_after("balance_split"):
+        return out
+    out.dataset = run_stage(states, "export", export, selection)
+    return out
+
+
 @flow(name="training_pipeline", log_prints=False, on_failure=[notify_failure], on_crashed=[notify_failure])
 def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> PipelineResult:
     """Build the dataset, train a detector and benchmark it, each stage cached on its inputs.
@@ -97,20 +137,10 @@ def training_pipeline(config: PipelineConfig, until: Stage = "promote") -> Pipel
     def stop_after(stage: str) -> bool:
         return get_args(Stage).index(stage) >= last
 
-    fetch = download.with_options(refresh_cache=True) if config.orchestration.refresh_sources else download
-    downloads = run_stage(states, "download", fetch, config.sources)
-    if stop_after("download"):
+    data = prepare_data(states, config, stop_after)
+    if data.dataset is None or stop_after("export"):
         return _finish(config, states)
-    corrections = resolve_corrections(config.curation.dataset_name, config.curation.corrections)
-    curated = run_stage(states, "curate", curate, config.curation, downloads, corrections)
-    if stop_after("curate"):
-        return _finish(config, states)
-    selection = run_stage(states, "balance_split", balance_split, config.balance, config.split, curated)
-    if stop_after("balance_split"):
-        return _finish(config, states)
-    dataset = run_stage(states, "export", export, selection)
-    if stop_after("export"):
-        return _finish(config, states)
+    downloads, corrections, curated, dataset = data.downloads, data.corrections, data.curated, data.dataset
     if stop_after("train"):
         train_benchmark_promote(states, config.train, dataset, None)
         return _finish(config, states)

@@ -32,7 +32,10 @@ DEPLOYMENTS = {
     "retrain-weekly": "retrain_weekly/retrain-weekly",
     "train-stage": "train_stage/train-stage",
     "anonymize": "anonymize_folder/anonymize",
+    "sweep": "hyperparameter_sweep/sweep",
 }
+#: The deployment that runs a sweep's trials on the gpu pool.
+SWEEP_TRIAL = "sweep_trial/sweep-trial"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -71,13 +74,16 @@ def parameters_for(
     config: Path | None, overrides: list[str], params: list[str], train_deployment: str | None
 ) -> dict[str, Any]:
     """The run's parameters: ``config`` from a YAML file (validated here, with ``--set``
-    overrides; ``train_deployment`` filled in when the file has none) plus ``--param KEY=JSON``."""
+    overrides; ``train_deployment``, and for a sweep its trial deployment, filled in when the
+    file has none) plus ``--param KEY=JSON``."""
     out: dict[str, Any] = {}
     if config is not None:
         cfg = load_config(config, overrides)
         if train_deployment and not cfg.orchestration.train_deployment:
             orchestration = cfg.orchestration.model_copy(update={"train_deployment": train_deployment})
             cfg = cfg.model_copy(update={"orchestration": orchestration})
+        if train_deployment and cfg.sweep is not None and not cfg.sweep.trial_deployment:  # trials on the gpu pool
+            cfg = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"trial_deployment": SWEEP_TRIAL})})
         out["config"] = cfg.model_dump(mode="json")
     for item in params:
         key, sep, raw = item.partition("=")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -403,6 +404,203 @@ class OrchestrationConfig(_Section):
     )
 
 
+@functools.cache
+def ultralytics_defaults() -> dict[str, Any]:
+    """Ultralytics' own default value of each training argument (``cfg/default.yaml``): a search
+    dimension over an integer argument (``close_mosaic``) samples integers, a float one floats."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    default = Path(next(iter(spec.submodule_search_locations or []), "")) / "cfg" / "default.yaml" if spec else None
+    if default is not None and default.is_file():
+        return dict(yaml.safe_load(default.read_text(encoding="utf-8")))
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return dict(DEFAULT_CFG_DICT)
+
+
+#: Train-section fields a sweep may vary (the rest: device, workers, ... stay the config's).
+SWEEPABLE_FIELDS = frozenset({"model", "epochs", "imgsz", "batch", "patience"})
+#: Of those, the integer ones (the others of ``train.args`` follow ultralytics' default's type).
+_INT_FIELDS = frozenset({"epochs", "imgsz", "batch", "patience"})
+#: Ultralytics ignores these when ``optimizer`` is ``auto`` (its default): it picks its own.
+_OPTIMIZER_BOUND = frozenset({"lr0", "momentum"})
+
+Scalar = bool | int | float | str
+
+
+class SearchDimension(_Section):
+    """One dimension of a sweep's search space: a range (low, high, optional step, log) or a list
+    of choices; see docs/sweep.md."""
+
+    low: float | None = Field(None, description="Lower bound of a range (inclusive).")
+    high: float | None = Field(None, description="Upper bound of a range (inclusive).")
+    step: float | None = Field(
+        None, gt=0, description="Spacing of a range's values (integers: default 1); needed by the grid strategy."
+    )
+    log: bool = Field(False, description="Sample a range on a log scale (low > 0; not with step).")
+    choices: list[Scalar] | None = Field(
+        None, min_length=1, description="The values to choose from (numbers, strings such as model files, booleans)."
+    )
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.step is not None or self.log:
+                raise ValueError("give either choices or a range (low, high, step, log), not both")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"choices repeat a value: {self.choices}")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a dimension needs choices: [...] or both low and high")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low:g} high={self.high:g}")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna samples a log range continuously)")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        return self
+
+    def grid_values(self, integer: bool = False) -> list[Scalar] | None:
+        """The values a grid visits: the choices, or a stepped range's points (an ``integer``
+        range steps by 1 unless told); ``None`` for a continuous range (a grid cannot enumerate it)."""
+        if self.choices is not None:
+            return list(self.choices)
+        step = self.step if self.step is not None else (1 if integer else None)
+        if step is None or self.low is None or self.high is None:
+            return None
+        count = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
+        values = [self.low + i * step for i in range(count)]
+        return [int(round(x)) for x in values] if integer else values
+
+
+class PruningConfig(_Section):
+    """Stop a trial early when it is clearly worse than the others at the same epoch (Optuna's
+    median rule on the per-epoch validation figure; docs/sweep.md)."""
+
+    enabled: bool = Field(True, description="Prune trials whose per-epoch figure falls below the median of the others.")
+    startup_trials: int = Field(
+        2, ge=0, description="Finished trials needed before any trial is pruned (a median of one trial is noise)."
+    )
+    warmup_epochs: int = Field(1, ge=0, description="Epochs every trial trains before it may be pruned.")
+    interval_epochs: int = Field(1, ge=1, description="Check for pruning every this many epochs.")
+
+
+class SweepConfig(_Section):
+    """A hyperparameter sweep over the train section (pyroblur sweep, docs/sweep.md)."""
+
+    space: dict[str, SearchDimension] = Field(
+        description="Search space: train field (model, epochs, imgsz, batch, patience) or ultralytics train "
+        "argument (lr0, mosaic, ...) -> {low, high, step, log} or {choices: [...]}.",
+        min_length=1,
+    )
+    strategy: Literal["grid", "random", "tpe"] = Field(
+        "tpe",
+        description="grid: every combination (choices or stepped ranges); random: independent draws; tpe: "
+        "Optuna's Tree-structured Parzen Estimator, a model of the finished trials picks the next one.",
+    )
+    n_trials: int | None = Field(
+        None,
+        ge=1,
+        description="Trials to finish (completed, pruned or failed); empty: the grid's size (grid) or 10.",
+    )
+    timeout_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock budget of one sweep run, from its start (data stages included): no trial starts "
+        "after it (running ones finish; the best trial's benchmark follows). Empty: none.",
+    )
+    seed: int = Field(0, description="Seed of the sampler: the same seed gives the same trials, also after a restart.")
+    tpe_startup_trials: int = Field(
+        3, ge=1, description="tpe: random trials before the model-based sampler takes over."
+    )
+    parallel: int = Field(
+        1,
+        ge=0,
+        description="Trials in flight at once. 0: the gpu pool's concurrency limit (as a deployment with "
+        "trial_deployment). Without trial_deployment trials always run one after another in this process.",
+    )
+    trial_deployment: str | None = Field(
+        None,
+        description="Deployment ('flow/deployment') that runs each trial on the gpu pool, e.g. "
+        "'sweep_trial/sweep-trial'. Empty: trials run in this flow run, one after another.",
+    )
+    study_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Optuna study name; empty: '<config name>-<digest of sweep, train and data>', so the same "
+        "sweep started again continues its study and a changed one starts a new study.",
+    )
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    max_requeues: int = Field(
+        2, ge=0, description="Times an interrupted trial's parameters are tried again before it counts as failed."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _known_dimensions(cls, v: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        known = allowed_train_args() | SWEEPABLE_FIELDS
+        defaults = ultralytics_defaults()
+        for key, dim in v.items():
+            if key not in known:
+                if key in TrainConfig.model_fields or key in RESERVED_TRAIN_ARGS:
+                    raise ValueError(f"'{key}' is not swept: set train.{key} (the sweep varies {sorted(SWEEPABLE_FIELDS)} "
+                                     "and ultralytics' training arguments)")  # fmt: skip
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ValueError(f"'{key}' is not an ultralytics training argument or a train field{extra}")
+            if is_int_dimension(key, defaults):
+                values = dim.choices if dim.choices is not None else [dim.low, dim.high, dim.step or 1]
+                bad = [x for x in values if isinstance(x, bool) or not float(x).is_integer()]
+                if bad:
+                    raise ValueError(f"'{key}' takes integers, got {bad}")
+            if key == "imgsz":
+                values = dim.choices if dim.choices is not None else [dim.low, dim.step]
+                if dim.choices is None and dim.step is None:
+                    raise ValueError("'imgsz' as a range needs a step that is a multiple of 32, e.g. step: 32")
+                bad = [x for x in values if isinstance(x, (bool, str)) or int(x) % 32]
+                if bad:
+                    raise ValueError(f"'imgsz' values must be multiples of 32 (the model's stride), got {bad}")
+            if key == "model" and (dim.choices is None or not all(isinstance(c, str) for c in dim.choices)):
+                raise ValueError("'model' takes choices of weights or definitions, e.g. [yolo11n.yaml, yolo11s.yaml]")
+        return v
+
+    def grid(self) -> dict[str, list[Scalar]]:
+        """The grid strategy's values per dimension (raises for a continuous range)."""
+        out = {}
+        defaults = ultralytics_defaults()
+        for key, dim in self.space.items():
+            values = dim.grid_values(is_int_dimension(key, defaults))
+            if values is None:
+                raise ValueError(f"sweep.space.{key}: the grid strategy needs choices or a range with a step")
+            out[key] = values
+        return out
+
+    def planned_trials(self) -> int:
+        """``n_trials``, or the grid's size (grid) or 10."""
+        if self.n_trials is not None:
+            return self.n_trials
+        if self.strategy == "grid":
+            return math.prod(len(v) for v in self.grid().values())
+        return 10
+
+    @model_validator(mode="after")
+    def _grid_is_enumerable(self) -> SweepConfig:
+        if self.strategy == "grid":
+            self.grid()
+        return self
+
+
+def is_int_dimension(key: str, defaults: dict[str, Any]) -> bool:
+    """Whether ``key`` is sampled as an integer: a train field that is one, or an ultralytics
+    argument whose default is an integer."""
+    if key in _INT_FIELDS:
+        return True
+    default = defaults.get(key)
+    return isinstance(default, int) and not isinstance(default, bool)
+
+
 class PipelineConfig(_Section):
     """Everything the training pipeline needs; the training_pipeline flow's parameter."""
 
@@ -418,6 +616,23 @@ class PipelineConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    sweep: SweepConfig | None = Field(
+        None, description="Hyperparameter sweep over the train section (pyroblur sweep); empty: no sweep."
+    )
+
+    @model_validator(mode="after")
+    def _sweep_fits_train(self) -> PipelineConfig:
+        if self.sweep is None:
+            return self
+        optimizer = self.train.args.get("optimizer", "auto")
+        searched = set(self.sweep.space)
+        bound = sorted(_OPTIMIZER_BOUND & searched)
+        if bound and "optimizer" not in searched and str(optimizer).lower() == "auto":
+            raise ValueError(
+                f"sweep.space searches {bound}, which ultralytics ignores with optimizer 'auto' (it picks its own "
+                "learning rate): set train.args.optimizer (e.g. SGD or AdamW) or search 'optimizer' too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _suites_are_held_out(self) -> PipelineConfig:
@@ -444,6 +659,8 @@ class PipelineConfig(_Section):
 
 def _format_error(err: dict[str, Any], data: Any, model: type[BaseModel]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
+    if not loc:  # a check across sections: its message names the keys
+        return str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         # Suggest a close key that the model at that location does accept.
         parent: Any = model

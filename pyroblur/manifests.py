@@ -254,3 +254,39 @@ class PromotionManifest(Manifest):
     champion_value: float | None = None
     gates: list[Gate] = Field(default_factory=list, description="every gate with its value and verdict")
     test_digest: str = ""
+
+
+class TrialTraining(TrainManifest):
+    """A sweep trial's training: a train manifest (for a pruned trial the weights are the
+    last.pt of the epoch it stopped at) plus what the pruner did.
+
+    Attributes:
+        pruned: the pruner stopped it; ``pruned_at``: after that epoch (1-based).
+        planned_epochs: the epochs it was to train.
+        seconds_saved: estimated training time the pruning saved (epochs left x mean epoch time).
+    """
+
+    pruned: bool = False
+    pruned_at: int | None = None
+    planned_epochs: int = 0
+    seconds_saved: float = 0.0
+
+
+class TrialScore(Manifest):
+    """A sweep trial's objective (pyroblur.evaluation.objective): recall first, mAP tie-break.
+
+    Attributes:
+        value: the objective (higher is better).
+        coverage: per class, the share of the split's boxes covered at anonymization's operating
+            point (``None``: the class has no box there).
+        worst_coverage: the lowest of them (what the objective ranks on first).
+        map50_95: mean mAP50-95 over the classes with boxes (the tie-breaker).
+        split, images: the split scored and its image count.
+    """
+
+    value: float
+    coverage: dict[str, float | None] = Field(default_factory=dict)
+    worst_coverage: float = 0.0
+    map50_95: float = 0.0
+    split: str = "val"
+    images: int = 0

@@ -20,6 +20,7 @@ from pyroblur.manifests import (
     PromotionManifest,
     SplitManifest,
     TrainManifest,
+    TrialScore,
 )
 
 log = logging.getLogger(__name__)
@@ -67,5 +68,7 @@ def outputs_intact(manifest: Any) -> bool:
             return load_registry(path).get(manifest.digest) is not None
         except Exception:  # noqa: BLE001 - an unreadable registry means the record is stale
             return False
+    if isinstance(manifest, TrialScore):
+        return True  # figures only, keyed on the weights' digest: nothing on disk to lose
     log.warning("cache check: no output check for %s; treating it as stale", type(manifest).__name__)
     return False

@@ -169,6 +169,21 @@ class Stack:
         if r.status_code != 404:
             r.raise_for_status()
 
+    @contextlib.contextmanager
+    def second_gpu_worker(self, name: str) -> Iterator[Stack]:
+        """A second gpu worker ``name`` (one per GPU, each --limit 1), started as `make worker
+        POOL=gpu GPU=1 GPUS=2` starts it: its entrypoint raises the pool's limit to 2. Stopped,
+        and the limit set back to 1, afterwards, so that other tests see the stack as it was."""
+        since = time.time() - 1
+        self.start_extra_worker("gpu", name, env={"WORK_POOL_LIMIT": "2"})
+        try:
+            self.wait_for_worker("gpu", name, since)
+            assert self.pool_limit("gpu") == 2  # set by the entrypoint before the worker started
+            yield self
+        finally:
+            self.stop_extra_worker(name)
+            self.set_pool_limit("gpu", 1)
+
     def pool_limit(self, pool: str) -> int | None:
         """The work pool's concurrency limit as the server has it."""
         r = API.get(f"{self.api}/work_pools/{pool}", timeout=30)

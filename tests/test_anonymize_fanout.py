@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -79,15 +78,8 @@ def two_gpu_workers(ops_stack: Stack) -> Iterator[Stack]:
     """A second gpu worker (one per GPU, each --limit 1), started as `make worker POOL=gpu GPU=1
     GPUS=2` starts it: its entrypoint raises the pool's limit to 2. Undone afterwards so that
     other modules see the stack as they expect."""
-    since = time.time() - 1
-    ops_stack.start_extra_worker("gpu", SECOND_GPU_WORKER, env={"WORK_POOL_LIMIT": "2"})
-    try:
-        ops_stack.wait_for_worker("gpu", SECOND_GPU_WORKER, since)
-        assert ops_stack.pool_limit("gpu") == 2  # set by the entrypoint before the worker started
-        yield ops_stack
-    finally:
-        ops_stack.stop_extra_worker(SECOND_GPU_WORKER)
-        ops_stack.set_pool_limit("gpu", 1)
+    with ops_stack.second_gpu_worker(SECOND_GPU_WORKER) as stack:
+        yield stack
 
 
 def _params(job: dict[str, Any], out: Path, shards: int, **kw: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def test_prefect_yaml_defaults_are_the_real_config():
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"train", "train-stage", "retrain-weekly", "anonymize"}
+    assert set(deployments) == {"train", "train-stage", "retrain-weekly", "anonymize", "sweep", "sweep-trial"}
     assert all(d["enforce_parameter_schema"] for d in deployments.values())
     real = load_config(ROOT / "configs" / "pyroblur.yaml")
     for name in ("train", "retrain-weekly"):
@@ -39,6 +39,12 @@ def test_prefect_yaml_defaults_are_the_real_config():
         assert orchestration.train_deployment == "train_stage/train-stage"
     assert {d["work_pool"]["name"] for d in deployments.values()} == {"cpu", "gpu"}
     assert deployments["train-stage"]["work_pool"]["name"] == "gpu"
+    assert deployments["sweep-trial"]["work_pool"]["name"] == "gpu"
+    swept = parse_config(deployments["sweep"]["parameters"]["config"], "prefect.yaml:sweep")
+    assert swept.sweep.trial_deployment == "sweep_trial/sweep-trial" and swept.sweep.parallel == 0
+    assert swept.model_copy(update={"train": real.train, "sweep": None}) == parse_config(
+        deployments["train"]["parameters"]["config"]
+    )  # the real config but for the train section it searches
     (schedule,) = deployments["retrain-weekly"]["schedules"]
     assert schedule["cron"] == "0 3 * * 1" and schedule["timezone"]
     assert schedule["active"] is False  # `make deploy` (deployments/setup.py) decides per host

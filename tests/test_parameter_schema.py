@@ -137,10 +137,11 @@ MARKUP = re.compile(r"``|:class:|:func:|:data:|`[^`]+`")
 def test_every_form_field_has_a_plain_description():
     from flows.anonymize import anonymize_folder
     from flows.operations import retrain_weekly, train_stage
+    from flows.sweep import hyperparameter_sweep, sweep_trial
     from flows.training import training_pipeline
 
     fields = 0
-    for flow in (training_pipeline, retrain_weekly, train_stage, anonymize_folder):
+    for flow in (training_pipeline, retrain_weekly, train_stage, anonymize_folder, hyperparameter_sweep, sweep_trial):
         schema = deployment_schema(flow)
         found = list(_walk(schema, schema.get("definitions", {}), flow.name, frozenset()))
         fields += len(found)

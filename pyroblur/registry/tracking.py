@@ -310,16 +310,19 @@ def log_training(
     weights: Path,
     params: Mapping[str, str],
     tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
 ) -> str:
     """Open (or find) ``model_id``'s run and log the training: params, per-epoch series, the
     weights and ultralytics' plots; logged once (a retried task does not log the series twice).
+    ``run_id`` logs into that run instead (a sweep's trial run).
 
     Returns:
         The MLflow run id.
     """
     store = store_for(root)
     c = client(store)
-    run_id, _ = ensure_run(store, model_id, c)
+    if run_id is None:
+        run_id, _ = ensure_run(store, model_id, c)
     run = c.get_run(run_id)
     if run.data.tags.get("pyroblur.logged.train") == "true":
         return run_id

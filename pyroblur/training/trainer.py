@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,15 @@ def drop_ultralytics_mlflow(trainer: Any) -> None:
         trainer.callbacks[event] = [f for f in funcs if getattr(f, "__module__", "") != ULTRALYTICS_MLFLOW_MODULE]
 
 
-def _yolo(source: str) -> Any:
-    """``YOLO(source)`` with ultralytics' MLflow callbacks switched off for its trainings."""
+def _yolo(source: str, callbacks: Mapping[str, Callable[[Any], None]] | None = None) -> Any:
+    """``YOLO(source)`` with ultralytics' MLflow callbacks switched off for its trainings, and
+    ``callbacks`` (event name -> function of the trainer) added."""
     from ultralytics import YOLO
 
     model = YOLO(source)
     model.add_callback("on_pretrain_routine_start", drop_ultralytics_mlflow)
+    for event, func in (callbacks or {}).items():
+        model.add_callback(event, func)
     return model
 
 
@@ -95,11 +99,19 @@ def epochs_done(run_dir: Path) -> int:
         return max((int(float(row["epoch"])) for row in csv.DictReader(fh) if row.get("epoch")), default=0)
 
 
-def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
+def train(
+    data_yaml: Path,
+    cfg: TrainConfig,
+    run_dir: Path,
+    callbacks: Mapping[str, Callable[[Any], None]] | None = None,
+) -> TrainManifest:
     """Train into ``run_dir`` (``weights/last.pt`` is written every epoch).
 
     If ``run_dir`` holds an unfinished run's ``last.pt`` (a crash, a killed worker, a retry),
     training resumes from it instead of starting over. A finished run is returned as is.
+    ``callbacks`` (ultralytics event name -> function of the trainer) run during training,
+    e.g. a sweep's pruning (:class:`pyroblur.training.sweep.PruningCallback`); an exception one
+    raises stops the training with ``last.pt`` of the last epoch kept.
     """
     run_dir = Path(run_dir)
     done = run_dir / DONE
@@ -116,11 +128,11 @@ def train(data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> TrainManifest:
         model = _yolo(str(best))
     elif resumed:
         log.info("resuming training from %s (epochs done: %d)", last, epochs_done(run_dir))
-        model = _yolo(str(last))
+        model = _yolo(str(last), callbacks)
         model.train(resume=True)
     else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        model = _yolo(resolve_model(cfg))
+        model = _yolo(resolve_model(cfg), callbacks)
         args: dict[str, Any] = {
             "data": str(data_yaml),
             "epochs": cfg.epochs,
