@@ -13,9 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from flows.cli.anonymize import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, anonymize_command
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, UnsafeOutputError, anonymize_path, plan_outputs
-from pyroblur.anonymize.cli import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, anonymize_command
 from pyroblur.core.detections import Detections
 
 H, W = 96, 128
@@ -211,6 +211,7 @@ def cli_app() -> typer.Typer:
 
 @pytest.fixture
 def oracle_cli(monkeypatch) -> None:
+    monkeypatch.setattr(api, "with_resolved_weights", lambda options: options)  # no model file: none to resolve
     monkeypatch.setattr(api, "build_detector", lambda options: Oracle())
 
 
@@ -299,14 +300,14 @@ def test_cli_help_lists_options_and_exit_codes(cli_app) -> None:
     [("0,0,0", (0, 0, 0)), ("255,128,0", (0, 128, 255)), (" 1, 2 ,3", (3, 2, 1))],
 )
 def test_color_option_is_rgb_and_becomes_bgr(value, bgr) -> None:
-    from pyroblur.anonymize.cli import _parse_color
+    from flows.cli.anonymize import _parse_color
 
     assert _parse_color(value) == bgr
 
 
 @pytest.mark.parametrize("value", ["", "red", "1,2", "1,2,3,4", "0,0,256", "-1,0,0"])
 def test_color_option_rejects_bad_values(value) -> None:
-    from pyroblur.anonymize.cli import _parse_color
+    from flows.cli.anonymize import _parse_color
 
     with pytest.raises(typer.BadParameter):
         _parse_color(value)
