@@ -19,7 +19,7 @@ import contextvars
 import errno
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 
 from pyroblur.anonymize.detector import Detector
@@ -126,7 +126,7 @@ def anonymize_items(items: Sequence[tuple[Path, Path]], step: FileStep, *, concu
     variables, e.g. a Prefect task called inside a flow run, sees the caller's); the report lists
     the results in ``items`` order. A step that raises skips its file with the reason, and the
     others go on; a full disk stops the loop instead (every later file would fail too), after
-    the files in flight; Ctrl+C and ``MemoryError`` stop it at once.
+    the files in flight (no other file starts); Ctrl+C and ``MemoryError`` stop it at once.
 
     Raises:
         OutputSpaceError: the disk filled up (the file being written was removed).
@@ -155,12 +155,18 @@ def anonymize_items(items: Sequence[tuple[Path, Path]], step: FileStep, *, concu
             settle(i)
     else:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="anonymize") as pool:
-            futures = {pool.submit(contextvars.copy_context().run, step, *item): i for i, item in enumerate(items)}
+            in_flight: dict[Future, int] = {}
             try:
-                for future in as_completed(futures):
-                    settle(futures[future], future)
+                for i, item in enumerate(items):
+                    if len(in_flight) >= concurrency:  # a sliding window: the next starts when one ends
+                        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            settle(in_flight.pop(future), future)
+                    in_flight[pool.submit(contextvars.copy_context().run, step, *item)] = i
+                for future in as_completed(list(in_flight)):
+                    settle(in_flight.pop(future), future)
             except BaseException:
-                for future in futures:  # the files not started yet are not started
+                for future in in_flight:  # what has not started does not start
                     future.cancel()
                 raise
     report = Report()
