@@ -174,7 +174,13 @@ def test_a_planted_function_level_violation_fails(tmp_path):
 
 
 def test_the_walk_sees_the_whole_library():
-    assert {"pyroblur.core.codegraph", "pyroblur.curation.dataset", "flows.cli", "flows.cli.anonymize", "tasks.pipeline"} <= set(MODULES)
+    assert {
+        "pyroblur.core.codegraph",
+        "pyroblur.curation.dataset",
+        "flows.cli",
+        "flows.cli.anonymize",
+        "tasks.pipeline",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.split(".")[0] == "pyroblur"))
