@@ -6,8 +6,9 @@ Runs ``make demo`` (the demo config, the checkout's data root) ``--runs`` times 
 exist, i.e. with nothing changed, and splits each run's wall time by the timestamps of Prefect's
 own log lines: process start until the temporary API server is asked for (imports, config,
 preflight of the CLI), the server's start-up, each task's key check until it reports ``Cached``,
-and the end (summary, server stop, interpreter exit). It fails if a task ran instead of being
-served from the cache. ``--profile`` also runs the CLI once under pyinstrument (if installed)
+and the end (summary, server stop, interpreter exit), with the CPU seconds of the run's
+processes and the 1-minute load average before and after each run (on a shared machine the
+wall time carries the other jobs). It fails if a task ran instead of being served from the cache. ``--profile`` also runs the CLI once under pyinstrument (if installed)
 and writes its HTML report. Timings belong here, never in tests.
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -33,10 +35,19 @@ def _when(line: str) -> float | None:
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if m else None
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_run() -> dict:
+    load_before, cpu_before = os.getloadavg()[0], _children_cpu_s()
     start = time.time()
     proc = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True)
     end = time.time()
+    # CPU seconds of make, the CLI and its API server (every waited-for descendant): a figure
+    # the other jobs on a shared machine do not inflate as much as the wall time.
+    cpu_s = round(_children_cpu_s() - cpu_before, 2)
     if proc.returncode != 0:
         raise SystemExit(f"make demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     marks: list[tuple[str, float]] = []
@@ -62,7 +73,13 @@ def one_run() -> dict:
         phases[f"{prev_name} -> {name}"] = round(t - prev, 2)
         prev_name, prev = name, t
     phases[f"{prev_name} -> exit"] = round(end - prev, 2)
-    return {"wall_s": round(end - start, 2), "task_states": states, "phases_s": phases}
+    return {
+        "wall_s": round(end - start, 2),
+        "cpu_s": cpu_s,
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "task_states": states,
+        "phases_s": phases,
+    }
 
 
 def main() -> None:

@@ -188,7 +188,7 @@ def main() -> int:
         subprocess.run([*setup, "--retrain-schedule", "paused"], env=env, cwd=ROOT, check=True, timeout=120)
         overrides = shlex.split(os.environ.get("OPS_DEMO_SET", "train.epochs=2"))
         print(f"\n$ pyroblur trigger train --config configs/demo.yaml {' '.join('--set ' + o for o in overrides)}")
-        from flows.trigger import GPU_STAGE, parameters_for, trigger
+        from tasks.trigger import GPU_STAGE, parameters_for, trigger
 
         params = parameters_for(ROOT / "configs" / "demo.yaml", overrides, [], GPU_STAGE)
         final = trigger("train", params, wait_minutes=float(os.environ.get("OPS_DEMO_WAIT_MINUTES", "40")))

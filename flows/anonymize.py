@@ -25,8 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pyroblur.anonymize import AnonymizeOptions, Report, plan_outputs
-from pyroblur.anonymize.models import with_resolved_weights
+from pyroblur.anonymize import AnonymizeOptions, Report, plan_outputs, with_resolved_weights
 from pyroblur.core.errors import PermanentError
 from tasks.shards import (
     AnonymizeFolderResult,

@@ -15,11 +15,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.deployments import run_deployment
-from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.states import Cancelled, Completed, Pending
 from pydantic import BaseModel, Field
 
-from pyroblur.anonymize import AnonymizeOptions, FileResult, Report, Skipped
+from pyroblur.anonymize import AnonymizeOptions, FileResult, Report, Skipped, anonymize_items
 from pyroblur.anonymize.planning import Plan
 from pyroblur.config import OrchestrationConfig
 from pyroblur.core.errors import PermanentError
@@ -100,33 +99,14 @@ def make_shards(items: list[tuple[Path, Path]], shards: int) -> list[list[tuple[
     return [sorted(g, key=lambda item: str(item[0])) for g in groups if g]
 
 
-def _collect(future: PrefectFuture, src: Path, report: Report) -> None:
-    future.wait()
-    state = future.state
-    if state.is_completed():
-        # From the future, not the state: results are not persisted, so only the future
-        # (same process) still holds the value.
-        result = future.result()
-        (report.processed if isinstance(result, FileResult) else report.skipped).append(result)
-    else:
-        reason = state.message or state.name
-        report.skipped.append(Skipped(input=src, reason=f"failed after retries: {reason}"))
-
-
 def _run_files(items: list[tuple[Path, Path]], options: AnonymizeOptions, concurrency: int, resume: bool) -> Report:
-    """One retried task per file in this process, at most ``concurrency`` in flight."""
-    report = Report()
-    in_flight: dict[PrefectFuture, Path] = {}
-    for src, dst in items:
-        if len(in_flight) >= concurrency:
-            # A sliding window: the next file starts as soon as any one finishes.
-            future = next(as_completed(list(in_flight)))
-            _collect(future, in_flight.pop(future), report)
-        in_flight[anonymize_file_task.submit(src, dst, options, resume)] = src
-    wait(list(in_flight))
-    for future, src in in_flight.items():
-        _collect(future, src, report)
-    return report
+    """One shard in this process: the library's folder loop (the one ``pyroblur anonymize DIR``
+    runs), its step the retried per-file task, at most ``concurrency`` files in flight."""
+
+    def step(src: Path, dst: Path) -> FileResult | Skipped:
+        return anonymize_file_task(src, dst, options, resume)
+
+    return anonymize_items(items, step, concurrency=concurrency)
 
 
 def _summary(index: int, items: list[tuple[Path, Path]], report: Report, **kw: Any) -> ShardSummary:

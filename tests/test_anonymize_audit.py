@@ -15,10 +15,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from flows.cli.anonymize import EXIT_OK, EXIT_SKIPPED, anonymize_command
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
 from pyroblur.anonymize.audit import audit_path
-from pyroblur.anonymize.cli import EXIT_OK, EXIT_SKIPPED, anonymize_command
 from pyroblur.core.detections import Detections
 
 H, W = 96, 128
@@ -127,6 +127,7 @@ def test_residual_check_finds_weak_masking_and_strict_fails_closed(folder, tmp_p
     report = anonymize_path(img, tmp_path / "weak.png", weak, detector=TextureDetector())
     assert report.processed[0].residual == 1 and (tmp_path / "weak.png").is_file()
     # --strict: the output is not published and the run exits 3.
+    monkeypatch.setattr(api, "with_resolved_weights", lambda options: options)  # no model file: none to resolve
     monkeypatch.setattr(api, "build_detector", lambda options: TextureDetector())
     app = typer.Typer()
     app.command("anonymize")(anonymize_command)

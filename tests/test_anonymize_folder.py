@@ -13,9 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from flows.cli.anonymize import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, anonymize_command
 from pyroblur.anonymize import api
-from pyroblur.anonymize.api import AnonymizeOptions, UnsafeOutputError, anonymize_path, plan_outputs
-from pyroblur.anonymize.cli import EXIT_ERROR, EXIT_OK, EXIT_SKIPPED, anonymize_command
+from pyroblur.anonymize.api import AnonymizeOptions, FileResult, UnsafeOutputError, anonymize_path, plan_outputs
 from pyroblur.core.detections import Detections
 
 H, W = 96, 128
@@ -194,6 +194,51 @@ def test_failed_write_leaves_no_partial_file(tree, tmp_path, monkeypatch) -> Non
     assert not out.exists() or not any(out.iterdir())
 
 
+# --- the one folder loop (anonymize_path's and every shard of the flow's) ----------------
+
+
+def _items(n: int) -> list[tuple[Path, Path]]:
+    return [(Path(f"in/{i}.png"), Path(f"out/{i}.png")) for i in range(n)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_the_folder_loop_skips_a_failing_file_and_keeps_the_order(concurrency) -> None:
+    import contextvars
+
+    job = contextvars.ContextVar("job", default=None)
+    job.set("job-1")
+    seen: list[str | None] = []
+
+    def step(src: Path, dst: Path) -> FileResult:
+        seen.append(job.get())  # a Prefect task reads its flow run from the caller's context
+        if src.name == "2.png":
+            raise ValueError("broken input")
+        return FileResult(input=src, output=dst, kind="image")
+
+    report = api.anonymize_items(_items(6), step, concurrency=concurrency)
+    assert [r.input.name for r in report.processed] == ["0.png", "1.png", "3.png", "4.png", "5.png"]
+    assert [(s.input.name, s.reason) for s in report.skipped] == [("2.png", "ValueError: broken input")]
+    assert seen == ["job-1"] * 6
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_full_disk_stops_the_folder_loop(concurrency) -> None:
+    import errno
+
+    started: list[str] = []
+
+    def step(src: Path, dst: Path) -> FileResult:
+        started.append(src.name)
+        if src.name == "1.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return FileResult(input=src, output=dst, kind="image")
+
+    with pytest.raises(api.OutputSpaceError, match="out/1.png"):
+        api.anonymize_items(_items(40), step, concurrency=concurrency)
+    if concurrency == 1:  # in order: nothing after the full disk was started
+        assert started == ["0.png", "1.png"]
+
+
 # --- CLI ---------------------------------------------------------------------------------
 
 
@@ -211,6 +256,7 @@ def cli_app() -> typer.Typer:
 
 @pytest.fixture
 def oracle_cli(monkeypatch) -> None:
+    monkeypatch.setattr(api, "with_resolved_weights", lambda options: options)  # no model file: none to resolve
     monkeypatch.setattr(api, "build_detector", lambda options: Oracle())
 
 
@@ -299,14 +345,14 @@ def test_cli_help_lists_options_and_exit_codes(cli_app) -> None:
     [("0,0,0", (0, 0, 0)), ("255,128,0", (0, 128, 255)), (" 1, 2 ,3", (3, 2, 1))],
 )
 def test_color_option_is_rgb_and_becomes_bgr(value, bgr) -> None:
-    from pyroblur.anonymize.cli import _parse_color
+    from flows.cli.anonymize import _parse_color
 
     assert _parse_color(value) == bgr
 
 
 @pytest.mark.parametrize("value", ["", "red", "1,2", "1,2,3,4", "0,0,256", "-1,0,0"])
 def test_color_option_rejects_bad_values(value) -> None:
-    from pyroblur.anonymize.cli import _parse_color
+    from flows.cli.anonymize import _parse_color
 
     with pytest.raises(typer.BadParameter):
         _parse_color(value)

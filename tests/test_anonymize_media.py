@@ -14,9 +14,9 @@ import typer
 from typer.testing import CliRunner
 from video_tools import frame_times, is_variable_rate, nothing, run_ffmpeg
 
+from flows.cli.anonymize import EXIT_SKIPPED, anonymize_command
 from pyroblur.anonymize import api
 from pyroblur.anonymize.api import AnonymizeOptions, anonymize_path
-from pyroblur.anonymize.cli import EXIT_SKIPPED, anonymize_command
 from pyroblur.anonymize.video import ffmpeg_exe, probe_video, read_frames
 from pyroblur.core.detections import Detections
 
@@ -63,6 +63,7 @@ def _stream_starts(path: Path) -> dict[int, float]:
 
 @pytest.fixture
 def cli_app(monkeypatch) -> typer.Typer:
+    monkeypatch.setattr(api, "with_resolved_weights", lambda options: options)  # no model file: none to resolve
     monkeypatch.setattr(api, "build_detector", lambda options: nothing)
     app = typer.Typer()
     app.command("anonymize")(anonymize_command)

@@ -15,7 +15,7 @@ import typer
 from pydantic import Field
 from typer.testing import CliRunner
 
-from pyroblur.anonymize import cli
+from flows.cli import anonymize as cli
 from pyroblur.anonymize.options import AnonymizeOptions
 
 ROOT = Path(__file__).resolve().parents[1]

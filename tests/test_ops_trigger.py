@@ -25,7 +25,7 @@ def new_terminal_env(**extra: str) -> dict[str, str]:
 
 
 def test_parameters_send_training_to_the_gpu_pool_unless_inline():
-    from flows.trigger import GPU_STAGE, parameters_for
+    from tasks.trigger import GPU_STAGE, parameters_for
 
     params = parameters_for(ROOT / "configs" / "demo.yaml", ["train.epochs=2"], ['until="curate"'], GPU_STAGE)
     assert params["config"]["orchestration"]["train_deployment"] == GPU_STAGE

@@ -8,10 +8,11 @@ Layers, each usable alone:
 * :mod:`.temporal` track-based gap filling (ByteTrack) with a bounded look-ahead;
 * :mod:`.video` ffmpeg decode/encode through pipes, audio kept, truncation reported;
 * :mod:`.options` options and reports; :mod:`.planning` input -> output paths;
-  :mod:`.models` champion lookup and detector construction; :mod:`.images` still images;
+  :mod:`.models` the one resolution of weights (``with_resolved_weights``) and the detector; :mod:`.images` still images;
   :mod:`.files` one file end to end; :mod:`.audit` audit records and resume checks;
-* :mod:`.api` :func:`anonymize_path` for a file or a folder tree, with a :class:`Report`;
-* :mod:`.cli` the ``pyroblur anonymize`` typer command.
+* :mod:`.api` :func:`anonymize_path` for a file or a folder tree, with a :class:`Report`, and
+  :func:`anonymize_items`, the one folder loop (the CLI's and every shard of the flow's);
+* the ``pyroblur anonymize`` command lives with the other commands in ``flows/cli/anonymize.py``.
 
 Nothing here imports Prefect.
 """
@@ -26,10 +27,12 @@ from pyroblur.anonymize.api import (
     UnreadableInputError,
     UnsafeOutputError,
     anonymize_file,
+    anonymize_items,
     anonymize_path,
     build_detector,
     plan_outputs,
     resolve_weights,
+    with_resolved_weights,
 )
 from pyroblur.anonymize.detector import Detector, UltralyticsDetector, UnionDetector
 from pyroblur.anonymize.ops import Mode, anonymize_image
@@ -51,8 +54,10 @@ __all__ = [
     "UnsafeOutputError",
     "anonymize_file",
     "anonymize_image",
+    "anonymize_items",
     "anonymize_path",
     "build_detector",
     "plan_outputs",
     "resolve_weights",
+    "with_resolved_weights",
 ]

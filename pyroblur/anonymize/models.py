@@ -38,7 +38,8 @@ UNPROVEN_FACE_CONF = 0.5
 
 
 def resolve_weights(weights: Path | None, registry_path: Path | None = None, *, device: str | None = None) -> Path:
-    """The weights to use: ``weights`` when given, else the registry's champion.
+    """The weights to use: ``weights`` when given, else the registry's champion (the lookup
+    behind :func:`with_resolved_weights`, which is what a job calls).
 
     With no ``weights`` and a ``device`` that runs on the CPU (``cpu``, or ``auto`` on a host
     without a GPU, decided without importing torch), the champion's ONNX export is returned
@@ -96,18 +97,29 @@ def needs_yolo(options: AnonymizeOptions) -> bool:
     return options.face_detector != "centerface" or 1 in options.class_ids
 
 
-def with_resolved_weights(options: AnonymizeOptions) -> AnonymizeOptions:
-    """``options`` with ``weights`` set to the file the run loads (:func:`resolve_weights` for
-    its device: the given weights, or the champion's verified ONNX on a CPU, else its ``.pt``),
-    resolved once so that every file of a job, and its audit record, names the same model.
-    Unchanged when no YOLO model is needed.
+def with_resolved_weights(options: AnonymizeOptions, *, champion: Path | None = None) -> AnonymizeOptions:
+    """``options`` with ``weights`` set to the file the job loads: the one resolution of weights,
+    which ``pyroblur anonymize`` (through :func:`~pyroblur.anonymize.api.anonymize_path`), the
+    anonymize flow, the service and :func:`build_detector` all use.
+
+    The given ``options.weights`` when set (it must exist); else ``champion`` when the caller
+    already holds the champion's file (the service polls the registry itself); else the
+    registry's champion for ``options.device`` (:func:`resolve_weights`: its verified ONNX on a
+    CPU, else its ``.pt``). Resolved once per job, so that every file of the job, every shard of
+    the flow, and every audit record name the same model. Unchanged when no YOLO model is needed
+    (CenterFace faces without plates).
 
     Raises:
-        NoModelError: see :func:`resolve_weights`.
+        FileNotFoundError, NoModelError, RegistryError: see :func:`resolve_weights`.
     """
     if not needs_yolo(options):
         return options
-    return options.model_copy(update={"weights": resolve_weights(options.weights, device=options.device)})
+    weights = champion if options.weights is None and champion is not None else None
+    if weights is None:
+        weights = resolve_weights(options.weights, device=options.device)
+    if weights == options.weights:
+        return options
+    return options.model_copy(update={"weights": weights})
 
 
 def choose_face_detector(options: AnonymizeOptions, weights: Path | None) -> tuple[str, str]:
@@ -168,7 +180,7 @@ def build_detector(options: AnonymizeOptions) -> Detector:
     """
     detectors: list[Detector] = []
     names: list[str] = []
-    weights = resolve_weights(options.weights, device=options.device) if needs_yolo(options) else None
+    weights = with_resolved_weights(options).weights if needs_yolo(options) else None
     face, why = choose_face_detector(options, weights)
     # video: tiles (and the union's CenterFace) every n-th frame, never more than the tracker fills
     stride = max(1, min(options.tile_every, options.memory_frames + 1))

@@ -63,19 +63,28 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def remove_partials(folder: Path, *, older_than: float | None = None) -> list[Path]:
+def remove_partials(folder: Path, *, older_than: float | None = None, of: Path | None = None) -> list[Path]:
     """Delete leftover temporary files under ``folder`` (recursively); return what was removed.
 
     ``older_than`` (seconds) spares files modified more recently: another live process may
-    still be writing them (a video being encoded into the same folder).
+    still be writing them (a video being encoded into the same folder). ``of`` limits the
+    removal to the temporary siblings of that one file (``folder`` is then its folder, and the
+    rest of the folder is not ours to clean); it also covers that file's sidecars
+    (``<name>.json``, ``<name>.audit.json``).
     """
     import time
 
     removed: list[Path] = []
+    if of is not None:
+        folder = of.parent
     if not folder.is_dir():
         return removed
     cutoff = None if older_than is None else time.time() - older_than
-    for p in folder.rglob(f".*{PARTIAL_MARK}*"):
+    if of is None:
+        found = list(folder.rglob(f".*{PARTIAL_MARK}*"))
+    else:  # the file's own temporaries, and its sidecar's and audit record's (<name>.json ...)
+        found = [*folder.glob(f".{of.stem}{PARTIAL_MARK}*"), *folder.glob(f".{of.name}.*{PARTIAL_MARK}*")]
+    for p in found:
         if p.is_file() and is_partial(p):
             if cutoff is not None:
                 with contextlib.suppress(FileNotFoundError):

@@ -156,9 +156,9 @@ class Service:
         return AnonymizeOptions(device=self.settings.device, progress=False)
 
     def _build(self, weights: Path, options: AnonymizeOptions) -> Detector:
-        from pyroblur.anonymize.models import build_detector
+        from pyroblur.anonymize.models import build_detector, with_resolved_weights
 
-        return build_detector(options.model_copy(update={"weights": weights}))
+        return build_detector(with_resolved_weights(options, champion=weights))
 
     def _detector_for(self, key: str, options: AnonymizeOptions) -> Detector:
         return self.holder.detector(key, options)[0]
@@ -195,10 +195,9 @@ class Service:
 
     def anonymize(self, src: Path, dst: Path, options: AnonymizeOptions, on_frames: Any = None) -> Any:
         from pyroblur.anonymize.files import anonymize_file
-        from pyroblur.anonymize.models import needs_yolo
+        from pyroblur.anonymize.models import with_resolved_weights
 
-        if needs_yolo(options):
-            options = options.model_copy(update={"weights": self.model().weights})
+        options = with_resolved_weights(options, champion=self.model().weights)
         return anonymize_file(src, dst, options, self.detector(options, on_frames))
 
     def _run_job(self, job: Job, progress: Any) -> dict[str, Any]:

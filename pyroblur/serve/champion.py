@@ -37,7 +37,8 @@ class ServedModel:
 
 def resolve_served_model(device: str) -> ServedModel:
     """The champion's file for ``device`` (its verified ONNX on a CPU, else its ``.pt``) and
-    its record (registry id, promotion gates), exactly as the CLI resolves and audits it.
+    its record (registry id, promotion gates): the lookup behind
+    :func:`~pyroblur.anonymize.models.with_resolved_weights`, which the service then calls with it.
 
     Raises:
         NoModelError, RegistryError: no usable champion (the message says what to do).

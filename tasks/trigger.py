@@ -1,4 +1,5 @@
-"""``pyroblur trigger DEPLOYMENT``: start a deployment's run on the Prefect server from a terminal.
+"""Start a deployment's run on the Prefect server and wait for it (``pyroblur trigger``, the ops
+demo): Prefect client handling, no wiring.
 
 The server is ``PREFECT_API_URL`` or, when that is not set, the one ``make server`` starts
 (``http://127.0.0.1:$PREFECT_PORT/api``, port 4200). It is checked first, so a missing server
@@ -17,13 +18,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import requests
-import typer
 
 from pyroblur.config import load_config
-from pyroblur.core.errors import ConfigurationError, PermanentError, PyroblurError
+from pyroblur.core.errors import ConfigurationError, PermanentError
 
 GPU_STAGE = "train_stage/train-stage"
 #: Short names of prefect.yaml's deployments.
@@ -111,7 +111,7 @@ def _children(client: Any, flow_run_id: Any) -> list[Any]:
     )
 
 
-def trigger(deployment: str, parameters: dict[str, Any], wait_minutes: float, echo: Any = typer.echo) -> str:
+def trigger(deployment: str, parameters: dict[str, Any], wait_minutes: float, echo: Any = print) -> str:
     """Create a run of ``deployment`` (short or ``flow/deployment`` name); with ``wait_minutes``
     > 0 wait for it (bounded), printing state changes, then each run's pool and final state.
     Returns the final (or last seen) state type."""
@@ -175,32 +175,3 @@ def _task_states(client: Any, flow_run_id: Any) -> str:
         for t in runs
         if ".run_deployment." not in t.task_key  # the link to a child run, listed as a run itself
     )
-
-
-def trigger_command(
-    deployment: Annotated[str, typer.Argument(help=f"Deployment: {', '.join(DEPLOYMENTS)} or 'flow/deployment'.")],
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Config YAML sent as the 'config' parameter.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override a config value, e.g. --set train.epochs=5.")
-    ] = None,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Another parameter as KEY=JSON (repeatable).")
-    ] = None,
-    inline: Annotated[
-        bool, typer.Option("--inline", help="Train inside the cpu pool's run instead of the gpu pool's train-stage.")
-    ] = False,
-    wait: Annotated[float, typer.Option("--wait", help="Minutes to wait for the run (0: do not wait).")] = 120.0,
-) -> None:
-    """Start a run of a deployment on the Prefect server (PREFECT_API_URL, default make server's),
-    wait for it and print each run's pool and state. Exit 0 only when it Completed."""
-    train_deployment = None if inline else GPU_STAGE
-    try:
-        parameters = parameters_for(config, set_ or [], param or [], train_deployment if config else None)
-        final = trigger(deployment, parameters, wait)
-    except PyroblurError as exc:  # a config or server problem: one line, its exit code (2: config)
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(exc.exit_code) from None
-    if wait > 0 and final != "COMPLETED":
-        raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""The ``pyroblur anonymize`` command (registered on the main typer app by ``flows.cli``).
+"""The ``pyroblur anonymize`` command, generated from :class:`AnonymizeOptions` (the one
+declaration of the options: names, types, defaults, ranges and help all come from it).
 
 Exit codes: 0 all files written; 1 nothing could start (no model, missing input, an OUTPUT
 that would overwrite an input); 2 bad arguments; 3 finished, but some files were skipped
@@ -24,6 +25,7 @@ from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli.app import clean_partials
 from pyroblur import CLASSES
 from pyroblur.anonymize.api import (
     AnonymizeOptions,
@@ -32,7 +34,7 @@ from pyroblur.anonymize.api import (
     UnsafeOutputError,
     anonymize_path,
 )
-from pyroblur.core.errors import PyroblurError
+from pyroblur.core.errors import PermanentError, PyroblurError
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +214,7 @@ def cli_option(name: str, field: FieldInfo) -> CliOption:
         info = typer.Option(default, *decls, help=_help(field), rich_help_panel=panel)
         return CliOption(name, inner | None if optional else inner, info, same)
     raise TypeError(
-        f"AnonymizeOptions.{name}: no command-line form for type {ann!r}; "
-        "add one in pyroblur/anonymize/cli.py:cli_option"
+        f"AnonymizeOptions.{name}: no command-line form for type {ann!r}; add one in flows/cli/anonymize.py:cli_option"
     )
 
 
@@ -295,8 +296,39 @@ def make_anonymize_command(model: type[AnonymizeOptions] = AnonymizeOptions) -> 
     return anonymize_command
 
 
+def _output_folder_problem(input: Path, output: Path) -> str | None:
+    """Why OUTPUT cannot be used: it may create one new folder (``results/``), not a tree
+    under a root that does not exist (``/mnt/usb/...`` with the disk not mounted would
+    silently fill the system disk instead)."""
+    folder = output if (input.is_dir() or output.is_dir() or output.suffix == "") else output.parent
+    if folder.exists() or folder.parent.exists():
+        return None
+    missing = folder.parent
+    while not missing.parent.exists():
+        missing = missing.parent
+    return f"{missing} does not exist; create it first (or check that the disk is mounted)"
+
+
+def _prepare_output(input: Path, output: Path) -> None:
+    """Refuse an OUTPUT under a root that does not exist, and remove the temporary files an
+    interrupted run left in OUTPUT (the whole tree for a folder; for one output file only its
+    own, never the rest of the folder it lies in).
+
+    Raises:
+        PermanentError: naming OUTPUT and the missing folder.
+    """
+    problem = _output_folder_problem(input, output)
+    if problem:
+        raise PermanentError(problem, subject=f"OUTPUT {output}")
+    if input.is_dir() or output.is_dir() or output.suffix == "":
+        clean_partials(output)
+    else:
+        clean_partials(output.parent, of=output)
+
+
 def _run(input: Path, output: Path, resume: bool, options: AnonymizeOptions) -> None:
     console = Console(stderr=True)
+    _prepare_output(Path(input), Path(output))
     device = options.device
     from pyroblur.core.devices import device_problem
 

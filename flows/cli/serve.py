@@ -1,4 +1,4 @@
-"""The ``pyroblur serve`` command (registered on the main typer app by ``flows.cli``)."""
+"""The ``pyroblur serve`` command: the HTTP service of :mod:`pyroblur.serve`."""
 
 from __future__ import annotations
 
