@@ -1,0 +1,19 @@
+# Offline stand-in for postgres:16-alpine (docker/stack.sh only; compose.yaml keeps the real
+# image): Debian 12's PostgreSQL 15 with the official image's interface, POSTGRES_USER /
+# POSTGRES_PASSWORD / POSTGRES_DB on first start, data in /var/lib/postgresql/data, pg_isready.
+ARG DEBIAN_IMAGE=pyroblur-local/debian:bookworm
+FROM ${DEBIAN_IMAGE}
+ENV LANG=C.UTF-8 \
+    PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PGDATA=/var/lib/postgresql/data
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-15 \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
+    && mkdir -p /var/run/postgresql "$PGDATA" \
+    && chown postgres:postgres /var/run/postgresql "$PGDATA" \
+    && chmod 700 "$PGDATA"
+COPY postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint.sh
+USER postgres
+VOLUME ["/var/lib/postgresql/data"]
+EXPOSE 5432
+ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]
