@@ -10,6 +10,7 @@
 #                           the API, down, up again (champion and dataset still there), down
 #   docker/stack.sh down    stop and remove the containers (named volumes are kept)
 #   docker/stack.sh clean   down and remove the volumes too
+#   docker/stack.sh dc ARGS docker-compose ARGS on the harness's project, e.g. `dc logs gpu-worker`
 #
 # docker/compose.yaml keeps the real image names for users; the stand-ins come in through
 # docker/compose.stack.yaml, rendered with a generated env file into docker/.stack/ (ignored by
@@ -251,18 +252,23 @@ check_listeners() {
 }
 
 check_auth() {
-    local port code auth
+    local port code auth url
     port=$(envval PREFECT_PORT)
     auth=$(envval PREFECT_AUTH_STRING)
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/flows/filter" -X POST -H 'Content-Type: application/json' -d '{}')
-    say "curl without credentials POST /api/flows/filter -> $code"
-    [ "$code" = 401 ] || die "the Prefect API answered $code without credentials (expected 401)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/health")
-    say "curl without credentials GET /api/health -> $code"
-    [ "$code" = 401 ] || die "the Prefect API answered $code without credentials (expected 401)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' -u "$auth" "http://127.0.0.1:$port/api/health")
-    say "curl with the auth string GET /api/health -> $code"
-    [ "$code" = 200 ] || die "the Prefect API answered $code with credentials"
+    for url in /api/flow_runs/filter /api/deployments/filter; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
+            "http://127.0.0.1:$port$url")
+        say "curl without credentials POST $url -> $code"
+        [ "$code" = 401 ] || die "the Prefect API answered $code without credentials (expected 401)"
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
+            -u "pyroblur:wrong" "http://127.0.0.1:$port$url")
+        say "curl with a wrong password POST $url -> $code"
+        [ "$code" = 401 ] || die "the Prefect API answered $code to a wrong password (expected 401)"
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
+            -u "$auth" "http://127.0.0.1:$port$url")
+        say "curl with the auth string POST $url -> $code"
+        [ "$code" = 200 ] || die "the Prefect API answered $code with credentials"
+    done
 }
 
 kill_gpu_worker() {
@@ -328,6 +334,7 @@ case "${1:-}" in
     clean) cmd_clean ;;
     smoke) cmd_smoke ;;
     ps) render && dc ps ;;
+    dc) shift; render && dc "$@" ;;   # any docker-compose command on the harness's project
     logs) shift; render && dc logs --tail 100 "$@" ;;
     *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

@@ -134,7 +134,7 @@ def wait_checkpoint() -> None:
     if child["work_pool_name"] != "gpu":
         raise SystemExit(f"the GPU stage ran on pool {child['work_pool_name']!r}, not gpu")
     marker = "training run folder: "
-    text = until("its training run folder in the log", lambda: (t := log_text(child["id"])) if marker in t else None, 600)
+    text = until("its training run folder in the log", lambda: marker in (t := log_text(child["id"])) and t, 600)
     run_dir = Path(text.split(marker, 1)[1].split()[0])
     until("the first checkpoint", lambda: (run_dir / "weights" / "last.pt").exists(), 900, every=1)
     save(child=child["id"], run_dir=str(run_dir))
@@ -169,7 +169,9 @@ def retry() -> None:
     s = saved()
     body = {"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry (stack smoke)"}, "force": False}
     call("POST", f"/flow_runs/{s['parent']}/set_state", body)
-    parent = until("the retried train run's final state", lambda: (p := run(s["parent"]))["state"]["type"] in FINAL and p, 3600, 5)
+    parent = until(
+        "the retried train run's final state", lambda: (p := run(s["parent"]))["state"]["type"] in FINAL and p, 3600, 5
+    )
     if parent["state"]["type"] != "COMPLETED":
         raise SystemExit(f"the retried train run: {state_of(parent)}")
     log(f"parent: {state_of(parent)}")
