@@ -195,18 +195,23 @@ EOF
 
 dc() { docker-compose -p "$PROJECT" -f "$RENDERED" "$@"; }
 
-# Every service healthy (minio-init: exited 0) within STACK_WAIT_S, else the unhealthy ones' logs.
+# Every service of the file has a container and is healthy (minio-init: exited 0) within
+# STACK_WAIT_S, else the pending ones' logs.
 wait_healthy() {
-    local deadline=$(($(date +%s) + WAIT_S)) pending id name status
+    local deadline=$(($(date +%s) + WAIT_S)) pending id name status svc
     while :; do
         pending=""
-        for id in $(dc ps -q); do
-            name=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$id")
+        for svc in $(dc config --services); do
+            id=$(dc ps -q "$svc" 2>/dev/null)
+            if [ -z "$id" ]; then
+                pending="$pending $svc(no-container)"
+                continue
+            fi
             status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}} {{.State.Status}} {{.State.ExitCode}}' "$id")
-            case "$name:$status" in
+            case "$svc:$status" in
                 minio-init:*" exited 0") ;;
                 *:"healthy "*) ;;
-                *) pending="$pending $name($status)" ;;
+                *) pending="$pending $svc($status)" ;;
             esac
         done
         [ -z "$pending" ] && return 0
@@ -219,10 +224,22 @@ wait_healthy() {
     done
 }
 
+# compose up; `depends_on: service_healthy` makes it give up on a dependency that is not
+# healthy yet (a loaded host): start again, bounded, until every service has its container
+compose_up() {
+    local deadline=$(($(date +%s) + WAIT_S))
+    while :; do
+        dc up -d --no-build "$@" && return 0
+        [ "$(date +%s)" -gt "$deadline" ] && return 1
+        say "compose up stopped at a dependency not healthy yet; again in 10 s"
+        sleep 10
+    done
+}
+
 cmd_up() {
     preflight
     render
-    step "compose up (project $PROJECT)" dc up -d --no-build
+    step "compose up (project $PROJECT)" compose_up
     step "every health check passes (bound $WAIT_S s)" wait_healthy
     dc ps | tee -a "$LOG" >&2
     say "Prefect UI http://127.0.0.1:$(envval PREFECT_PORT) (user:password = PREFECT_AUTH_STRING in $ENV_FILE), FiftyOne http://127.0.0.1:$(envval FIFTYONE_PORT), MLflow http://127.0.0.1:$(envval MLFLOW_PORT), API http://127.0.0.1:$(envval SERVE_PORT) (X-API-Key: $STATE/api-key)"
@@ -281,7 +298,7 @@ kill_gpu_worker() {
 }
 
 restart_gpu_worker() {
-    dc up -d --no-build gpu-worker
+    compose_up gpu-worker
     wait_healthy
 }
 
