@@ -16,7 +16,8 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 CONFIG ?= configs/pyroblur.yaml
 
-.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo serve mlflow
+.PHONY: help install demo run test test-fast lint format app clean server worker deploy gpu-suite ops-demo serve mlflow \
+	stack-build stack-up stack-smoke stack-down
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -108,6 +109,20 @@ deploy: install ## Deploy prefect.yaml; retrain-weekly gets RETRAIN_CONFIG, its 
 
 ops-demo: install ## Server + cpu and gpu workers + deploy + the demo config trained on the gpu pool, then stop all
 	YOLO_OFFLINE=1 $(BIN)/python deployments/ops_demo.py
+
+# The compose stack on this host, no image registry needed (docs/operations.md "The stack
+# offline"): local base + stand-ins, state and generated secrets in docker/.stack/. Needs dockerd.
+stack-build: ## Build the base, stand-in and project images for docker/compose.yaml (docker/stack.sh)
+	bash docker/stack.sh build
+
+stack-up: ## Start the whole compose stack (127.0.0.1 only), wait for every health check
+	bash docker/stack.sh up
+
+stack-smoke: ## Build, start, demo through the workers (gpu worker killed mid-training), anonymize, down/up, down
+	bash docker/stack.sh smoke
+
+stack-down: ## Stop the compose stack (named volumes kept; `docker/stack.sh clean` removes them)
+	bash docker/stack.sh down
 
 gpu-suite: ## GPU tests + every GPU figure as JSON in gpu-results/ (docs/benchmarks.md "GPU"; --cpu: dry run)
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash benchmarks/gpu_suite.sh $(GPU_SUITE_ARGS)

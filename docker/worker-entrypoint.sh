@@ -38,5 +38,8 @@ prefect work-pool set-concurrency-limit "$WORK_POOL" "${WORK_POOL_LIMIT:-$WORK_P
 # automation's event was lost. It shares the worker's process group, so it stops with it.
 python "$PYROBLUR_CODE_DIR/deployments/sweeper.py" &
 
+# WORKER_HEALTHCHECK=1 (the compose services): the worker's health endpoint on
+# PREFECT_WORKER_WEBSERVER_HOST:PORT, which answers 503 once the worker stopped polling.
 exec prefect worker start --pool "$WORK_POOL" --type "$WORK_POOL_TYPE" \
-    --limit "$WORK_POOL_CONCURRENCY" --name "${WORKER_NAME:-$WORK_POOL-$(hostname)}"
+    --limit "$WORK_POOL_CONCURRENCY" --name "${WORKER_NAME:-$WORK_POOL-$(hostname)}" \
+    ${WORKER_HEALTHCHECK:+--with-healthcheck}

