@@ -110,7 +110,7 @@ def deploy() -> None:
 
 
 def start(overrides: list[str]) -> None:
-    from flows.trigger import DEPLOYMENTS, GPU_STAGE, parameters_for
+    from tasks.trigger import DEPLOYMENTS, GPU_STAGE, parameters_for
 
     params = parameters_for(CONFIG, overrides, [], GPU_STAGE)
     dep = call("GET", f"/deployments/name/{DEPLOYMENTS['train']}")
