@@ -236,6 +236,7 @@ def weights(tmp_path_factory) -> Path:
 _SHARED_STACKS = ("ops_stack",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n N --dist loadgroup`` (what ``make test`` runs).
 
