@@ -38,6 +38,29 @@ def test_unknown_weights_cannot_be_downloaded():
         resolve_model(TrainConfig(model="no_such_model.pt"))
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell one thread from all")
+def test_cpu_training_uses_every_core_not_ultralytics_count_minus_one():
+    import types
+
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    from pyroblur.training.trainer import _yolo, use_every_cpu_core
+
+    cores = len(os.sched_getaffinity(0))
+    assert NUM_THREADS < cores or cores > 8  # what ultralytics' device selection would leave
+    assert use_every_cpu_core in _yolo("yolo11n.yaml").callbacks["on_pretrain_routine_start"]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cuda", 0)))
+        assert torch.get_num_threads() == 1  # a GPU training keeps ultralytics' choice
+        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cpu")))
+        assert torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_yaml_models_train_from_scratch_explicitly():
     assert resolve_model(TrainConfig(model="yolo11n.yaml")) == "yolo11n.yaml"
 
