@@ -357,3 +357,39 @@ def test_stale_records_under_derived_keys_lead_on_to_a_fresh_key():
     second = resolve_key(store, BASE, intact=lambda m: False)
     assert second not in store.keys, "a stale record was served"
     assert second == resolve_key(store, BASE, intact=lambda m: False)  # deterministic
+
+
+# ----------------------------------------------------------------------------- the digest store
+
+
+def test_digests_are_remembered_while_no_source_changes_and_recomputed_after_any_edit(monkeypatch, tmp_path, toypkg):
+    pkg, mod = toypkg
+    monkeypatch.setenv("PYROBLUR_CACHE_DIR", str(tmp_path / "cache"))
+    walked: list[str] = []
+    real_closure = codegraph.function_closure
+
+    def counting(fn, *args, **kwargs):
+        walked.append(fn.__name__)
+        return real_closure(fn, *args, **kwargs)
+
+    monkeypatch.setattr(codegraph, "function_closure", counting)
+    first = code_digest(mod.load)
+    assert walked == ["load"] and (tmp_path / "cache" / "code-digests.json").is_file()
+    forget_parsed()  # as a new process would start
+    assert code_digest(mod.load) == first and walked == ["load"]  # served from the store, no walk
+    # a comment-only edit: the store misses (walks again) and the digest is the same
+    _rewrite(pkg / "c.py", (pkg / "c.py").read_text(), "# a comment\n" + (pkg / "c.py").read_text())
+    assert code_digest(mod.load) == first and walked == ["load", "load"]
+    # a code edit: walked again, another digest
+    _rewrite(pkg / "c.py", *CODE_EDITS["c.py"])
+    assert code_digest(mod.load) != first and walked == ["load", "load", "load"]
+
+
+def test_an_unreadable_digest_store_is_recomputed_not_trusted(monkeypatch, tmp_path, toypkg):
+    _, mod = toypkg
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PYROBLUR_CACHE_DIR", str(cache))
+    expected = codegraph.function_closure(mod.load, ("toypkg",)).digest()
+    cache.mkdir()
+    (cache / "code-digests.json").write_text("{not json")
+    assert code_digest(mod.load) == expected

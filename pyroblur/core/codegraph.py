@@ -466,15 +466,81 @@ def function_closure(fn: Callable[..., Any], packages: tuple[str, ...] = PROJECT
 
 
 def code_digest(fn: Callable[..., Any]) -> str:
-    """Digest of the meaning of everything ``fn`` runs of this project (see :func:`function_closure`)."""
-    return function_closure(fn).digest()
+    """Digest of the meaning of everything ``fn`` runs of this project (see :func:`function_closure`).
+
+    Remembered on disk (``<cache dir>/code-digests.json``) under a fingerprint of the text of
+    every project source file: while no file changed, a run reads and hashes the files instead
+    of parsing and walking them (seconds of every cached re-run). Any edit, even a comment,
+    changes the fingerprint and the digests are computed again (and come out the same when the
+    edit kept the meaning).
+    """
+    import json
+    import sys
+
+    target = inspect.unwrap(getattr(fn, "fn", fn))
+    name = f"{target.__module__}:{target.__qualname__}"
+    fingerprint = f"py{sys.version_info[0]}.{sys.version_info[1]}:{_sources_fingerprint(PROJECT_PACKAGES)}"
+    store_path = _digest_store_path()
+    try:
+        store = json.loads(store_path.read_text())
+        if not isinstance(store, dict):
+            store = {}
+    except (OSError, ValueError):
+        store = {}
+    known = store.get(fingerprint)
+    if isinstance(known, dict) and isinstance(known.get(name), str):
+        return known[name]
+    digest = function_closure(fn, PROJECT_PACKAGES).digest()
+    entry = known if isinstance(known, dict) else {}
+    entry[name] = digest
+    store.pop(fingerprint, None)  # newest last; keep a few source states (branches, bisects)
+    store[fingerprint] = entry
+    store = dict(list(store.items())[-_STORED_STATES:])
+    try:
+        from pyroblur.core.io import write_atomic
+
+        write_atomic(store_path, json.dumps(store), durable=False)
+    except OSError:
+        pass  # a cache: the next run computes the digest again
+    return digest
+
+
+#: How many source states (fingerprints) the digest store keeps.
+_STORED_STATES = 8
+
+
+def _digest_store_path() -> Path:
+    from pyroblur.core.settings import cache_dir
+
+    return cache_dir() / "code-digests.json"
+
+
+@functools.lru_cache(maxsize=8192)
+def _text_digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(_read(path).encode()).hexdigest()
+
+
+def _sources_fingerprint(packages: tuple[str, ...]) -> str:
+    """A digest of the path and text of every ``.py`` file of ``packages``."""
+    h = hashlib.sha256()
+    for top in packages:
+        root = _package_dir(top)
+        if root is None:
+            h.update(f"{top}:absent\n".encode())
+            continue
+        for path in sorted(root.rglob("*.py")):
+            st = path.stat()
+            rel = path.relative_to(root.parent).as_posix()
+            h.update(f"{rel}:{_text_digest(str(path), st.st_mtime_ns, st.st_size)}\n".encode())
+    return h.hexdigest()
 
 
 def forget_parsed() -> None:
-    """Drop cached parses (the cache already keys on each file's mtime and size)."""
+    """Drop cached parses and file digests (the caches already key on each file's mtime and size)."""
     _load.cache_clear()
     _package_dir.cache_clear()
     module_file.cache_clear()
+    _text_digest.cache_clear()
 
 
 __all__ = [
