@@ -42,7 +42,7 @@ run: install ## Run the pipeline with CONFIG (default configs/pyroblur.yaml: rea
 # one group, and the files that share the operations stack run in one process (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: install ## Run the test suite (unit + integration against real Prefect and FiftyOne; TEST_WORKERS=2 processes)
-	YOLO_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	YOLO_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 test-fast: install ## Tests without the slow ones
 	YOLO_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
