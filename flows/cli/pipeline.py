@@ -7,8 +7,9 @@ import json
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,21 +41,10 @@ def run(
     results; changing one config section re-runs that stage and the ones after it.
     """
     cfg = load(config, set_)
-    configure_environment()
-    from typing import get_args
 
-    from pyroblur.core.runlock import hold_data_root
-    from pyroblur.core.settings import get_paths
+    def load_flow() -> Callable[[], Any]:
+        from typing import get_args
 
-    # A second run on this data root stops here, named, before it starts anything.
-    with hold_data_root(get_paths().root, "run"):
-        # The temporary API server (when no Prefect API is configured) starts in its own process
-        # while this one imports the flow: on a cached re-run its start-up was a third of the time.
-        from tasks.apiserver import isolate_ephemeral_api_server, start_temporary_api_server
-
-        server = start_temporary_api_server()
-        if server is None:  # an API is configured, or Prefect already imported: Prefect's own way
-            isolate_ephemeral_api_server()
         from flows.training import Stage, training_pipeline
 
         if until not in get_args(Stage):
@@ -62,24 +52,10 @@ def run(
                 f"error: --until must be one of {', '.join(get_args(Stage))}, got '{until}'", fg="red", err=True
             )
             raise typer.Exit(EXIT_CONFIG)
-        clean_partials(get_paths().root)
-        # Every stage after download checks or writes the FiftyOne dataset: import FiftyOne and
-        # connect (its mongod starts) while the API server starts; joined before the flow starts,
-        # so no two threads import at once while the flow runs.
-        warm = threading.Thread(target=_warm_fiftyone, daemon=True) if until != "download" else None
-        if warm is not None:
-            warm.start()
-        if server is not None:
-            server.wait_ready()
-        if warm is not None:
-            warm.join()
-        try:
-            result = training_pipeline(cfg, until=until)
-        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
-            if debug_on():
-                traceback.print_exception(exc)
-            typer.secho(f"pipeline failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(exit_code_of(exc)) from None
+        return lambda: training_pipeline(cfg, until=until)
+
+    # Every stage after download checks or writes the FiftyOne dataset.
+    result = _run_flow("run", load_flow, failed="pipeline failed", warm_fiftyone=until != "download")
     typer.echo("\nstage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
@@ -87,11 +63,7 @@ def run(
 
     if result.benchmark is not None:
         typer.echo("\n" + to_markdown(result.benchmark))
-    if result.promotion is not None:
-        verdict = "promoted" if result.promotion.promoted else "not promoted"
-        typer.echo(f"Promotion: {verdict}: {result.promotion.reason}")
-        for g in result.promotion.gates:
-            typer.echo(f"  gate {g.name:<30} {'pass' if g.passed else 'FAIL'}  {g.detail}")
+    _echo_promotion(result.promotion, "Promotion")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(result.model_dump(), indent=2))
@@ -126,28 +98,13 @@ def sweep(
     if until not in ("sweep", "promote"):
         typer.secho(f"error: --until must be sweep or promote, got '{until}'", fg="red", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    configure_environment()
-    from pyroblur.core.runlock import hold_data_root
-    from pyroblur.core.settings import get_paths
 
-    with hold_data_root(get_paths().root, "sweep"):
-        from tasks.apiserver import isolate_ephemeral_api_server, start_temporary_api_server
-
-        server = start_temporary_api_server()
-        if server is None:
-            isolate_ephemeral_api_server()
+    def load_flow() -> Callable[[], Any]:
         from flows.sweep import hyperparameter_sweep
 
-        clean_partials(get_paths().root)
-        if server is not None:
-            server.wait_ready()
-        try:
-            result = hyperparameter_sweep(cfg, until=until)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
-            if debug_on():
-                traceback.print_exception(exc)
-            typer.secho(f"sweep failed: {one_line(exc)}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(exit_code_of(exc)) from None
+        return lambda: hyperparameter_sweep(cfg, until=until)  # type: ignore[arg-type]
+
+    result = _run_flow("sweep", load_flow, failed="sweep failed")
     figures = {k: v for k, v in result.sweep.figures.items() if k not in ("best", "comparison")}
     typer.echo(f"\nstudy {result.sweep.study_name} ({result.sweep.storage}): {figures}")
     typer.echo(f"comparison: {result.sweep.figures.get('comparison', {})}")
@@ -155,14 +112,57 @@ def sweep(
     typer.echo("stage states:")
     for stage, state in result.states.items():
         typer.echo(f"  {stage:<14} {state}")
-    if result.promotion is not None:
-        verdict = "promoted" if result.promotion.promoted else "not promoted"
-        typer.echo(f"Promotion of the best trial: {verdict}: {result.promotion.reason}")
-        for g in result.promotion.gates:
-            typer.echo(f"  gate {g.name:<30} {'pass' if g.passed else 'FAIL'}  {g.detail}")
+    _echo_promotion(result.promotion, "Promotion of the best trial")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(result.model_dump_json(indent=2))
+
+
+def _run_flow(
+    lock: str, load_flow: Callable[[], Callable[[], Any]], *, failed: str, warm_fiftyone: bool = False
+) -> Any:
+    """The frame of a flow run from the command line: the data root's lock (a second run stops,
+    named, before it starts anything), Prefect's temporary API server when no API is configured
+    (started in its own process while this one imports the flow: ``load_flow`` imports it and
+    returns the call), partial files of a killed run removed, and a failure as one red line and
+    the error's exit code (the flow already logged the traceback; ``--debug`` prints it).
+    ``warm_fiftyone``: import FiftyOne and connect (its mongod starts) while the server starts,
+    joined before the flow, so no two threads import at once while the flow runs."""
+    configure_environment()
+    from pyroblur.core.runlock import hold_data_root
+    from pyroblur.core.settings import get_paths
+
+    with hold_data_root(get_paths().root, lock):
+        from tasks.apiserver import isolate_ephemeral_api_server, start_temporary_api_server
+
+        server = start_temporary_api_server()
+        if server is None:  # an API is configured, or Prefect already imported: Prefect's own way
+            isolate_ephemeral_api_server()
+        call = load_flow()
+        clean_partials(get_paths().root)
+        warm = threading.Thread(target=_warm_fiftyone, daemon=True) if warm_fiftyone else None
+        if warm is not None:
+            warm.start()
+        if server is not None:
+            server.wait_ready()
+        if warm is not None:
+            warm.join()
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+            if debug_on():
+                traceback.print_exception(exc)
+            typer.secho(f"{failed}: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(exit_code_of(exc)) from None
+
+
+def _echo_promotion(promotion: Any, title: str) -> None:
+    if promotion is None:
+        return
+    verdict = "promoted" if promotion.promoted else "not promoted"
+    typer.echo(f"{title}: {verdict}: {promotion.reason}")
+    for g in promotion.gates:
+        typer.echo(f"  gate {g.name:<30} {'pass' if g.passed else 'FAIL'}  {g.detail}")
 
 
 def check_config(config: Annotated[Path, typer.Argument(help="Config YAML to validate.")]) -> None:
