@@ -70,12 +70,38 @@ def text_of(proc: subprocess.CompletedProcess) -> str:
     return " ".join(proc.stderr.split())
 
 
+def _sha_of_data(path: Path) -> str:
+    """sha256 of a file's data regions with their offsets, and its size: a sparse file's holes
+    (zeros, gigabytes here) are skipped, not read, and any write to it still changes the digest.
+    Where the filesystem cannot tell holes, the whole file is read."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(f.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(f.fileno(), start, os.SEEK_HOLE)
+            f.seek(start)
+            h.update(f"@{start}:".encode())
+            left = end - start
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            offset = end
+    h.update(f"size={size}".encode())
+    return h.hexdigest()
+
+
 def shas(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (links not followed)."""
+    """A digest of every file under ``root`` (links not followed; sparse holes skipped)."""
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        str(p.relative_to(root)): _sha_of_data(p) for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()
     }
 
 
@@ -644,6 +670,18 @@ def test_9_disk_full_stops_the_run_named_and_leaves_no_unaudited_output(tmp_path
     assert rss < MAX_RSS_KB, rss
     assert shas(inp) == before
     assert_clean_output(out)
+
+
+def test_the_unchanged_check_sees_a_write_into_a_sparse_file(tmp_path):
+    big = tmp_path / "d" / "sparse.bin"
+    big.parent.mkdir()
+    with big.open("wb") as f:
+        f.truncate(256 * 1024**2)
+    before = shas(big.parent)
+    with big.open("r+b") as f:
+        f.seek(200 * 1024**2)
+        f.write(b"x")
+    assert shas(big.parent) != before
 
 
 def test_limits_are_documented_with_their_defaults():
