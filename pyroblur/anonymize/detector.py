@@ -116,10 +116,24 @@ def merge_overlapping(dets: Detections, iou: float = 0.5, contained: float = 0.8
         group[i] = True
         used |= group
         members = boxes[group]
-        out_boxes.append(np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)]))
+        merged = np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)])
+        out_boxes.append(merged)
         out_cls.append(classes[i])
-        out_conf.append(scores[i])
+        out_conf.append(_extent_confidence(area[group], scores[group], float(np.prod(merged[2:] - merged[:2]))))
     return Detections(np.array(out_boxes, np.float32), np.array(out_cls), np.array(out_conf, np.float32))
+
+
+def _extent_confidence(areas: np.ndarray, scores: np.ndarray, merged_area: float) -> float:
+    """The confidence of a merged box: the best score among the members that span at least
+    half of it (the boxes that vouch for its extent), else the largest member's. A small
+    confident box inside a large weak one (a tile's 0.8 "face" on a texture, within a full
+    frame's 0.3 one) must not lend its score to the large box: the union of an unproven model
+    keeps a face box alone only above a confidence, and a wrecked 200 px region once passed
+    that way."""
+    spanning = areas >= 0.5 * merged_area
+    if spanning.any():
+        return float(scores[spanning].max())
+    return float(scores[int(np.argmax(areas))])
 
 
 class UnionDetector:
@@ -190,7 +204,10 @@ class UnionDetector:
                     continue
                 ref = Detections.concat(seen[max(0, offset + j - window) : offset + j + window + 1])
                 keep = ~weak
-                keep[np.flatnonzero(weak)[supported_by(dets.xyxy[weak], dets.class_id[weak], ref)]] = True
+                # The other member's box must cover a good part of the weak box itself: a small
+                # true face inside a 200 px box on a wall or a table does not vouch for the box.
+                support = supported_by(dets.xyxy[weak], dets.class_id[weak], ref, of_box=True)
+                keep[np.flatnonzero(weak)[support]] = True
                 out[member][j] = dets.filter(keep)
             history[cls] = seen[-window:] if window else []
         if video:
@@ -221,11 +238,17 @@ TILE_ONLY_MAX_CONF = 0.9
 #: large is seen by the full-frame pass (at a quarter of the resolution it is still tens of
 #: pixels), so a tile alone "seeing" it is a texture, not a face or a plate.
 TILE_ONLY_MAX_SIDE = 0.5
+#: A box within this many pixels of a tile's inner edge is cut by it (see
+#: :meth:`TiledDetector._cut_by_edge`).
+TILE_EDGE_PX = 4
 
 
-def supported_by(boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_overlap: float = 0.3) -> np.ndarray:
+def supported_by(
+    boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_overlap: float = 0.3, *, of_box: bool = False
+) -> np.ndarray:
     """Per box: whether a same-class box of ``ref`` covers at least ``min_overlap`` of it or of
-    itself (pixels)."""
+    itself (pixels); with ``of_box``, at least ``min_overlap`` of the box (a small ``ref`` box
+    inside a large box does not support it)."""
     out = np.zeros(len(boxes), bool)
     if not len(boxes) or not len(ref):
         return out
@@ -234,7 +257,7 @@ def supported_by(boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_ov
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
     area_a = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)[:, None]
     area_b = (ref.xyxy[:, 2:] - ref.xyxy[:, :2]).prod(axis=1)[None, :]
-    share = inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
+    share = inter / np.maximum(area_a if of_box else np.minimum(area_a, area_b), 1e-9)
     same = classes[:, None] == ref.class_id[None, :]
     return ((share >= min_overlap) & same).any(axis=1)
 
@@ -327,30 +350,88 @@ class TiledDetector:
         jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, tile)
         for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
             jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
-        found: list[list[Detections]] = [[d] if len(d) else [] for d in whole]
+        per_tile: list[list[tuple[int, int, Detections]]] = [[] for _ in frames]
         for k in range(0, len(jobs), self.tile_batch):
             chunk = jobs[k : k + self.tile_batch]
             for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
-                dets = self._tile_evidence(dets, whole[i], x, y)
-                if len(dets):
-                    found[i].append(dets)
-        return [merge_overlapping(Detections.concat(parts)) for parts in found]
+                per_tile[i].append((x, y, dets))
+        out = []
+        for i, frame in enumerate(frames):
+            parts = [whole[i]] if len(whole[i]) else []
+            parts += self._tile_evidence(per_tile[i], whole[i], frame.shape[:2], origins[i])
+            out.append(merge_overlapping(Detections.concat(parts)) if parts else whole[i])
+        return out
 
-    def _tile_evidence(self, dets: Detections, whole: Detections, x: int, y: int) -> Detections:
-        """The tile's boxes (tile pixels) in frame pixels, keeping a tile-only one only with
-        the extra evidence of :class:`TiledDetector`'s rule."""
-        if not len(dets):
-            return dets
+    def _tile_evidence(
+        self,
+        tiles: list[tuple[int, int, Detections]],
+        whole: Detections,
+        shape: tuple[int, int],
+        origins: list[tuple[int, int]],
+    ) -> list[Detections]:
+        """Each tile's boxes (tile pixels) in frame pixels, a tile-only one kept only with the
+        extra evidence of :class:`TiledDetector`'s rule; a tile-only box cut by an inner edge
+        of its tile (:meth:`_cut_by_edge`) is kept only where another tile's box of its class
+        overlaps it, and never when the neighbouring tile sees that object whole."""
         conf = getattr(self, "conf", None) or {}
-        xyxy = dets.xyxy + np.array([x, y, x, y], np.float32)
-        backed = supported_by(xyxy, dets.class_id, whole)
-        need = np.array(
-            [min(TILE_ONLY_MAX_CONF, conf.get(int(c), 0.25) + TILE_ONLY_MARGIN) for c in dets.class_id],
-            np.float32,
-        )
-        side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1)
-        alone_ok = (dets.confidence >= need) & (side <= TILE_ONLY_MAX_SIDE * self.imgsz)
-        return Detections(xyxy, dets.class_id, dets.confidence).filter(backed | alone_ok)
+        placed = [
+            (x, y, Detections(d.xyxy + np.array([x, y, x, y], np.float32), d.class_id, d.confidence), d)
+            for x, y, d in tiles
+            if len(d)
+        ]
+        out = []
+        for k, (x, y, frame_dets, dets) in enumerate(placed):
+            backed = supported_by(frame_dets.xyxy, dets.class_id, whole)
+            need = np.array(
+                [min(TILE_ONLY_MAX_CONF, conf.get(int(c), 0.25) + TILE_ONLY_MARGIN) for c in dets.class_id],
+                np.float32,
+            )
+            side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1)
+            alone_ok = (dets.confidence >= need) & (side <= TILE_ONLY_MAX_SIDE * self.imgsz)
+            cut, whole_next_door = self._cut_by_edge(frame_dets.xyxy, x, y, shape, origins)
+            if cut.any():
+                others = [d for j, (_, _, d, _) in enumerate(placed) if j != k]
+                seen_elsewhere = supported_by(
+                    frame_dets.xyxy, dets.class_id, Detections.concat(others) if others else Detections.empty()
+                )
+                alone_ok &= ~cut | (seen_elsewhere & ~whole_next_door)
+            kept = frame_dets.filter(backed | alone_ok)
+            if len(kept):
+                out.append(kept)
+        return out
+
+    def _cut_by_edge(
+        self, xyxy: np.ndarray, x: int, y: int, shape: tuple[int, int], origins: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per box (frame pixels) of the tile at ``(x, y)``: whether it touches an edge of the
+        tile inside the frame (within :data:`TILE_EDGE_PX`), and whether, touching it, it is
+        narrow enough across that edge to lie whole in the neighbouring tile's overlap.
+
+        On real footage most tile-only false positives sat on a tile's inner edge (a texture
+        cut by the crop, at 0.6-0.84 confidence): an object that small is whole, with its
+        context, in the neighbouring tile, which finds it there if it is one; a larger object
+        cut by every tile shows in two tiles at least."""
+        h, w = shape
+        size = self.imgsz
+        xs = sorted({ox for ox, _ in origins})
+        ys = sorted({oy for _, oy in origins})
+        cut = np.zeros(len(xyxy), bool)
+        fits = np.zeros(len(xyxy), bool)
+        for axis, start, starts, limit in ((0, x, xs, w), (1, y, ys, h)):
+            k = starts.index(start)
+            end = min(start + size, limit)
+            extent = xyxy[:, axis + 2] - xyxy[:, axis]
+            if k > 0:  # the edge at ``start`` is inside the frame; the previous tile overlaps it
+                overlap = starts[k - 1] + size - start
+                touch = xyxy[:, axis] <= start + TILE_EDGE_PX
+                cut |= touch
+                fits |= touch & (extent <= overlap - TILE_EDGE_PX)
+            if end < limit and k + 1 < len(starts):
+                overlap = end - starts[k + 1]
+                touch = xyxy[:, axis + 2] >= end - TILE_EDGE_PX
+                cut |= touch
+                fits |= touch & (extent <= overlap - TILE_EDGE_PX)
+        return cut, fits
 
 
 def trained_imgsz(model: Any, default: int = 640) -> int:
