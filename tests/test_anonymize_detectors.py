@@ -325,3 +325,32 @@ def test_a_tile_box_cut_by_the_tiles_inner_edge_needs_another_tile() -> None:
     assert found(halves) == [(100, 50, 170, 110)]
     # ... but not one half alone
     assert found({(120, 0): [(0, 50, 50, 110, 0, 0.6)]}) == []
+
+
+def test_union_runs_its_members_at_the_same_time_in_their_order() -> None:
+    import pickle
+    import threading
+
+    started = threading.Event()
+
+    def waits_for_the_other(fs: list[np.ndarray]) -> list[Detections]:
+        # run in series, the second member could not have started yet: the wait would time out
+        assert started.wait(timeout=30), "the second member did not run while the first did"
+        return [Detections(np.array([[0, 0, 10, 10]], np.float32), np.array([0])) for _ in fs]
+
+    def signals(fs: list[np.ndarray]) -> list[Detections]:
+        started.set()
+        return [Detections(np.array([[50, 50, 60, 60]], np.float32), np.array([1])) for _ in fs]
+
+    union = UnionDetector([waits_for_the_other, signals])
+    [out] = union([np.zeros((64, 64, 3), np.uint8)])
+    assert out.xyxy.tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]] and out.class_id.tolist() == [0, 1]
+    # with its worker thread started, the union still pickles and copies (as before the thread)
+    used = UnionDetector([_Nothing(), _Nothing()])
+    used([np.zeros((8, 8, 3), np.uint8)])
+    assert len(pickle.loads(pickle.dumps(used))([np.zeros((8, 8, 3), np.uint8)])[0]) == 0
+
+
+class _Nothing:
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return [Detections.empty() for _ in frames]

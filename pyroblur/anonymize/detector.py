@@ -7,8 +7,9 @@ exported ``.onnx``) behind :class:`UltralyticsDetector`.
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -169,13 +170,34 @@ class UnionDetector:
         # video: the frame number the next batch should start at, and per vetted class the
         # other members' boxes on the last ``window`` frames before it
         self._recent: tuple[int, dict[int, list[Detections]]] = (-1, {})
+        self._pool: Any = None
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self._join([m(frames) for m in self.members])
+        return self._join(self._each(lambda m: m(frames)))
 
     def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
         """:meth:`__call__` on consecutive video frames (see :func:`detect_in_video`)."""
-        return self._join([detect_in_video(m, frames, first_index) for m in self.members], first_index)
+        return self._join(self._each(lambda m: detect_in_video(m, frames, first_index)), first_index)
+
+    def _each(self, run: Callable[[Detector], list[Detections]]) -> list[list[Detections]]:
+        """``run`` on every member, the others in worker threads while the first runs here.
+
+        The members are ONNX/torch sessions that release the GIL: one member's Python glue
+        (letterboxing, NMS, tiling) and its small full-frame inferences leave a core idle that
+        the other member's inference uses. On the 2-core benchmark machine the union's wall
+        time fell while its CPU time stayed the same (docs/benchmarks.md, issue 28)."""
+        if len(self.members) == 1:
+            return [run(self.members[0])]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(len(self.members) - 1, thread_name_prefix="pyroblur-union")
+        futures = [self._pool.submit(contextvars.copy_context().run, run, m) for m in self.members[1:]]
+        first = run(self.members[0])
+        return [first, *(f.result() for f in futures)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # a thread pool does not pickle
 
     def _vet(self, results: list[list[Detections]], first_index: int | None) -> list[list[Detections]]:
         """``results`` with the vetted members' weak boxes that nothing supports dropped."""
