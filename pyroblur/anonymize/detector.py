@@ -293,8 +293,10 @@ class TiledDetector:
 
     A tile-only detection needs more evidence than a full-frame one (:meth:`_tile_evidence`):
     the class threshold plus :data:`TILE_ONLY_MARGIN`, and a box no larger than
-    :data:`TILE_ONLY_MAX_SIDE` of the tile. A tile box that a full-frame box of its class
-    overlaps is kept at the class threshold (it completes an object the full frame saw)."""
+    :data:`TILE_ONLY_MAX_SIDE` of the tile, and, when cut by an inner edge of its tile, a box of
+    its class from another tile on it (never when it would lie whole in the neighbouring tile).
+    A tile box that a full-frame box of its class overlaps is kept at the class threshold (it
+    completes an object the full frame saw)."""
 
     imgsz: int
     tiles: bool = False
