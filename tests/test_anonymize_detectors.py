@@ -243,3 +243,114 @@ def test_union_vets_the_unproven_members_weak_faces() -> None:
     assert len(plain([image])[0]) == 3
     with pytest.raises(ValueError, match="no member 2"):
         UnionDetector([yolo, centerface], vetted={0: (2, 0.5)})
+
+
+def test_union_a_small_face_inside_a_large_weak_box_does_not_vouch_for_it() -> None:
+    # our model: a weak 200 px "face" on a wall around a real 30 px face; CenterFace sees only
+    # the real face: the large box is not confirmed (the small one is CenterFace's own)
+    yolo = _scripted([[(0, 0, 200, 200, 0, 0.3)]])
+    centerface = _scripted([[(80, 80, 110, 115, 0, 0.9)]])
+    [out] = UnionDetector([yolo, centerface], vetted={0: (0, 0.5)})([np.zeros((240, 320, 3), np.uint8)])
+    assert out.xyxy.astype(int).tolist() == [[80, 80, 110, 115]]
+    # a CenterFace box that covers most of the weak box (the face without the hair) confirms it
+    centerface = _scripted([[(20, 30, 180, 200, 0, 0.9)]])
+    [out] = UnionDetector([yolo, centerface], vetted={0: (0, 0.5)})([np.zeros((240, 320, 3), np.uint8)])
+    assert out.xyxy.astype(int).tolist() == [[0, 0, 200, 200]]
+
+
+def test_merged_box_keeps_the_confidence_of_the_boxes_that_span_it() -> None:
+    from pyroblur.anonymize.detector import merge_overlapping
+
+    # a confident small box inside a weak large one: the union has the large box's score
+    dets = Detections(
+        np.array([[0, 0, 200, 200], [50, 50, 90, 90]], np.float32), np.array([0, 0]), np.array([0.3, 0.84], np.float32)
+    )
+    [[x1, y1, x2, y2]] = merge_overlapping(dets).xyxy.tolist()
+    assert (x1, y1, x2, y2) == (0, 0, 200, 200)
+    assert merge_overlapping(dets).confidence.tolist() == pytest.approx([0.3])
+    # two views of one object (IoU >= 0.5): the best score
+    dets = Detections(
+        np.array([[0, 0, 40, 40], [2, 2, 42, 42]], np.float32), np.array([0, 0]), np.array([0.3, 0.8], np.float32)
+    )
+    assert merge_overlapping(dets).confidence.tolist() == pytest.approx([0.8])
+
+
+class PerTile(TiledDetector):
+    """A model whose output on each tile is scripted by the tile's origin: ``{(x, y): rows}``
+    with rows ``(x1, y1, x2, y2, class, conf)`` in tile pixels; nothing on the full frame.
+    640x360 frames and 160 px tiles: origins every 120 px (overlap 40 px), the last at 480
+    horizontally and at 200 vertically."""
+
+    def __init__(self, rows: dict[tuple[int, int], list[tuple]]) -> None:
+        self.imgsz, self.tiles, self.conf = 160, True, {0: 0.25, 1: 0.25}
+        self._model_classes = [0, 1]
+        self.rows = rows
+        self.origins: list[tuple[int, int]] = []
+
+    def _tiles_of(self, frame: np.ndarray) -> list[tuple[int, int]]:
+        self.origins = super()._tiles_of(frame)
+        return self.origins
+
+    def _predict(self, images: list[np.ndarray]) -> list[Detections]:
+        if images[0].shape[:2] == (360, 640):
+            return [Detections.empty() for _ in images]
+        out = []
+        for origin in self.origins[: len(images)]:
+            r = np.array(self.rows.get(origin, []), np.float32).reshape(-1, 6)
+            out.append(Detections(r[:, :4], r[:, 4].astype(np.int64), r[:, 5]))
+        self.origins = self.origins[len(images) :]
+        return out
+
+
+def test_a_tile_box_cut_by_the_tiles_inner_edge_needs_another_tile() -> None:
+    from pyroblur.anonymize.detector import tile_origins
+
+    assert tile_origins(640, 360, 160)[:2] == [(0, 0), (120, 0)]
+    frame = np.zeros((360, 640, 3), np.uint8)
+
+    def found(rows: dict) -> list[tuple[int, ...]]:
+        [d] = PerTile(rows)([frame])
+        return sorted(map(tuple, d.xyxy.astype(int).tolist()))
+
+    # a confident 30 px "face" on the left edge of the tile at x=120 (a texture the crop cut):
+    # that object would lie whole in the 40 px overlap, and the tile at x=0 saw nothing there
+    assert found({(120, 0): [(0, 50, 30, 80, 0, 0.84)]}) == []
+    # the same box away from the edge is kept, as is one on the frame's own border
+    assert found({(120, 0): [(20, 50, 50, 80, 0, 0.84)]}) == [(140, 50, 170, 80)]
+    assert found({(0, 0): [(0, 50, 30, 80, 0, 0.84)]}) == [(0, 50, 30, 80)]
+    # the object whole in the neighbouring tile: that tile's box is kept
+    assert found({(0, 0): [(120, 50, 150, 80, 0, 0.84)], (120, 0): [(0, 50, 30, 80, 0, 0.84)]}) == [(120, 50, 150, 80)]
+    # a 70 px object cut by the edge in both tiles (too large for the overlap): both halves kept
+    halves = {(0, 0): [(100, 50, 160, 110, 0, 0.6)], (120, 0): [(0, 50, 50, 110, 0, 0.6)]}
+    assert found(halves) == [(100, 50, 170, 110)]
+    # ... but not one half alone
+    assert found({(120, 0): [(0, 50, 50, 110, 0, 0.6)]}) == []
+
+
+def test_union_runs_its_members_at_the_same_time_in_their_order() -> None:
+    import pickle
+    import threading
+
+    started = threading.Event()
+
+    def waits_for_the_other(fs: list[np.ndarray]) -> list[Detections]:
+        # run in series, the second member could not have started yet: the wait would time out
+        assert started.wait(timeout=30), "the second member did not run while the first did"
+        return [Detections(np.array([[0, 0, 10, 10]], np.float32), np.array([0])) for _ in fs]
+
+    def signals(fs: list[np.ndarray]) -> list[Detections]:
+        started.set()
+        return [Detections(np.array([[50, 50, 60, 60]], np.float32), np.array([1])) for _ in fs]
+
+    union = UnionDetector([waits_for_the_other, signals])
+    [out] = union([np.zeros((64, 64, 3), np.uint8)])
+    assert out.xyxy.tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]] and out.class_id.tolist() == [0, 1]
+    # with its worker thread started, the union still pickles and copies (as before the thread)
+    used = UnionDetector([_Nothing(), _Nothing()])
+    used([np.zeros((8, 8, 3), np.uint8)])
+    assert len(pickle.loads(pickle.dumps(used))([np.zeros((8, 8, 3), np.uint8)])[0]) == 0
+
+
+class _Nothing:
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return [Detections.empty() for _ in frames]

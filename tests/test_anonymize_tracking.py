@@ -1,4 +1,4 @@
-"""Track-based gap filling (ultralytics' ByteTrack under pyroblur.anonymize.temporal):
+"""Track-based gap filling (ByteTrack's IoU association, without ultralytics, in pyroblur.anonymize.temporal):
 gaps filled by interpolation, bounded holds at track ends, no detection ever removed, no
 filled box larger than its track's largest detected box times the bound, classes apart,
 memory bounded. Table-driven, empty input first."""
@@ -136,3 +136,23 @@ def test_a_face_detected_on_every_third_frame_is_one_track_interpolated_between(
     assert len(ids) == 1
     for f in out[2:]:
         assert _covers(f.detections.xyxy, _truth(f.index)), f"frame {f.index} not covered"
+
+
+def test_tracking_imports_neither_ultralytics_nor_torch() -> None:
+    # ultralytics' tracker imported ultralytics and torch in every video run: seconds of CPU time
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from pyroblur.anonymize.temporal import fill_video_detections\n"
+        "from pyroblur.core.detections import Detections\n"
+        "dets = [Detections(np.array([[10 + 4 * i, 10, 40 + 4 * i, 40]], np.float32), np.array([0]))"
+        " if i % 3 == 0 else Detections.empty() for i in range(9)]\n"
+        "out = fill_video_detections(dets, 3)\n"
+        "assert len({int(t) for f in out for t in f.track_id}) == 1 and all(len(f.detections) for f in out)\n"
+        "print(sorted(m for m in ('ultralytics', 'torch') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,8 +7,9 @@ exported ``.onnx``) behind :class:`UltralyticsDetector`.
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -116,10 +117,24 @@ def merge_overlapping(dets: Detections, iou: float = 0.5, contained: float = 0.8
         group[i] = True
         used |= group
         members = boxes[group]
-        out_boxes.append(np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)]))
+        merged = np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)])
+        out_boxes.append(merged)
         out_cls.append(classes[i])
-        out_conf.append(scores[i])
+        out_conf.append(_extent_confidence(area[group], scores[group], float(np.prod(merged[2:] - merged[:2]))))
     return Detections(np.array(out_boxes, np.float32), np.array(out_cls), np.array(out_conf, np.float32))
+
+
+def _extent_confidence(areas: np.ndarray, scores: np.ndarray, merged_area: float) -> float:
+    """The confidence of a merged box: the best score among the members that span at least
+    half of it (the boxes that vouch for its extent), else the largest member's. A small
+    confident box inside a large weak one (a tile's 0.8 "face" on a texture, within a full
+    frame's 0.3 one) must not lend its score to the large box: the union of an unproven model
+    keeps a face box alone only above a confidence, and a wrecked 200 px region once passed
+    that way."""
+    spanning = areas >= 0.5 * merged_area
+    if spanning.any():
+        return float(scores[spanning].max())
+    return float(scores[int(np.argmax(areas))])
 
 
 class UnionDetector:
@@ -155,13 +170,34 @@ class UnionDetector:
         # video: the frame number the next batch should start at, and per vetted class the
         # other members' boxes on the last ``window`` frames before it
         self._recent: tuple[int, dict[int, list[Detections]]] = (-1, {})
+        self._pool: Any = None
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self._join([m(frames) for m in self.members])
+        return self._join(self._each(lambda m: m(frames)))
 
     def detect_sequence(self, frames: list[np.ndarray], first_index: int) -> list[Detections]:
         """:meth:`__call__` on consecutive video frames (see :func:`detect_in_video`)."""
-        return self._join([detect_in_video(m, frames, first_index) for m in self.members], first_index)
+        return self._join(self._each(lambda m: detect_in_video(m, frames, first_index)), first_index)
+
+    def _each(self, run: Callable[[Detector], list[Detections]]) -> list[list[Detections]]:
+        """``run`` on every member, the others in worker threads while the first runs here.
+
+        The members are ONNX/torch sessions that release the GIL: one member's Python glue
+        (letterboxing, NMS, tiling) and its small full-frame inferences leave a core idle that
+        the other member's inference uses. On the 2-core benchmark machine the union's wall
+        time fell while its CPU time stayed the same (docs/benchmarks.md, issue 28)."""
+        if len(self.members) == 1:
+            return [run(self.members[0])]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(len(self.members) - 1, thread_name_prefix="pyroblur-union")
+        futures = [self._pool.submit(contextvars.copy_context().run, run, m) for m in self.members[1:]]
+        first = run(self.members[0])
+        return [first, *(f.result() for f in futures)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # a thread pool does not pickle
 
     def _vet(self, results: list[list[Detections]], first_index: int | None) -> list[list[Detections]]:
         """``results`` with the vetted members' weak boxes that nothing supports dropped."""
@@ -190,7 +226,10 @@ class UnionDetector:
                     continue
                 ref = Detections.concat(seen[max(0, offset + j - window) : offset + j + window + 1])
                 keep = ~weak
-                keep[np.flatnonzero(weak)[supported_by(dets.xyxy[weak], dets.class_id[weak], ref)]] = True
+                # The other member's box must cover a good part of the weak box itself: a small
+                # true face inside a 200 px box on a wall or a table does not vouch for the box.
+                support = supported_by(dets.xyxy[weak], dets.class_id[weak], ref, of_box=True)
+                keep[np.flatnonzero(weak)[support]] = True
                 out[member][j] = dets.filter(keep)
             history[cls] = seen[-window:] if window else []
         if video:
@@ -221,11 +260,17 @@ TILE_ONLY_MAX_CONF = 0.9
 #: large is seen by the full-frame pass (at a quarter of the resolution it is still tens of
 #: pixels), so a tile alone "seeing" it is a texture, not a face or a plate.
 TILE_ONLY_MAX_SIDE = 0.5
+#: A box within this many pixels of a tile's inner edge is cut by it (see
+#: :meth:`TiledDetector._cut_by_edge`).
+TILE_EDGE_PX = 4
 
 
-def supported_by(boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_overlap: float = 0.3) -> np.ndarray:
+def supported_by(
+    boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_overlap: float = 0.3, *, of_box: bool = False
+) -> np.ndarray:
     """Per box: whether a same-class box of ``ref`` covers at least ``min_overlap`` of it or of
-    itself (pixels)."""
+    itself (pixels); with ``of_box``, at least ``min_overlap`` of the box (a small ``ref`` box
+    inside a large box does not support it)."""
     out = np.zeros(len(boxes), bool)
     if not len(boxes) or not len(ref):
         return out
@@ -234,7 +279,7 @@ def supported_by(boxes: np.ndarray, classes: np.ndarray, ref: Detections, min_ov
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
     area_a = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)[:, None]
     area_b = (ref.xyxy[:, 2:] - ref.xyxy[:, :2]).prod(axis=1)[None, :]
-    share = inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
+    share = inter / np.maximum(area_a if of_box else np.minimum(area_a, area_b), 1e-9)
     same = classes[:, None] == ref.class_id[None, :]
     return ((share >= min_overlap) & same).any(axis=1)
 
@@ -248,8 +293,10 @@ class TiledDetector:
 
     A tile-only detection needs more evidence than a full-frame one (:meth:`_tile_evidence`):
     the class threshold plus :data:`TILE_ONLY_MARGIN`, and a box no larger than
-    :data:`TILE_ONLY_MAX_SIDE` of the tile. A tile box that a full-frame box of its class
-    overlaps is kept at the class threshold (it completes an object the full frame saw)."""
+    :data:`TILE_ONLY_MAX_SIDE` of the tile, and, when cut by an inner edge of its tile, a box of
+    its class from another tile on it (never when it would lie whole in the neighbouring tile).
+    A tile box that a full-frame box of its class overlaps is kept at the class threshold (it
+    completes an object the full frame saw)."""
 
     imgsz: int
     tiles: bool = False
@@ -327,30 +374,88 @@ class TiledDetector:
         jobs: list[tuple[int, int, int, np.ndarray]] = []  # (frame, x0, y0, tile)
         for i, (frame, tiles) in enumerate(zip(frames, origins, strict=True)):
             jobs += [(i, x, y, frame[y : y + self.imgsz, x : x + self.imgsz]) for x, y in tiles]
-        found: list[list[Detections]] = [[d] if len(d) else [] for d in whole]
+        per_tile: list[list[tuple[int, int, Detections]]] = [[] for _ in frames]
         for k in range(0, len(jobs), self.tile_batch):
             chunk = jobs[k : k + self.tile_batch]
             for (i, x, y, _), dets in zip(chunk, self._predict([j[3] for j in chunk]), strict=True):
-                dets = self._tile_evidence(dets, whole[i], x, y)
-                if len(dets):
-                    found[i].append(dets)
-        return [merge_overlapping(Detections.concat(parts)) for parts in found]
+                per_tile[i].append((x, y, dets))
+        out = []
+        for i, frame in enumerate(frames):
+            parts = [whole[i]] if len(whole[i]) else []
+            parts += self._tile_evidence(per_tile[i], whole[i], frame.shape[:2], origins[i])
+            out.append(merge_overlapping(Detections.concat(parts)) if parts else whole[i])
+        return out
 
-    def _tile_evidence(self, dets: Detections, whole: Detections, x: int, y: int) -> Detections:
-        """The tile's boxes (tile pixels) in frame pixels, keeping a tile-only one only with
-        the extra evidence of :class:`TiledDetector`'s rule."""
-        if not len(dets):
-            return dets
+    def _tile_evidence(
+        self,
+        tiles: list[tuple[int, int, Detections]],
+        whole: Detections,
+        shape: tuple[int, int],
+        origins: list[tuple[int, int]],
+    ) -> list[Detections]:
+        """Each tile's boxes (tile pixels) in frame pixels, a tile-only one kept only with the
+        extra evidence of :class:`TiledDetector`'s rule; a tile-only box cut by an inner edge
+        of its tile (:meth:`_cut_by_edge`) is kept only where another tile's box of its class
+        overlaps it, and never when the neighbouring tile sees that object whole."""
         conf = getattr(self, "conf", None) or {}
-        xyxy = dets.xyxy + np.array([x, y, x, y], np.float32)
-        backed = supported_by(xyxy, dets.class_id, whole)
-        need = np.array(
-            [min(TILE_ONLY_MAX_CONF, conf.get(int(c), 0.25) + TILE_ONLY_MARGIN) for c in dets.class_id],
-            np.float32,
-        )
-        side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1)
-        alone_ok = (dets.confidence >= need) & (side <= TILE_ONLY_MAX_SIDE * self.imgsz)
-        return Detections(xyxy, dets.class_id, dets.confidence).filter(backed | alone_ok)
+        placed = [
+            (x, y, Detections(d.xyxy + np.array([x, y, x, y], np.float32), d.class_id, d.confidence), d)
+            for x, y, d in tiles
+            if len(d)
+        ]
+        out = []
+        for k, (x, y, frame_dets, dets) in enumerate(placed):
+            backed = supported_by(frame_dets.xyxy, dets.class_id, whole)
+            need = np.array(
+                [min(TILE_ONLY_MAX_CONF, conf.get(int(c), 0.25) + TILE_ONLY_MARGIN) for c in dets.class_id],
+                np.float32,
+            )
+            side = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).max(axis=1)
+            alone_ok = (dets.confidence >= need) & (side <= TILE_ONLY_MAX_SIDE * self.imgsz)
+            cut, whole_next_door = self._cut_by_edge(frame_dets.xyxy, x, y, shape, origins)
+            if cut.any():
+                others = [d for j, (_, _, d, _) in enumerate(placed) if j != k]
+                seen_elsewhere = supported_by(
+                    frame_dets.xyxy, dets.class_id, Detections.concat(others) if others else Detections.empty()
+                )
+                alone_ok &= ~cut | (seen_elsewhere & ~whole_next_door)
+            kept = frame_dets.filter(backed | alone_ok)
+            if len(kept):
+                out.append(kept)
+        return out
+
+    def _cut_by_edge(
+        self, xyxy: np.ndarray, x: int, y: int, shape: tuple[int, int], origins: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per box (frame pixels) of the tile at ``(x, y)``: whether it touches an edge of the
+        tile inside the frame (within :data:`TILE_EDGE_PX`), and whether, touching it, it is
+        narrow enough across that edge to lie whole in the neighbouring tile's overlap.
+
+        On real footage most tile-only false positives sat on a tile's inner edge (a texture
+        cut by the crop, at 0.6-0.84 confidence): an object that small is whole, with its
+        context, in the neighbouring tile, which finds it there if it is one; a larger object
+        cut by every tile shows in two tiles at least."""
+        h, w = shape
+        size = self.imgsz
+        xs = sorted({ox for ox, _ in origins})
+        ys = sorted({oy for _, oy in origins})
+        cut = np.zeros(len(xyxy), bool)
+        fits = np.zeros(len(xyxy), bool)
+        for axis, start, starts, limit in ((0, x, xs, w), (1, y, ys, h)):
+            k = starts.index(start)
+            end = min(start + size, limit)
+            extent = xyxy[:, axis + 2] - xyxy[:, axis]
+            if k > 0:  # the edge at ``start`` is inside the frame; the previous tile overlaps it
+                overlap = starts[k - 1] + size - start
+                touch = xyxy[:, axis] <= start + TILE_EDGE_PX
+                cut |= touch
+                fits |= touch & (extent <= overlap - TILE_EDGE_PX)
+            if end < limit and k + 1 < len(starts):
+                overlap = end - starts[k + 1]
+                touch = xyxy[:, axis + 2] >= end - TILE_EDGE_PX
+                cut |= touch
+                fits |= touch & (extent <= overlap - TILE_EDGE_PX)
+        return cut, fits
 
 
 def trained_imgsz(model: Any, default: int = 640) -> int:

@@ -1,7 +1,8 @@
 """Temporal gap filling for video: a face missed for a frame or two must not leak.
 
-:class:`TrackFiller` links each frame's detections into tracks with ultralytics'
-ByteTrack (one tracker per class, so a face never continues a plate's track) and holds
+:class:`TrackFiller` links each frame's detections into tracks with ByteTrack's IoU
+association (:class:`_ClassTracker`; one tracker per class, so a face never continues a plate's
+track) and holds
 ``max_gap`` frames back (a look-ahead buffer). When a frame leaves the buffer it gets:
 
 * every detection of that frame, unchanged: a detection is never removed or moved;
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -92,48 +92,58 @@ def bound_box(box: np.ndarray, max_wh: np.ndarray, max_scale: float) -> np.ndarr
 
 
 class _ClassTracker:
-    """ultralytics' BYTETracker for one class, fed with :class:`Detections` rows.
+    """Tracks of one class, fed with :class:`Detections` rows: ByteTrack's association as we
+    ran ultralytics' ``BYTETracker`` (every threshold at 0, IoU alone deciding matches, every
+    track confirmed at birth), without ultralytics.
 
-    Every detection starts or continues a track (thresholds at 0: our detector thresholds
-    already chose what to hide), and IoU alone decides matches: fusing a low score into
-    the cost would split one slow face into many short tracks.
+    Each frame, every track (seen on the last frame or lost for at most ``buffer`` frames) is
+    predicted at its last box moved on at its last measured velocity (corners, pixels/frame);
+    detections and predictions are matched greedily, highest IoU first, at IoU ``min_iou`` or
+    more (ultralytics: cost ``1 - IoU`` at most 0.9); a matched track takes the detection's
+    box, every other detection starts a track. Importing ultralytics' tracker imported
+    ultralytics and torch in every video run: 3.5-4.4 s of CPU time on the 2-core benchmark
+    machine (docs/benchmarks.md, issue 28).
+
+    Confirmed at birth: ByteTrack dropped a new track not matched again on the very next
+    frame, so an object detected on every n-th frame only (the union's CenterFace) became
+    one-frame tracks held still instead of one track interpolated along its motion.
     """
 
-    def __init__(self, buffer: int) -> None:
-        from ultralytics.engine.results import Boxes
-        from ultralytics.trackers.byte_tracker import BYTETracker
-
-        self._boxes_type = Boxes
-        args = SimpleNamespace(
-            track_high_thresh=0.0,
-            track_low_thresh=0.0,
-            new_track_thresh=0.0,
-            track_buffer=max(1, buffer),
-            match_thresh=0.9,
-            fuse_score=False,
-        )
-        self.tracker = BYTETracker(args)
+    def __init__(self, buffer: int, min_iou: float = 0.1) -> None:
+        self.buffer = max(1, buffer)
+        self.min_iou = min_iou
+        self.frame_id = 0
+        self._next_id = 1
+        # id -> (last box, velocity of the corners in pixels/frame, frame of the last box)
+        self._tracks: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
 
     def update(self, xyxy: np.ndarray, conf: np.ndarray, cls: int, shape: tuple[int, int]) -> np.ndarray:
-        """Track ids (``-1`` where none) for the rows of this frame."""
-        data = np.zeros((len(xyxy), 6), np.float32)
-        if len(xyxy):
-            data[:, :4] = xyxy
-            # Confidence 0 would fall below every tracker threshold; keep it strictly positive.
-            data[:, 4] = np.maximum(conf, 1e-3)
-            data[:, 5] = cls
-        self.tracker.update(self._boxes_type(data, shape))
-        ids = np.full(len(xyxy), -1, np.int64)
-        frame = self.tracker.frame_id
-        for t in self.tracker.tracked_stracks:
-            if getattr(t, "frame_id", None) == frame and t.idx is not None and 0 <= int(t.idx) < len(ids):
-                ids[int(t.idx)] = int(t.track_id)
-            # Every track is confirmed at birth: ByteTrack drops a new track that is not matched
-            # again on the very next frame, so an object detected on every n-th frame only (the
-            # union's CenterFace) became one-frame tracks held still instead of one track
-            # interpolated along its motion. Confirmed, a missed track waits (lost) for
-            # ``buffer`` frames and is matched again by IoU with its predicted box.
-            t.is_activated = True
+        """Track ids for the rows of this frame (every row gets one)."""
+        from pyroblur.core.boxes import box_iou
+
+        self.frame_id += 1
+        now = self.frame_id
+        self._tracks = {k: t for k, t in self._tracks.items() if now - t[2] <= self.buffer}
+        boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        ids = np.full(len(boxes), -1, np.int64)
+        keys = list(self._tracks)
+        if keys and len(boxes):
+            predicted = np.stack([box + v * (now - f) for box, v, f in (self._tracks[k] for k in keys)])
+            iou = box_iou(boxes, predicted)
+            for flat in np.argsort(-iou, axis=None, kind="stable"):
+                d, t = divmod(int(flat), len(keys))
+                if iou[d, t] < self.min_iou:
+                    break
+                if ids[d] >= 0 or keys[t] is None:
+                    continue
+                box, _, frame = self._tracks[keys[t]]
+                self._tracks[keys[t]] = (boxes[d], (boxes[d] - box) / (now - frame), now)
+                ids[d] = keys[t]
+                keys[t] = None  # type: ignore[call-overload]
+        for d in np.flatnonzero(ids < 0).tolist():
+            ids[d] = self._next_id
+            self._tracks[self._next_id] = (boxes[d], np.zeros(4, np.float32), now)
+            self._next_id += 1
         return ids
 
 
