@@ -83,6 +83,12 @@ def preflight(cfg: PipelineConfig, *, until: str = "promote", check_network: boo
                 f"train.model: weights file '{model}' not found and train.allow_download is false "
                 "(give the file's full path, or a .yaml such as yolo11n.yaml to train from scratch)"
             )
+        from pyroblur.core.devices import cpu_training_threads
+
+        try:
+            cpu_training_threads()
+        except ValueError as exc:
+            problems.append(str(exc))
         if not cfg.orchestration.train_deployment:  # else the GPU stage's devices are checked there
             from pyroblur.core.devices import device_problem
 

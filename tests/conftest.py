@@ -143,6 +143,9 @@ def _isolated_session(tmp_path_factory: pytest.TempPathFactory):
         "DO_NOT_TRACK": "1",
         "YOLO_OFFLINE": "1",
         "PYROBLUR_RETRY_DELAY": "0.2",
+        # two test processes train at once on 2 cores: one torch thread each (more threads than
+        # free cores made CPU training 4x slower; pyroblur.core.devices.cpu_training_threads)
+        "PYROBLUR_CPU_THREADS": "1",
         "YOLO_CONFIG_DIR": str(base / "ultralytics"),
         "MLFLOW_TRACKING_URI": "",  # each data root's embedded SQLite store, never a user's server
     }

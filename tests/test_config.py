@@ -185,6 +185,15 @@ def test_preflight_passes_on_a_fresh_root(data_root):
     assert data_root.is_dir()
 
 
+def test_preflight_names_a_bad_cpu_threads_setting(data_root, monkeypatch):
+    from pyroblur.preflight import preflight
+
+    monkeypatch.setenv("PYROBLUR_CPU_THREADS", "two")
+    with pytest.raises(ConfigError, match="PYROBLUR_CPU_THREADS='two'"):
+        preflight(_tiny())
+    preflight(_tiny(), until="export")  # no training: not its business
+
+
 def test_preflight_rebuilds_a_damaged_registry_cache(data_root):
     from pyroblur.preflight import preflight
 

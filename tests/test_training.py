@@ -39,24 +39,38 @@ def test_unknown_weights_cannot_be_downloaded():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell one thread from all")
-def test_cpu_training_uses_every_core_not_ultralytics_count_minus_one():
+def test_cpu_training_threads_follow_the_setting_and_the_free_cores(monkeypatch):
     import types
 
     import torch
     from ultralytics.utils import NUM_THREADS
 
+    from pyroblur.core.devices import cpu_training_threads
     from pyroblur.training.trainer import _yolo, use_every_cpu_core
 
     cores = len(os.sched_getaffinity(0))
     assert NUM_THREADS < cores or cores > 8  # what ultralytics' device selection would leave
     assert use_every_cpu_core in _yolo("yolo11n.yaml").callbacks["on_pretrain_routine_start"]
+    monkeypatch.setenv("PYROBLUR_CPU_THREADS", "auto")
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.1, 1.0, 1.0))  # this process alone
+    assert cpu_training_threads() == cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 1.0, 1.0))  # another busy process
+    assert cpu_training_threads() is None
+    monkeypatch.setenv("PYROBLUR_CPU_THREADS", "many")
+    with pytest.raises(ValueError, match="PYROBLUR_CPU_THREADS='many'"):
+        cpu_training_threads()
     before = torch.get_num_threads()
     try:
+        monkeypatch.setenv("PYROBLUR_CPU_THREADS", str(cores))
         torch.set_num_threads(1)
         use_every_cpu_core(types.SimpleNamespace(device=torch.device("cuda", 0)))
         assert torch.get_num_threads() == 1  # a GPU training keeps ultralytics' choice
         use_every_cpu_core(types.SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == cores
+        monkeypatch.setenv("PYROBLUR_CPU_THREADS", "auto")  # busy machine: ultralytics' choice stays
+        torch.set_num_threads(1)
+        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cpu")))
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

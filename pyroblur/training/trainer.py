@@ -39,19 +39,24 @@ def drop_ultralytics_mlflow(trainer: Any) -> None:
 
 
 def use_every_cpu_core(trainer: Any) -> None:
-    """``on_pretrain_routine_start`` callback: on the CPU, train with one torch thread per core.
+    """``on_pretrain_routine_start`` callback: on the CPU, train with one torch thread per free core.
 
     Ultralytics' device selection sets torch to ``cpu_count - 1`` threads (one on a 2-core
     machine, which leaves the other core to the data loader's workers mostly idle); measured on
-    2 cores, two threads train the demo's model 1.5x faster (docs/benchmarks.md).
+    2 cores, two threads train the demo's model 1.5x faster when the machine is otherwise idle,
+    and 4x slower beside another busy process: :func:`pyroblur.core.devices.cpu_training_threads`
+    decides (``PYROBLUR_CPU_THREADS`` overrides it).
     """
-    import os
-
     device = getattr(trainer, "device", None)
     if getattr(device, "type", None) == "cpu":
-        import torch
+        from pyroblur.core.devices import cpu_training_threads
 
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        threads = cpu_training_threads()
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+            log.info("training on the CPU with %d torch threads", threads)
 
 
 def _yolo(source: str, callbacks: Mapping[str, Callable[[Any], None]] | None = None) -> Any:
