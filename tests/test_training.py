@@ -46,11 +46,11 @@ def test_cpu_training_threads_follow_the_setting_and_the_free_cores(monkeypatch)
     from ultralytics.utils import NUM_THREADS
 
     from pyroblur.core.devices import cpu_training_threads
-    from pyroblur.training.trainer import _yolo, use_every_cpu_core
+    from pyroblur.training.trainer import _yolo, use_free_cpu_cores
 
     cores = len(os.sched_getaffinity(0))
     assert NUM_THREADS < cores or cores > 8  # what ultralytics' device selection would leave
-    assert use_every_cpu_core in _yolo("yolo11n.yaml").callbacks["on_pretrain_routine_start"]
+    assert use_free_cpu_cores in _yolo("yolo11n.yaml").callbacks["on_pretrain_routine_start"]
     monkeypatch.setenv("PYROBLUR_CPU_THREADS", "auto")
     monkeypatch.setattr(os, "getloadavg", lambda: (1.1, 1.0, 1.0))  # this process alone
     assert cpu_training_threads() == cores
@@ -63,13 +63,13 @@ def test_cpu_training_threads_follow_the_setting_and_the_free_cores(monkeypatch)
     try:
         monkeypatch.setenv("PYROBLUR_CPU_THREADS", str(cores))
         torch.set_num_threads(1)
-        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cuda", 0)))
+        use_free_cpu_cores(types.SimpleNamespace(device=torch.device("cuda", 0)))
         assert torch.get_num_threads() == 1  # a GPU training keeps ultralytics' choice
-        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cpu")))
+        use_free_cpu_cores(types.SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == cores
         monkeypatch.setenv("PYROBLUR_CPU_THREADS", "auto")  # busy machine: ultralytics' choice stays
         torch.set_num_threads(1)
-        use_every_cpu_core(types.SimpleNamespace(device=torch.device("cpu")))
+        use_free_cpu_cores(types.SimpleNamespace(device=torch.device("cpu")))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -38,7 +38,7 @@ def drop_ultralytics_mlflow(trainer: Any) -> None:
         trainer.callbacks[event] = [f for f in funcs if getattr(f, "__module__", "") != ULTRALYTICS_MLFLOW_MODULE]
 
 
-def use_every_cpu_core(trainer: Any) -> None:
+def use_free_cpu_cores(trainer: Any) -> None:
     """``on_pretrain_routine_start`` callback: on the CPU, train with one torch thread per free core.
 
     Ultralytics' device selection sets torch to ``cpu_count - 1`` threads (one on a 2-core
@@ -66,7 +66,7 @@ def _yolo(source: str, callbacks: Mapping[str, Callable[[Any], None]] | None = N
 
     model = YOLO(source)
     model.add_callback("on_pretrain_routine_start", drop_ultralytics_mlflow)
-    model.add_callback("on_pretrain_routine_start", use_every_cpu_core)
+    model.add_callback("on_pretrain_routine_start", use_free_cpu_cores)
     for event, func in (callbacks or {}).items():
         model.add_callback(event, func)
     return model
