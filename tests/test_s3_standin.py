@@ -35,10 +35,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # the image's fixed port and data folder, moved for a test on a shared host
-    script = script.replace("port: 9000", f"port: {port}").replace(
-        "directory: '/data'", f"directory: '{work / 'data'}'"
+    # (inside its container it listens on every address; here on 127.0.0.1 only)
+    script = (
+        script.replace("port: 9000", f"port: {port}")
+        .replace("directory: '/data'", f"directory: '{work / 'data'}'")
+        .replace("address: '0.0.0.0'", "address: '127.0.0.1'")
     )
-    assert str(port) in script and str(work / "data") in script
+    assert str(port) in script and str(work / "data") in script and "0.0.0.0" not in script
     (work / "s3-server.js").write_text(script)
     (work / "data").mkdir()
     log = (work / "server.log").open("w")
