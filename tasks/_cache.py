@@ -103,8 +103,11 @@ class StagePolicy(CachePolicy):
 
         from tasks import _explain
 
+        hit = store is not None and store.exists(key)
+        if hit and _explain.known(self.stage, base):
+            return  # served from the cache, its parts already in the ledger: no closure walk
         parts = _explain.key_parts(task_ctx.task, inputs)
-        if store is None or not store.exists(key):
+        if not hit:
             if walked:
                 stale_key, record = walked[0]
                 kind = type(getattr(record, "result", None)).__name__ if record is not None else "unreadable record"

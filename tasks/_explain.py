@@ -93,6 +93,12 @@ def _read(stage: str) -> list[dict[str, Any]]:
         return []
 
 
+def known(stage: str, key: str) -> bool:
+    """Whether the ledger already holds ``key``'s parts (a cached re-run then skips computing
+    them: walking a stage's code closure for its parts costs seconds)."""
+    return any(e.get("key") == key for e in _read(stage))
+
+
 def remember(stage: str, key: str, parts: dict[str, str]) -> None:
     """Record ``key``'s parts as the stage's newest entry (bounded, best effort)."""
     entries = [e for e in _read(stage) if e.get("key") != key]

@@ -62,3 +62,33 @@ def test_outputs_gone_line():
 
     line = _explain.stale("curate", "curate-0123456789abcdef0123456789", "CurateManifest")
     assert line.startswith("curate runs (not cached): outputs gone: the cached CurateManifest")
+
+
+def test_a_cached_hit_whose_parts_are_recorded_does_not_walk_the_code_again(parts, monkeypatch):
+    """A cached re-run skips the parts (a closure walk: seconds per stage); a hit on a key the
+    ledger does not know yet still records its parts, and a miss always computes them."""
+    from types import SimpleNamespace
+
+    from tasks import _cache, _explain
+
+    policy = _cache.StagePolicy(stage="train")
+    computed: list[str] = []
+    recorded = parts()
+    monkeypatch.setattr(_explain, "key_parts", lambda task, inputs: computed.append("parts") or recorded)
+
+    class Store:
+        def __init__(self, keys: set[str]) -> None:
+            self.keys = keys
+
+        def exists(self, key: str) -> bool:
+            return key in self.keys
+
+    ctx = SimpleNamespace(task=None)
+    policy._say_why(ctx, Store({"train-aaa"}), "train-aaa", "train-aaa", {}, [])  # hit, unknown: recorded
+    assert computed == ["parts"] and _explain.known("train", "train-aaa")
+    policy._say_why(ctx, Store({"train-aaa"}), "train-aaa", "train-aaa", {}, [])  # hit, known: nothing walked
+    assert computed == ["parts"]
+    lines: list[str] = []
+    monkeypatch.setattr("prefect.logging.get_run_logger", lambda *a: SimpleNamespace(info=lines.append))
+    policy._say_why(ctx, Store(set()), "train-aaa", "train-aaa", {}, [])  # miss: computed and said
+    assert computed == ["parts", "parts"] and len(lines) == 1
